@@ -1,0 +1,50 @@
+//! Transport settings: where to listen, how many connections, which timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default cap on concurrent connections.
+pub const DEFAULT_MAX_CONNS: usize = 1024;
+/// Default time a started message has to finish arriving.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a write may make no progress.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a connection may stay silent.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pending connections the kernel queues before `accept`.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// What the transport binds and how it bounds connections.
+///
+/// The timeouts are carried to every [`crate::Conn`] so the protocol on top
+/// applies them where it knows message boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// The `service` label on every metric this transport emits.
+    pub name: Arc<str>,
+    /// Connections served at once; one more is closed at accept.
+    pub max_conns: usize,
+    /// Time a started message has to finish arriving.
+    pub read_timeout: Duration,
+    /// Time a write may make no progress before the connection is closed.
+    pub write_timeout: Duration,
+    /// Time a connection may stay silent.
+    pub idle_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// A config with the default limits.
+    pub fn new(addr: SocketAddr, name: impl Into<Arc<str>>) -> TransportConfig {
+        TransportConfig {
+            addr,
+            name: name.into(),
+            max_conns: DEFAULT_MAX_CONNS,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! [`Conn`]: one accepted connection. It owns its `max_conns` permit, so the
+//! permit cannot leak, and meters every byte that crosses it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::metrics::TransportMetrics;
+
+/// An accepted connection, readable and writable as a byte stream.
+///
+/// Dropping it closes the stream, returns its permit and records its
+/// lifetime in `transport_conn_latency_seconds`.
+pub struct Conn<S = TcpStream> {
+    io: S,
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    opened: Instant,
+    metrics: TransportMetrics,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Everything a `Conn` carries besides its stream.
+pub(crate) struct ConnParts {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) metrics: TransportMetrics,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+impl<S> Conn<S> {
+    pub(crate) fn new(io: S, parts: ConnParts) -> Conn<S> {
+        parts.metrics.connections.increment(1.0);
+        Conn {
+            io,
+            id: parts.id,
+            peer: parts.peer,
+            local: parts.local,
+            read_timeout: parts.read_timeout,
+            write_timeout: parts.write_timeout,
+            idle_timeout: parts.idle_timeout,
+            opened: Instant::now(),
+            metrics: parts.metrics,
+            _permit: parts.permit,
+        }
+    }
+
+    /// Transport-unique id, as in [`crate::TransportEvent`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address the connection arrived on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Time a started message has to finish arriving.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// Time a write may make no progress.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
+    /// Time the connection may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.metrics.connections.decrement(1.0);
+        self.metrics.conn_latency.record(self.opened.elapsed().as_secs_f64());
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let res = Pin::new(&mut this.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.metrics.bytes_in.increment(n as u64);
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            this.metrics.bytes_out.increment(n as u64);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            this.metrics.bytes_out.increment(n as u64);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

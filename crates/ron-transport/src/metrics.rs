@@ -1,0 +1,28 @@
+//! The transport_* series, resolved once per transport with its `service` label.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Pre-registered handles, so the hot path is an atomic add.
+#[derive(Clone)]
+pub(crate) struct TransportMetrics {
+    pub(crate) connections: Gauge,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) rejected_max_conns: Counter,
+    pub(crate) rejected_resource: Counter,
+    pub(crate) conn_latency: Histogram,
+}
+
+impl TransportMetrics {
+    pub(crate) fn new(service: &str) -> TransportMetrics {
+        let service = service.to_owned();
+        TransportMetrics {
+            connections: gauge!("transport_connections", "service" => service.clone()),
+            bytes_in: counter!("transport_bytes_in_total", "service" => service.clone()),
+            bytes_out: counter!("transport_bytes_out_total", "service" => service.clone()),
+            rejected_max_conns: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "max_conns"),
+            rejected_resource: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "resource"),
+            conn_latency: histogram!("transport_conn_latency_seconds", "service" => service),
+        }
+    }
+}
