@@ -33,7 +33,9 @@ mod conn;
 mod metrics;
 
 pub use accept::{BindError, TransportHandle, spawn_transport_with_cancel};
-pub use config::TransportConfig;
+pub use config::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, LISTEN_BACKLOG, TransportConfig,
+};
 pub use conn::Conn;
 
 use std::net::SocketAddr;

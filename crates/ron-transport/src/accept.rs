@@ -1,0 +1,199 @@
+//! Bind and the accept loop: a `biased` select over cancel and accept, a
+//! `max_conns` permit per connection, and back-off on resource exhaustion.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{LISTEN_BACKLOG, TransportConfig};
+use crate::conn::{Conn, ConnParts};
+use crate::metrics::TransportMetrics;
+use crate::{DisconnectReason, TransportEvent};
+
+/// First pause after `accept` fails for lack of fds or memory.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between `accept` retries under resource exhaustion.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Lifecycle events buffered for slow subscribers before they lag.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Why the listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// Creating, binding or listening on the socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl BindError {
+    /// Closed label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BindError::Listen { .. } => "listen",
+        }
+    }
+}
+
+/// A running transport.
+#[derive(Debug)]
+pub struct TransportHandle {
+    /// The accept loop. It ends after `cancel` fires and every connection
+    /// handler has returned.
+    pub task: JoinHandle<()>,
+    /// The bound address (the real port when port 0 was asked for).
+    pub addr: SocketAddr,
+    /// Stops accepting; live connections go on until their handlers return.
+    pub cancel: CancellationToken,
+    /// Lifecycle events; call `subscribe()` for a receiver.
+    pub events: broadcast::Sender<TransportEvent>,
+    tracker: TaskTracker,
+}
+
+impl TransportHandle {
+    /// Connection handlers still running.
+    pub fn live_connections(&self) -> usize {
+        self.tracker.len()
+    }
+}
+
+/// Binds `cfg.addr` and spawns the accept loop; each accepted connection is
+/// handed to `handler` on its own task, which returns why it ended.
+///
+/// A connection over `max_conns` is closed at once and counted in
+/// `transport_rejected_total{reason="max_conns"}`. `EMFILE`, `ENFILE`,
+/// `ENOMEM` and `ENOBUFS` at accept are counted under `reason="resource"`
+/// and retried after a back-off that doubles from 10 ms to 1 s; they are never
+/// fatal. Must be called within a tokio runtime.
+pub async fn spawn_transport_with_cancel<F, Fut>(cfg: TransportConfig, handler: F) -> Result<TransportHandle, BindError>
+where
+    F: Fn(Conn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = DisconnectReason> + Send + 'static,
+{
+    let listener = bind(cfg.addr).map_err(|source| BindError::Listen { addr: cfg.addr, source })?;
+    let addr = listener.local_addr().map_err(|source| BindError::Listen { addr: cfg.addr, source })?;
+    let cancel = CancellationToken::new();
+    let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    let tracker = TaskTracker::new();
+    let accept = AcceptLoop {
+        listener,
+        local: addr,
+        permits: Arc::new(Semaphore::new(cfg.max_conns)),
+        metrics: TransportMetrics::new(&cfg.name),
+        next_id: AtomicU64::new(1),
+        cfg,
+        events: events.clone(),
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+    };
+    let task = tokio::spawn(accept.run(handler));
+    Ok(TransportHandle { task, addr, cancel, events, tracker })
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+struct AcceptLoop {
+    listener: TcpListener,
+    local: SocketAddr,
+    permits: Arc<Semaphore>,
+    metrics: TransportMetrics,
+    next_id: AtomicU64,
+    cfg: TransportConfig,
+    events: broadcast::Sender<TransportEvent>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl AcceptLoop {
+    async fn run<F, Fut>(self, handler: F)
+    where
+        F: Fn(Conn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = DisconnectReason> + Send + 'static,
+    {
+        tracing::info!(service = %self.cfg.name, addr = %self.local, "transport listening");
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                        self.metrics.rejected_max_conns.increment(1);
+                        tracing::debug!(%peer, max_conns = self.cfg.max_conns, "over max_conns, closing");
+                        drop(stream);
+                        continue;
+                    };
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let conn = Conn::new(
+                        stream,
+                        ConnParts {
+                            id,
+                            peer,
+                            local: self.local,
+                            read_timeout: self.cfg.read_timeout,
+                            write_timeout: self.cfg.write_timeout,
+                            idle_timeout: self.cfg.idle_timeout,
+                            metrics: self.metrics.clone(),
+                            permit,
+                        },
+                    );
+                    // No receiver is fine: events are for whoever listens.
+                    let _ = self.events.send(TransportEvent::Connected { id, peer });
+                    let events = self.events.clone();
+                    let session = handler(conn);
+                    self.tracker.spawn(async move {
+                        let reason = session.await;
+                        let _ = events.send(TransportEvent::Disconnected { id, peer, reason });
+                    });
+                }
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.metrics.rejected_resource.increment(1);
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept out of resources, backing off");
+                    tokio::select! {
+                        biased;
+                        () = self.cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+                // Errors that concern one connection (ECONNABORTED, EPERM from
+                // a firewall, ...): that connection is gone, the loop goes on.
+                Err(e) => tracing::debug!(error = %e, "accept failed for one connection"),
+            }
+        }
+        drop(self.listener);
+        tracing::info!(service = %self.cfg.name, live = self.tracker.len(), "transport stopped accepting");
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS))
+}
