@@ -1,1 +1,83 @@
-fn main() {}
+//! svc-overlay: parse the CLI, load config, install tracing, start the node,
+//! wait for a signal, drain, exit. Exit codes: 0 clean, 1 runtime failure,
+//! 2 bad config or usage, 130 second signal during drain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use overlay_core::Overlay;
+use svc_overlay::cli::{Cli, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("svc-overlay: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Some(Command::Ping(args)) => runtime.block_on(async {
+            match svc_overlay::ping::run(&args, |line| println!("{line}")).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("svc-overlay ping: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }),
+        None => serve(&cli, &runtime),
+    }
+}
+
+fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let config = match svc_overlay::config::load(&cli.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("svc-overlay: config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.serve.print_config {
+        println!("{:#}", config.configz());
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    runtime.block_on(async {
+        let node = match Overlay::from_valid(config).version(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).start().await {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("svc-overlay: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("svc-overlay: cannot install signal handlers: {e}");
+                node.shutdown().await;
+                return ExitCode::from(1);
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+        tokio::select! {
+            () = node.shutdown() => ExitCode::SUCCESS,
+            _ = term.recv() => second_signal(),
+            _ = int.recv() => second_signal(),
+        }
+    })
+}
+
+fn second_signal() -> ExitCode {
+    tracing::warn!("second signal, exiting at once");
+    ExitCode::from(130)
+}

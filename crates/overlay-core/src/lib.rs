@@ -1,1 +1,30 @@
-//! wip
+//! svc-overlay as a library: an OAP/1 node that other RON services embed
+//! in-process, and the small client the CLI and tests use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use overlay_core::{Overlay, OverlayConfig};
+//!
+//! let mut config = OverlayConfig::default();
+//! config.transport.addr = "127.0.0.1:0".parse()?;
+//! config.admin.addr = "127.0.0.1:0".parse()?;
+//! let node = Overlay::start(config).await?;
+//! println!("serving OAP/1 on {}", node.local_addr());
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+mod config;
+mod handler;
+mod metrics;
+mod node;
+mod session;
+
+pub use config::{
+    AdminSection, ConfigError, OapSection, OverlayConfig, SessionSection, Source, TransportSection, ValidConfig, flatten,
+};
+pub use handler::{DataHandler, Echo, SessionInfo};
+pub use node::{Overlay, OverlayBuilder, StartError};
+pub use ron_transport::{DisconnectReason, TransportEvent};

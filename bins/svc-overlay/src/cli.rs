@@ -1,0 +1,72 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// svc-overlay: the RON session & gossip plane node.
+///
+/// With no command it serves on the built-in defaults, overlaid by
+/// overlay.toml (or --config), RON_OVERLAY_<SECTION>__<KEY> variables and
+/// these flags, in that order.
+#[derive(Debug, Parser)]
+#[command(name = "svc-overlay", version, about, long_about)]
+pub struct Cli {
+    /// Settings for serving (ignored by client commands).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A client command; none serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags that override the config of a serving node.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML); default: overlay.toml in the working directory, if present.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data-plane address (transport.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Admin HTTP address (admin.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// The `service` metric label (transport.name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Concurrent sessions (transport.max_conns).
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<u32>,
+    /// Any config key, e.g. --set session.tx_queue=256 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the effective config with each value's source as JSON, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Client commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Handshake, send DATA frames, verify each echo and print round-trip times.
+    Ping(PingArgs),
+}
+
+/// `svc-overlay ping`.
+#[derive(Debug, Clone, Args)]
+pub struct PingArgs {
+    /// Node address.
+    #[arg(long, default_value = "127.0.0.1:9500")]
+    pub addr: SocketAddr,
+    /// DATA frames to send.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+    /// Payload bytes per frame (1 to 1048575).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_575))]
+    pub size: u32,
+    /// Pause between pings, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub interval_ms: u64,
+}

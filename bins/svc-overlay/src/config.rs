@@ -1,0 +1,159 @@
+//! Config layering: built-in defaults -> overlay.toml or --config FILE ->
+//! RON_OVERLAY_<SECTION>__<KEY> (and the seed's RON_OVERLAY_HANDSHAKE_MS and
+//! RON_OVERLAY_TX_WATERMARK) -> CLI flags. Later layers win; every value
+//! remembers its layer for /configz.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use overlay_core::{ConfigError, OverlayConfig, Source, ValidConfig, flatten};
+
+use crate::cli::ServeArgs;
+
+/// The config file read from the working directory when --config is absent.
+pub const DEFAULT_FILE: &str = "overlay.toml";
+/// Prefix of the structured environment variables.
+pub const ENV_PREFIX: &str = "RON_OVERLAY_";
+/// The seed's flat variables, and the keys they set.
+const LEGACY_ENV: [(&str, &str); 2] =
+    [("RON_OVERLAY_HANDSHAKE_MS", "oap.handshake_timeout_ms"), ("RON_OVERLAY_TX_WATERMARK", "session.tx_watermark")];
+
+/// Why the config could not be loaded. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// --config named a file that does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// A `--set` flag without `=`.
+    #[error("--set {0}: expected KEY=VALUE")]
+    SetSyntax(String),
+    /// A layer could not be parsed or a value has the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is outside its range.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+/// Loads, layers and validates the config.
+pub fn load(args: &ServeArgs) -> Result<ValidConfig, LoadError> {
+    let figment = figment(args)?;
+    let config: OverlayConfig = figment.extract().map_err(|e| LoadError::Parse(one_line(&e)))?;
+    let sources = sources(&figment, &config);
+    Ok(config.validate()?.with_sources(sources))
+}
+
+fn figment(args: &ServeArgs) -> Result<Figment, LoadError> {
+    let mut figment = Figment::from(Layer::new("default", Serialized::defaults(OverlayConfig::default())));
+    let file = match &args.config {
+        Some(path) if !path.exists() => return Err(LoadError::Missing(path.clone())),
+        Some(path) => Some(path.clone()),
+        None => Path::new(DEFAULT_FILE).exists().then(|| PathBuf::from(DEFAULT_FILE)),
+    };
+    if let Some(path) = file {
+        figment = figment.merge(Layer::new("file", Toml::file(path)));
+    }
+    let legacy = Env::raw().filter_map(|key| {
+        LEGACY_ENV.iter().find(|(var, _)| key.as_str().eq_ignore_ascii_case(var)).map(|(_, to)| (*to).into())
+    });
+    let structured = Env::prefixed(ENV_PREFIX)
+        .filter(|key| !LEGACY_ENV.iter().any(|(var, _)| var[ENV_PREFIX.len()..].eq_ignore_ascii_case(key.as_str())))
+        .split("__");
+    figment = figment.merge(Layer::new("env", legacy)).merge(Layer::new("env", structured));
+    figment = figment.merge(Layer::new("cli", cli_layer(args)?));
+    Ok(figment)
+}
+
+/// The flags that were given, as a nested dict.
+fn cli_layer(args: &ServeArgs) -> Result<Serialized<Dict>, LoadError> {
+    let mut flat: Vec<(String, Value)> = Vec::new();
+    if let Some(addr) = args.addr {
+        flat.push(("transport.addr".into(), addr.to_string().into()));
+    }
+    if let Some(addr) = args.admin_addr {
+        flat.push(("admin.addr".into(), addr.to_string().into()));
+    }
+    if let Some(name) = &args.name {
+        flat.push(("transport.name".into(), name.clone().into()));
+    }
+    if let Some(n) = args.max_conns {
+        flat.push(("transport.max_conns".into(), n.into()));
+    }
+    for kv in &args.set {
+        let (key, value) = kv.split_once('=').ok_or_else(|| LoadError::SetSyntax(kv.clone()))?;
+        let value: Value = value.parse().unwrap_or_else(|_| Value::from(value.to_string()));
+        flat.push((key.trim().to_string(), value));
+    }
+    let mut dict = Dict::new();
+    for (key, value) in flat {
+        insert(&mut dict, &key, value);
+    }
+    Ok(Serialized::defaults(dict))
+}
+
+fn insert(dict: &mut Dict, dotted: &str, value: Value) {
+    match dotted.split_once('.') {
+        None => {
+            dict.insert(dotted.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = dict.entry(head.to_string()).or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Which layer each dotted key's value came from.
+fn sources(figment: &Figment, config: &OverlayConfig) -> BTreeMap<String, Source> {
+    let mut out = BTreeMap::new();
+    if let Ok(tree) = serde_json::to_value(config) {
+        flatten("", &tree, &mut |key, _| {
+            let source = match figment.find_metadata(&key).map(|m| m.name.as_ref()) {
+                Some("file") => Source::File,
+                Some("env") => Source::Env,
+                Some("cli") => Source::Cli,
+                _ => Source::Default,
+            };
+            out.insert(key, source);
+        });
+    }
+    out
+}
+
+fn one_line(e: &figment::Error) -> String {
+    e.clone().into_iter().next().map(|e| e.to_string()).unwrap_or_else(|| e.to_string()).replace('\n', " ")
+}
+
+/// A provider under another name, so `find_metadata` tells the layers apart.
+struct Layer<P> {
+    name: &'static str,
+    inner: P,
+}
+
+impl<P> Layer<P> {
+    fn new(name: &'static str, inner: P) -> Layer<P> {
+        Layer { name, inner }
+    }
+}
+
+impl<P: Provider> Provider for Layer<P> {
+    fn metadata(&self) -> Metadata {
+        let mut metadata = self.inner.metadata();
+        metadata.name = self.name.into();
+        metadata
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.inner.data()
+    }
+
+    fn profile(&self) -> Option<Profile> {
+        self.inner.profile()
+    }
+}

@@ -1,0 +1,121 @@
+//! A small OAP/1 client over TCP: hello exchange, then frames in and out.
+//! The CLI's `ping` and the integration tests use it; it is also a reference
+//! for services that speak OAP/1 to a node.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use oap_codec::{Caps, DecodeError, EncodeError, Frame, HELLO_LEN, Hello, HelloError, Negotiated, OapCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Time allowed for connect plus the hello exchange.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The node address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Connect plus hello took longer than [`CONNECT_TIMEOUT`].
+    #[error("no hello from {0} within 5 s")]
+    Timeout(SocketAddr),
+    /// The node's hello was refused.
+    #[error("bad hello from node: {0}")]
+    Hello(#[from] HelloError),
+    /// The stream failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The node sent bytes that are not a valid frame.
+    #[error("bad frame from node: {0}")]
+    Decode(#[from] DecodeError),
+    /// A frame could not be encoded (too large).
+    #[error("cannot send: {0}")]
+    Encode(#[from] EncodeError),
+    /// The node closed the connection.
+    #[error("connection closed by node")]
+    Closed,
+}
+
+/// A connected, negotiated session.
+pub struct Client {
+    stream: TcpStream,
+    codec: OapCodec,
+    rx: BytesMut,
+    tx: BytesMut,
+    negotiated: Negotiated,
+}
+
+impl Client {
+    /// Connects, sends our hello with `caps`, and checks the node's.
+    pub async fn connect(addr: SocketAddr, caps: Caps) -> Result<Client, ClientError> {
+        let setup = async {
+            let mut stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
+            stream.set_nodelay(true)?;
+            stream.write_all(&Hello::new(caps).encode()).await?;
+            let mut theirs = [0u8; HELLO_LEN];
+            stream.read_exact(&mut theirs).await?;
+            let negotiated = Hello::negotiate(caps, &Hello::decode(&theirs)?)?;
+            Ok::<_, ClientError>((stream, negotiated))
+        };
+        let (stream, negotiated) = tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))??;
+        Ok(Client { stream, codec: OapCodec::new(), rx: BytesMut::with_capacity(8192), tx: BytesMut::new(), negotiated })
+    }
+
+    /// Version and caps agreed with the node.
+    pub fn negotiated(&self) -> Negotiated {
+        self.negotiated
+    }
+
+    /// Buffers a frame without writing it; [`Client::flush`] sends the lot.
+    pub fn feed(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        self.codec.encode(frame, &mut self.tx)?;
+        Ok(())
+    }
+
+    /// Writes everything fed so far.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.stream.write_all(&self.tx).await?;
+        self.tx.clear();
+        Ok(())
+    }
+
+    /// Sends one frame now.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        self.feed(frame)?;
+        self.flush().await
+    }
+
+    /// The next frame from the node.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: bytes read so far stay buffered for the next call.
+    pub async fn recv(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.rx)? {
+                return Ok(frame);
+            }
+            if self.stream.read_buf(&mut self.rx).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Closes our side and waits for the node to close its own.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while self.stream.read(&mut sink).await? > 0 {}
+        Ok(())
+    }
+}

@@ -1,0 +1,342 @@
+//! Node configuration: plain serde data with the defaults of ARCHITECTURE.md,
+//! validated once into [`ValidConfig`], which the rest of the code trusts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::{Deref, RangeInclusive};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Every node setting. Unknown keys are refused when deserializing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// The data-plane listener.
+    pub transport: TransportSection,
+    /// OAP/1 framing and handshake.
+    pub oap: OapSection,
+    /// Per-session queues.
+    pub session: SessionSection,
+    /// The admin HTTP plane.
+    pub admin: AdminSection,
+    /// Time shutdown gives sessions to take their `GOAWAY` and flush.
+    pub drain_timeout_ms: u64,
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSection {
+    /// Data-plane listen address.
+    pub addr: SocketAddr,
+    /// The `service` label on every metric.
+    pub name: String,
+    /// Sessions served at once; one more is closed at accept.
+    pub max_conns: u32,
+    /// Time a started frame has to finish arriving.
+    pub read_timeout_ms: u64,
+    /// Time a write may take before the session is closed.
+    pub write_timeout_ms: u64,
+    /// Silence after which the node PINGs (at half) and closes (at full).
+    pub idle_timeout_ms: u64,
+}
+
+/// `[oap]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OapSection {
+    /// Largest frame `len` accepted or sent.
+    pub max_frame: u32,
+    /// Time the peer has to deliver its 9-byte hello.
+    pub handshake_timeout_ms: u64,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSection {
+    /// Replies (echo, PONG, ACK, ERROR) queued per session; never dropped.
+    pub tx_queue: u32,
+    /// Queued replies at which the node stops reading the session until the
+    /// queue drains below half of this.
+    pub tx_watermark: u32,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Admin HTTP listen address.
+    pub addr: SocketAddr,
+    /// Serve the admin plane (an embedding service may have its own).
+    pub enabled: bool,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> OverlayConfig {
+        OverlayConfig {
+            transport: TransportSection::default(),
+            oap: OapSection::default(),
+            session: SessionSection::default(),
+            admin: AdminSection::default(),
+            drain_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for TransportSection {
+    fn default() -> TransportSection {
+        TransportSection {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9500)),
+            name: "overlay".into(),
+            max_conns: 1024,
+            read_timeout_ms: 5000,
+            write_timeout_ms: 5000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for OapSection {
+    fn default() -> OapSection {
+        OapSection { max_frame: oap_codec::MAX_FRAME, handshake_timeout_ms: 2000 }
+    }
+}
+
+impl Default for SessionSection {
+    fn default() -> SessionSection {
+        SessionSection { tx_queue: 128, tx_watermark: 96 }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> AdminSection {
+        AdminSection { addr: SocketAddr::from(([127, 0, 0, 1], 9600)), enabled: true }
+    }
+}
+
+/// A value that breaks its documented range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A number outside its allowed range.
+    #[error("{key} = {value} is out of range (allowed {range})")]
+    OutOfRange {
+        /// Dotted key, as in `overlay.toml`.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range, as text.
+        range: String,
+    },
+    /// A string that must not be empty.
+    #[error("{key} must not be empty")]
+    Empty {
+        /// Dotted key, as in `overlay.toml`.
+        key: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// The offending key.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConfigError::OutOfRange { key, .. } | ConfigError::Empty { key } => key,
+        }
+    }
+}
+
+/// Where a config value came from, for `/configz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// `overlay.toml` or `--config FILE`.
+    File,
+    /// A `RON_OVERLAY_*` environment variable.
+    Env,
+    /// A command-line flag.
+    Cli,
+    /// Set in code by an embedding service.
+    Code,
+}
+
+/// A config that passed [`OverlayConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidConfig {
+    config: OverlayConfig,
+    sources: BTreeMap<String, Source>,
+}
+
+fn check<T>(key: &'static str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            key,
+            value: value.to_string(),
+            range: format!("{}..={}", range.start(), range.end()),
+        })
+    }
+}
+
+impl OverlayConfig {
+    /// Checks every value against its range; the first failure is returned.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let c = &self;
+        if c.transport.name.trim().is_empty() {
+            return Err(ConfigError::Empty { key: "transport.name" });
+        }
+        check("transport.max_conns", c.transport.max_conns, 1..=1_000_000)?;
+        check("transport.read_timeout_ms", c.transport.read_timeout_ms, 100..=300_000)?;
+        check("transport.write_timeout_ms", c.transport.write_timeout_ms, 100..=300_000)?;
+        check("transport.idle_timeout_ms", c.transport.idle_timeout_ms, 1000..=3_600_000)?;
+        check("oap.max_frame", c.oap.max_frame, 1024..=oap_codec::MAX_FRAME)?;
+        check("oap.handshake_timeout_ms", c.oap.handshake_timeout_ms, 100..=30_000)?;
+        check("session.tx_queue", c.session.tx_queue, 2..=65_536)?;
+        check("session.tx_watermark", c.session.tx_watermark, 1..=c.session.tx_queue - 1)?;
+        check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
+        Ok(ValidConfig { config: self, sources: BTreeMap::new() })
+    }
+}
+
+impl ValidConfig {
+    /// Records where each dotted key came from; keys not named are `default`.
+    pub fn with_sources(mut self, sources: BTreeMap<String, Source>) -> ValidConfig {
+        self.sources = sources;
+        self
+    }
+
+    /// The plain config.
+    pub fn config(&self) -> &OverlayConfig {
+        &self.config
+    }
+
+    /// `transport.read_timeout_ms` as a duration.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.transport.read_timeout_ms)
+    }
+
+    /// `transport.write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.transport.write_timeout_ms)
+    }
+
+    /// `transport.idle_timeout_ms` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.transport.idle_timeout_ms)
+    }
+
+    /// `oap.handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.oap.handshake_timeout_ms)
+    }
+
+    /// `drain_timeout_ms` as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The effective config for `/configz`: every dotted key with its value
+    /// and source; values of secret-looking keys are redacted.
+    pub fn configz(&self) -> serde_json::Value {
+        let mut flat = serde_json::Map::new();
+        if let Ok(tree) = serde_json::to_value(&self.config) {
+            flatten("", &tree, &mut |key, value| {
+                let source = self.sources.get(&key).copied().unwrap_or(Source::Default);
+                let value = if is_secret(&key) { serde_json::Value::from("<redacted>") } else { value.clone() };
+                flat.insert(key, serde_json::json!({ "value": value, "source": source }));
+            });
+        }
+        serde_json::json!({ "config": flat })
+    }
+}
+
+impl Deref for ValidConfig {
+    type Target = OverlayConfig;
+    fn deref(&self) -> &OverlayConfig {
+        &self.config
+    }
+}
+
+/// Every leaf of `value` with its dotted path; arrays are leaves.
+pub fn flatten(prefix: &str, value: &serde_json::Value, out: &mut impl FnMut(String, &serde_json::Value)) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        leaf => out(prefix.to_string(), leaf),
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    ["token", "secret", "password"].iter().any(|s| last.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let valid = OverlayConfig::default().validate().unwrap();
+        assert_eq!(valid.transport.addr.port(), 9500);
+        assert_eq!(valid.session.tx_watermark, 96);
+    }
+
+    #[test]
+    fn every_range_is_enforced_with_key_value_and_range() {
+        type Edit = fn(&mut OverlayConfig);
+        let cases: &[(&str, Edit)] = &[
+            ("transport.max_conns", |c| c.transport.max_conns = 0),
+            ("transport.max_conns", |c| c.transport.max_conns = 1_000_001),
+            ("transport.read_timeout_ms", |c| c.transport.read_timeout_ms = 99),
+            ("transport.read_timeout_ms", |c| c.transport.read_timeout_ms = 300_001),
+            ("transport.write_timeout_ms", |c| c.transport.write_timeout_ms = 99),
+            ("transport.write_timeout_ms", |c| c.transport.write_timeout_ms = 300_001),
+            ("transport.idle_timeout_ms", |c| c.transport.idle_timeout_ms = 999),
+            ("transport.idle_timeout_ms", |c| c.transport.idle_timeout_ms = 3_600_001),
+            ("oap.max_frame", |c| c.oap.max_frame = 1023),
+            ("oap.max_frame", |c| c.oap.max_frame = 1_048_577),
+            ("oap.handshake_timeout_ms", |c| c.oap.handshake_timeout_ms = 99),
+            ("oap.handshake_timeout_ms", |c| c.oap.handshake_timeout_ms = 30_001),
+            ("session.tx_queue", |c| c.session.tx_queue = 1),
+            ("session.tx_queue", |c| c.session.tx_queue = 65_537),
+            ("session.tx_watermark", |c| c.session.tx_watermark = 0),
+            ("session.tx_watermark", |c| c.session.tx_watermark = 128),
+            ("drain_timeout_ms", |c| c.drain_timeout_ms = 99),
+            ("drain_timeout_ms", |c| c.drain_timeout_ms = 600_001),
+            ("transport.name", |c| c.transport.name = " ".into()),
+        ];
+        for (key, edit) in cases {
+            let mut cfg = OverlayConfig::default();
+            edit(&mut cfg);
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.key(), *key, "{err}");
+        }
+        let mut cfg = OverlayConfig::default();
+        cfg.transport.max_conns = 0;
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "transport.max_conns = 0 is out of range (allowed 1..=1000000)"
+        );
+    }
+
+    #[test]
+    fn configz_lists_every_key_with_its_source() {
+        let sources = BTreeMap::from([("transport.max_conns".to_string(), Source::Env)]);
+        let z = OverlayConfig::default().validate().unwrap().with_sources(sources).configz();
+        assert_eq!(z["config"]["transport.max_conns"]["source"], "env");
+        assert_eq!(z["config"]["transport.addr"], serde_json::json!({ "value": "127.0.0.1:9500", "source": "default" }));
+        assert_eq!(z["config"]["drain_timeout_ms"]["value"], 5000);
+    }
+}

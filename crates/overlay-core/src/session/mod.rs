@@ -1,0 +1,212 @@
+//! One OAP/1 session: the hello exchange under `handshake_timeout`, then a
+//! reader (this task) and a writer (its own task) joined by the bounded reply
+//! queue of spec section 4.
+//!
+//! The reader never waits on anything unbounded: every read has a deadline
+//! (idle or `read_timeout`), every reply waits on a bounded queue, and the
+//! node's drain and kill tokens end it.
+
+mod reader;
+mod writer;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use oap_codec::{Caps, ErrorCode, Frame, HELLO_LEN, Hello, HelloError, Negotiated};
+use ron_transport::{Conn, DisconnectReason};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::handler::{DataHandler, SessionInfo};
+use crate::metrics::{HandshakeFail, OverlayMetrics};
+
+/// Longest a node-closed session keeps reading (and discarding) so its last
+/// frame is not lost to a TCP reset.
+const LINGER: Duration = Duration::from_secs(1);
+/// Bytes a lingering session discards at most before it closes anyway.
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// Session limits, fixed at node start.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) caps: Caps,
+    pub(crate) max_frame: u32,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) tx_queue: usize,
+    pub(crate) tx_watermark: usize,
+    pub(crate) drain_window_ms: u32,
+}
+
+/// What every session of a node shares.
+pub(crate) struct SessionCtx {
+    pub(crate) limits: Limits,
+    pub(crate) metrics: OverlayMetrics,
+    pub(crate) handler: Arc<dyn DataHandler>,
+    /// Fires at shutdown step 2: each session sends `GOAWAY 503` and flushes.
+    pub(crate) drain: CancellationToken,
+    /// Fires when the drain deadline passes: every session stops at once.
+    pub(crate) kill: CancellationToken,
+}
+
+/// The reply queue's shared state: the writer wakes a paused reader here.
+pub(crate) struct ReplyQueue {
+    pub(crate) drained: Notify,
+}
+
+/// Serves one accepted connection until it ends, and says why.
+pub(crate) async fn run<S>(conn: Conn<S>, ctx: Arc<SessionCtx>) -> DisconnectReason
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("session", peer = %conn.peer_addr(), id = conn.id());
+    serve(conn, ctx).instrument(span).await
+}
+
+async fn serve<S>(mut conn: Conn<S>, ctx: Arc<SessionCtx>) -> DisconnectReason
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let m = &ctx.metrics;
+    m.connections_total.increment(1);
+    m.sessions_active.increment(1.0);
+    let opened = conn.opened();
+    let info = SessionInfo { id: conn.id(), peer: conn.peer_addr(), caps: Caps::empty() };
+    let reason = match handshake(&mut conn, &ctx).await {
+        Ok(negotiated) => {
+            m.accept_latency.record(opened.elapsed().as_secs_f64());
+            tracing::debug!(caps = ?negotiated.caps, "session open");
+            established(conn, SessionInfo { caps: negotiated.caps, ..info }, &ctx).await
+        }
+        Err(fail) => {
+            m.handshake_fail(fail);
+            tracing::debug!(reason = fail.label(), "handshake failed");
+            DisconnectReason::Handshake
+        }
+    };
+    m.sessions_active.decrement(1.0);
+    m.conn_lifetime.record(opened.elapsed().as_secs_f64());
+    tracing::debug!(reason = reason.label(), "session closed");
+    reason
+}
+
+/// Spec section 1: send our hello at once, read theirs within the timeout,
+/// check magic, version and caps in that order.
+async fn handshake<S>(conn: &mut Conn<S>, ctx: &SessionCtx) -> Result<Negotiated, HandshakeFail>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &ctx.limits;
+    let ours = Hello::new(limits.caps).encode();
+    let exchange = async {
+        conn.write_all(&ours).await?;
+        let mut theirs = [0u8; HELLO_LEN];
+        conn.read_exact(&mut theirs).await?;
+        Ok::<_, io::Error>(theirs)
+    };
+    let theirs = match tokio::time::timeout(limits.handshake_timeout, exchange).await {
+        Err(_) => return Err(HandshakeFail::Timeout),
+        Ok(Err(_)) => return Err(HandshakeFail::Io),
+        Ok(Ok(bytes)) => bytes,
+    };
+    let refused = match Hello::decode(&theirs).and_then(|hello| Hello::negotiate(limits.caps, &hello)) {
+        Ok(negotiated) => return Ok(negotiated),
+        Err(e) => e,
+    };
+    if refused.sends_error() {
+        let mut out = BytesMut::new();
+        Frame::error(ErrorCode::BadRequest, 0, refused.to_string()).encode_into(&mut out);
+        let send = async {
+            conn.write_all(&out).await?;
+            conn.shutdown().await
+        };
+        let _ = tokio::time::timeout(limits.write_timeout, send).await;
+    }
+    Err(match refused {
+        HelloError::Preamble(_) => HandshakeFail::Preamble,
+        HelloError::Version(_) => HandshakeFail::Version,
+        _ => HandshakeFail::Caps,
+    })
+}
+
+async fn established<S>(conn: Conn<S>, info: SessionInfo, ctx: &Arc<SessionCtx>) -> DisconnectReason
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(conn);
+    let (tx, rx) = mpsc::channel(ctx.limits.tx_queue);
+    let queue = Arc::new(ReplyQueue { drained: Notify::new() });
+    let writer_failed = CancellationToken::new();
+    let writer = tokio::spawn(writer::run(wr, rx, queue.clone(), ctx.clone(), writer_failed.clone()));
+
+    let reason = reader::run(&mut rd, tx, queue, info, ctx, &writer_failed).await;
+    // The reply sender is gone with the reader: the writer flushes what is
+    // queued, shuts the stream down and returns.
+    let reason = match writer.await {
+        Ok(Some(write_reason)) => write_reason,
+        Ok(None) => reason,
+        Err(e) => {
+            tracing::error!(error = %e, "session writer panicked");
+            DisconnectReason::Io
+        }
+    };
+    if node_initiated(reason) {
+        linger(&mut rd, &ctx.kill).await;
+    }
+    reason
+}
+
+fn node_initiated(reason: DisconnectReason) -> bool {
+    !matches!(reason, DisconnectReason::PeerClosed | DisconnectReason::Io | DisconnectReason::WriteTimeout)
+}
+
+/// After the node closed its side, discards what the peer still sends for a
+/// bounded time, so our last frame is not destroyed by a reset.
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R, kill: &CancellationToken) {
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_MAX_BYTES {
+        let read = tokio::select! {
+            biased;
+            () = kill.cancelled() => return,
+            r = tokio::time::timeout_at(deadline.into(), rd.read(&mut sink)) => r,
+        };
+        match read {
+            Ok(Ok(n @ 1..)) => discarded += n,
+            _ => return,
+        }
+    }
+}
+
+/// `reconnect_after_ms` for a session's shutdown `GOAWAY`: a Weyl sequence
+/// over session ids, which spreads sessions evenly over the drain window
+/// without any shared state.
+pub(crate) fn reconnect_after(session_id: u64, window_ms: u32) -> u32 {
+    const PHI_FRAC: u64 = 0x9E37_79B9_7F4A_7C15;
+    let frac = session_id.wrapping_mul(PHI_FRAC);
+    ((u128::from(frac) * u128::from(window_ms)) >> 64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_after_spreads_over_the_window() {
+        let window = 5000;
+        let mut buckets = [0u32; 10];
+        for id in 1..=50 {
+            let ms = reconnect_after(id, window);
+            assert!(ms < window);
+            buckets[(ms / 500) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| (3..=7).contains(&n)), "uneven spread {buckets:?}");
+    }
+}

@@ -1,0 +1,302 @@
+//! The session reader: reads with a deadline, decodes frames in place, and
+//! dispatches each one in order. It pauses at `tx_watermark` queued replies
+//! and resumes once the writer has drained below half of it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use oap_codec::{Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, OapCodec};
+use ron_transport::DisconnectReason;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use super::{ReplyQueue, SessionCtx, reconnect_after};
+use crate::handler::SessionInfo;
+
+/// Smallest read issued; the read size doubles while reads fill it.
+const MIN_READ: usize = 4 * 1024;
+/// Largest read issued.
+const MAX_READ: usize = 64 * 1024;
+
+/// What the reader does when its read deadline passes.
+#[derive(Clone, Copy)]
+enum Deadline {
+    /// A frame has started and must finish within `read_timeout`.
+    Frame,
+    /// Half the idle timeout passed in silence: PING the peer.
+    Ping,
+    /// The whole idle timeout passed in silence: close with `GOAWAY 408`.
+    Idle,
+}
+
+struct Reader<'a> {
+    tx: mpsc::Sender<Frame>,
+    queue: Arc<ReplyQueue>,
+    info: SessionInfo,
+    ctx: &'a SessionCtx,
+    writer_failed: &'a CancellationToken,
+    codec: OapCodec,
+    buf: BytesMut,
+    nonce: u64,
+    counts: [u64; Kind::ALL.len()],
+    bytes: u64,
+}
+
+/// Reads and dispatches until the session ends; returns why.
+pub(super) async fn run<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    tx: mpsc::Sender<Frame>,
+    queue: Arc<ReplyQueue>,
+    info: SessionInfo,
+    ctx: &Arc<SessionCtx>,
+    writer_failed: &CancellationToken,
+) -> DisconnectReason {
+    let mut reader = Reader {
+        tx,
+        queue,
+        info,
+        ctx,
+        writer_failed,
+        codec: OapCodec::with_max_frame(ctx.limits.max_frame),
+        buf: BytesMut::new(),
+        nonce: 0,
+        counts: [0; Kind::ALL.len()],
+        bytes: 0,
+    };
+    reader.read_loop(rd).await
+}
+
+impl Reader<'_> {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> DisconnectReason {
+        let ctx: &SessionCtx = self.ctx;
+        let limits = &ctx.limits;
+        let mut last_rx = Instant::now();
+        let mut pinged = false;
+        let mut partial_since: Option<Instant> = None;
+        let mut read_size = MIN_READ;
+        loop {
+            // 1. Dispatch every complete frame already buffered.
+            let mut progressed = false;
+            loop {
+                if let Err(reason) = self.wait_for_room().await {
+                    return reason;
+                }
+                let step = match self.codec.decode(&mut self.buf) {
+                    Ok(Some(frame)) => {
+                        progressed = true;
+                        self.count_in(&frame);
+                        self.dispatch(frame).await
+                    }
+                    Ok(None) => break,
+                    Err(e) => self.reject(e).await,
+                };
+                if let Some(reason) = step {
+                    self.flush_counts();
+                    return reason;
+                }
+            }
+            self.flush_counts();
+
+            // 2. Pick the deadline: a started frame must finish within
+            //    read_timeout; silence earns a PING at half the idle timeout
+            //    and a GOAWAY 408 at the full one.
+            let now = Instant::now();
+            if self.buf.is_empty() {
+                partial_since = None;
+            } else if progressed || partial_since.is_none() {
+                partial_since = Some(now);
+            }
+            let (deadline, on_deadline) = match partial_since {
+                Some(started) => (started + limits.read_timeout, Deadline::Frame),
+                None if !pinged => (last_rx + limits.idle_timeout / 2, Deadline::Ping),
+                None => (last_rx + limits.idle_timeout, Deadline::Idle),
+            };
+
+            // 3. Read, unless the node drains or the writer died.
+            if self.buf.capacity() - self.buf.len() < read_size / 2 {
+                self.buf.reserve(read_size);
+            }
+            let read = tokio::select! {
+                biased;
+                () = self.ctx.kill.cancelled() => return DisconnectReason::Shutdown,
+                () = self.writer_failed.cancelled() => return DisconnectReason::Io,
+                () = self.ctx.drain.cancelled() => {
+                    let after = reconnect_after(self.info.id, limits.drain_window_ms);
+                    return self.goaway(ErrorCode::Unavailable, after, "node shutting down", DisconnectReason::Shutdown).await;
+                }
+                r = tokio::time::timeout_at(deadline.into(), rd.read_buf(&mut self.buf)) => r,
+            };
+            match read {
+                Ok(Ok(0)) => return DisconnectReason::PeerClosed,
+                Ok(Ok(n)) => {
+                    last_rx = Instant::now();
+                    pinged = false;
+                    if n >= read_size {
+                        read_size = (read_size * 2).min(MAX_READ);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return DisconnectReason::Io;
+                }
+                Err(_) => match on_deadline {
+                    Deadline::Frame => {
+                        let reason = "frame not completed within read_timeout";
+                        return self.goaway(ErrorCode::Timeout, 0, reason, DisconnectReason::ReadTimeout).await;
+                    }
+                    Deadline::Ping => {
+                        self.nonce += 1;
+                        if let Err(reason) = self.reply(Frame::ping(self.nonce)).await {
+                            return reason;
+                        }
+                        pinged = true;
+                    }
+                    Deadline::Idle => {
+                        return self.goaway(ErrorCode::Timeout, 0, "idle timeout", DisconnectReason::IdleTimeout).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handles one well-formed frame; `Some` ends the session.
+    async fn dispatch(&mut self, frame: Frame) -> Option<DisconnectReason> {
+        let reply = match frame {
+            Frame::Data(payload) => self.ctx.handler.on_data(&self.info, payload).map(Frame::Data),
+            Frame::Ctrl(Ctrl::Ping { nonce }) => Some(Frame::pong(nonce)),
+            // Any inbound bytes already reset the idle timer.
+            Frame::Ctrl(Ctrl::Pong { .. }) => None,
+            Frame::Ctrl(Ctrl::Goaway { code, reason, .. }) => {
+                tracing::debug!(code, %reason, "peer sent GOAWAY");
+                return Some(DisconnectReason::PeerClosed);
+            }
+            Frame::Error(e) => {
+                self.ctx.metrics.reject("unexpected_error");
+                tracing::debug!(code = e.code, req_id = e.req_id, reason = %e.reason, "peer sent ERROR");
+                None
+            }
+            other => {
+                let kind = other.kind();
+                let (cap, name) = required_cap(kind);
+                self.ctx.metrics.reject("unsupported");
+                let reason = if self.info.caps.contains(cap) {
+                    format!("{kind} is not served by this node")
+                } else {
+                    format!("{kind} requires {name}, which was not negotiated")
+                };
+                Some(Frame::error(ErrorCode::Unsupported, req_id(&other), reason))
+            }
+        };
+        match reply {
+            Some(frame) => self.reply(frame).await.err(),
+            None => None,
+        }
+    }
+
+    /// Answers a frame that did not decode; `Some` ends the session.
+    async fn reject(&mut self, e: DecodeError) -> Option<DisconnectReason> {
+        let m = &self.ctx.metrics;
+        m.decode_errors.increment(1);
+        m.reject(e.reason());
+        tracing::debug!(error = %e, "bad frame");
+        match e {
+            DecodeError::EmptyCtrl | DecodeError::UnknownCtrlOp { .. } => None,
+            DecodeError::Io(_) => Some(DisconnectReason::Io),
+            e => {
+                let frame = Frame::error(e.error_code(), e.req_id(), e.to_string());
+                if let Err(reason) = self.reply(frame).await {
+                    return Some(reason);
+                }
+                e.is_fatal().then_some(DisconnectReason::Protocol)
+            }
+        }
+    }
+
+    /// Queues a reply; waits while the queue is full (replies are never dropped).
+    async fn reply(&mut self, frame: Frame) -> Result<(), DisconnectReason> {
+        tokio::select! {
+            biased;
+            () = self.ctx.kill.cancelled() => Err(DisconnectReason::Shutdown),
+            sent = self.tx.send(frame) => {
+                sent.map_err(|_| DisconnectReason::Io)?;
+                self.ctx.metrics.reply_queue_depth.increment(1.0);
+                Ok(())
+            }
+        }
+    }
+
+    async fn goaway(
+        &mut self,
+        code: ErrorCode,
+        reconnect_after_ms: u32,
+        reason: &str,
+        disconnect: DisconnectReason,
+    ) -> DisconnectReason {
+        match self.reply(Frame::goaway(code, reconnect_after_ms, reason)).await {
+            Ok(()) => disconnect,
+            Err(other) => other,
+        }
+    }
+
+    /// Spec section 4: at `tx_watermark` queued replies, stop reading until
+    /// the writer has drained the queue below half of the watermark.
+    async fn wait_for_room(&self) -> Result<(), DisconnectReason> {
+        let watermark = self.ctx.limits.tx_watermark;
+        if self.depth() < watermark {
+            return Ok(());
+        }
+        while self.depth() > 0 && self.depth() * 2 >= watermark {
+            tokio::select! {
+                biased;
+                () = self.ctx.kill.cancelled() => return Err(DisconnectReason::Shutdown),
+                () = self.writer_failed.cancelled() => return Err(DisconnectReason::Io),
+                () = self.queue.drained.notified() => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    fn count_in(&mut self, frame: &Frame) {
+        let len = frame.encoded_len();
+        self.counts[frame.kind() as usize - 1] += 1;
+        self.bytes += len as u64;
+        self.ctx.metrics.frame_size_in.record(len as f64);
+    }
+
+    /// Counters are added once per read batch, not once per frame.
+    fn flush_counts(&mut self) {
+        let m = &self.ctx.metrics;
+        for (kind, n) in Kind::ALL.iter().zip(&mut self.counts) {
+            if *n > 0 {
+                m.frames_in(*kind).increment(std::mem::take(n));
+            }
+        }
+        if self.bytes > 0 {
+            m.bytes_in.increment(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+/// The cap a kind needs, and its name for error messages.
+fn required_cap(kind: Kind) -> (Caps, &'static str) {
+    match kind {
+        Kind::Auth => (Caps::AUTH_V1, "AUTH_V1"),
+        _ => (Caps::PUBSUB_V1, "PUBSUB_V1"),
+    }
+}
+
+fn req_id(frame: &Frame) -> u32 {
+    match frame {
+        Frame::Sub { req_id, .. } | Frame::Unsub { req_id, .. } | Frame::Pub { req_id, .. } | Frame::Auth { req_id, .. } => {
+            *req_id
+        }
+        _ => 0,
+    }
+}
