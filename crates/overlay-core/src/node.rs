@@ -163,13 +163,15 @@ impl Overlay {
             }
         };
         readiness.set(gate::LISTENERS_BOUND, true);
-        tracing::info!(addr = %transport.addr, admin = ?admin.as_ref().map(AdminHandle::addr), "overlay node started");
+        let admin_addr = admin.as_ref().map(AdminHandle::addr);
+        let admin_field = admin_addr.map_or_else(|| "disabled".to_string(), |a| a.to_string());
+        tracing::info!(addr = %transport.addr, admin_addr = %admin_field, "overlay node started");
         Ok(Overlay {
             inner: Arc::new(Inner {
                 readiness,
                 ctx,
                 local_addr: transport.addr,
-                admin_addr: admin.as_ref().map(AdminHandle::addr),
+                admin_addr,
                 events: transport.events.clone(),
                 running: Mutex::new(Some(Running { transport, admin })),
                 stopped: CancellationToken::new(),

@@ -1,0 +1,141 @@
+//! Helpers for tests against a node started in-process on 127.0.0.1:0.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use oap_codec::{Caps, Frame, Hello, OapCodec};
+use overlay_core::{Overlay, OverlayConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Upper bound on any single wait in a test; never what makes a test pass.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A node on free loopback ports with a `service` label of its own, so its
+/// metrics are not mixed with other tests' nodes in this process.
+pub async fn node(tweak: impl FnOnce(&mut OverlayConfig)) -> Overlay {
+    let mut cfg = OverlayConfig::default();
+    cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.transport.name = format!("test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    tweak(&mut cfg);
+    Overlay::start(cfg).await.unwrap()
+}
+
+/// A TCP connection that has sent `hello` and read the node's.
+pub async fn connect_with(node: &Overlay, hello: &[u8]) -> (TcpStream, [u8; 9]) {
+    let mut s = TcpStream::connect(node.local_addr()).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(hello).await.unwrap();
+    let mut theirs = [0u8; 9];
+    within(s.read_exact(&mut theirs)).await.unwrap();
+    (s, theirs)
+}
+
+/// A session negotiated with `GOSSIP_V1`.
+pub async fn connect(node: &Overlay) -> TcpStream {
+    connect_with(node, &Hello::new(Caps::GOSSIP_V1).encode()).await.0
+}
+
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    OapCodec::new().encode(frame, &mut out).unwrap();
+    out.to_vec()
+}
+
+/// Reads one frame's raw bytes.
+pub async fn read_raw(s: &mut TcpStream) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    within(s.read_exact(&mut header)).await.unwrap();
+    let len = u32::from_be_bytes(header) as usize;
+    let mut frame = vec![0u8; 4 + len];
+    frame[..4].copy_from_slice(&header);
+    within(s.read_exact(&mut frame[4..])).await.unwrap();
+    frame
+}
+
+/// Reads and decodes one frame.
+pub async fn read_frame(s: &mut TcpStream) -> Frame {
+    let raw = read_raw(s).await;
+    OapCodec::new().decode(&mut BytesMut::from(&raw[..])).unwrap().unwrap()
+}
+
+/// Asserts the node closes the stream (EOF or reset) without sending more.
+pub async fn assert_closed(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let _ = within(s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "expected close, got {} more bytes", rest.len());
+}
+
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, f).await.expect("timed out waiting")
+}
+
+/// `GET path` on the node's admin plane: (status, body).
+pub async fn get(node: &Overlay, path: &str) -> (u16, String) {
+    http_get(node.admin_addr().unwrap(), path).await
+}
+
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    within(s.read_to_end(&mut raw)).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of one series on `/metrics`, matched by name and the exact
+/// label set (besides `service`, which is the node's own); 0 when absent.
+pub async fn metric(node: &Overlay, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, body) = get(node, "/metrics").await;
+    let service = &node.config().transport.name;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric_name, label_text) = series.split_once('{').unwrap_or((series, "}"));
+        if metric_name != name {
+            continue;
+        }
+        let label_text = label_text.trim_end_matches('}');
+        let mut have: Vec<(String, String)> = label_text
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        have.sort();
+        let mut want: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        want.push(("service".into(), service.clone()));
+        want.sort();
+        if have == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}
+
+/// Polls `/metrics` until the series reaches `want` (or patience runs out).
+pub async fn wait_metric(node: &Overlay, name: &str, labels: &[(&str, &str)], want: f64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = metric(node, name, labels).await;
+        if got == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name}{labels:?} stayed at {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn payload(len: usize, seed: u8) -> Bytes {
+    (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect::<Vec<u8>>().into()
+}
