@@ -48,14 +48,14 @@ pub fn load(args: &ServeArgs) -> Result<ValidConfig, LoadError> {
 }
 
 fn figment(args: &ServeArgs) -> Result<Figment, LoadError> {
-    let mut figment = Figment::from(Layer::new("default", Serialized::defaults(OverlayConfig::default())));
+    let mut figment = Figment::from(Layer::new("built-in defaults", Serialized::defaults(OverlayConfig::default())));
     let file = match &args.config {
         Some(path) if !path.exists() => return Err(LoadError::Missing(path.clone())),
         Some(path) => Some(path.clone()),
         None => Path::new(DEFAULT_FILE).exists().then(|| PathBuf::from(DEFAULT_FILE)),
     };
     if let Some(path) = file {
-        figment = figment.merge(Layer::new("file", Toml::file(path)));
+        figment = figment.merge(Toml::file(path));
     }
     let legacy = Env::raw().filter_map(|key| {
         LEGACY_ENV.iter().find(|(var, _)| key.as_str().eq_ignore_ascii_case(var)).map(|(_, to)| (*to).into())
@@ -63,8 +63,8 @@ fn figment(args: &ServeArgs) -> Result<Figment, LoadError> {
     let structured = Env::prefixed(ENV_PREFIX)
         .filter(|key| !LEGACY_ENV.iter().any(|(var, _)| var[ENV_PREFIX.len()..].eq_ignore_ascii_case(key.as_str())))
         .split("__");
-    figment = figment.merge(Layer::new("env", legacy)).merge(Layer::new("env", structured));
-    figment = figment.merge(Layer::new("cli", cli_layer(args)?));
+    figment = figment.merge(legacy).merge(structured);
+    figment = figment.merge(Layer::new(CLI, cli_layer(args)?));
     Ok(figment)
 }
 
@@ -115,9 +115,9 @@ fn sources(figment: &Figment, config: &OverlayConfig) -> BTreeMap<String, Source
     if let Ok(tree) = serde_json::to_value(config) {
         flatten("", &tree, &mut |key, _| {
             let source = match figment.find_metadata(&key).map(|m| m.name.as_ref()) {
-                Some("file") => Source::File,
-                Some("env") => Source::Env,
-                Some("cli") => Source::Cli,
+                Some(CLI) => Source::Cli,
+                Some(name) if name.contains("environment") => Source::Env,
+                Some(name) if name.contains("TOML") => Source::File,
                 _ => Source::Default,
             };
             out.insert(key, source);
@@ -126,11 +126,26 @@ fn sources(figment: &Figment, config: &OverlayConfig) -> BTreeMap<String, Source
     out
 }
 
+/// `key: what is wrong (in which layer)` for the first error, on one line.
 fn one_line(e: &figment::Error) -> String {
-    e.clone().into_iter().next().map(|e| e.to_string()).unwrap_or_else(|| e.to_string()).replace('\n', " ")
+    let Some(first) = e.clone().into_iter().next() else { return e.to_string().replace('\n', " ") };
+    let key = first.path.iter().map(|k| k.to_lowercase()).collect::<Vec<_>>().join(".");
+    let place = match &first.metadata {
+        Some(m) => match &m.source {
+            Some(source) => format!(" (in {} {source})", m.name),
+            None => format!(" (in {})", m.name),
+        },
+        None => String::new(),
+    };
+    let text = if key.is_empty() { format!("{}{place}", first.kind) } else { format!("{key}: {}{place}", first.kind) };
+    text.replace('\n', " ")
 }
 
-/// A provider under another name, so `find_metadata` tells the layers apart.
+/// Metadata name of the CLI layer.
+const CLI: &str = "command-line flags";
+
+/// A provider under another name, so `find_metadata` tells the
+/// serialized layers (defaults, flags) apart.
 struct Layer<P> {
     name: &'static str,
     inner: P,

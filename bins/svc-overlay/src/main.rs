@@ -49,7 +49,11 @@ fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
     tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     runtime.block_on(async {
-        let node = match Overlay::from_valid(config).version(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).start().await {
+        let node = match Overlay::from_valid(config)
+            .version(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            .start()
+            .await
+        {
             Ok(node) => node,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

@@ -48,11 +48,15 @@ pub async fn run(args: &PingArgs, mut out: impl FnMut(&str)) -> Result<PingRepor
         let payload = payload(seq, args.size as usize);
         let started = Instant::now();
         client.send(&Frame::Data(payload.clone())).await?;
-        let echo = tokio::time::timeout(ECHO_TIMEOUT, next_data(&mut client)).await.map_err(|_| PingError::Timeout(seq))?;
+        let echo =
+            tokio::time::timeout(ECHO_TIMEOUT, next_data(&mut client)).await.map_err(|_| PingError::Timeout(seq))?;
         let rtt = started.elapsed();
         let echo = echo.map_err(|what| PingError::Mismatch { seq, what })??;
         if echo != payload {
-            return Err(PingError::Mismatch { seq, what: format!("echo of {} bytes differs from the {} sent", echo.len(), payload.len()) });
+            return Err(PingError::Mismatch {
+                seq,
+                what: format!("echo of {} bytes differs from the {} sent", echo.len(), payload.len()),
+            });
         }
         out(&format!("seq={seq} bytes={} rtt={:.3} ms", args.size, rtt.as_secs_f64() * 1e3));
         rtts.push(rtt);
@@ -76,7 +80,9 @@ async fn next_data(client: &mut Client) -> Result<Result<Bytes, ClientError>, St
                     return Ok(Err(e));
                 }
             }
-            Ok(Frame::Ctrl(Ctrl::Goaway { code, reason, .. })) => return Err(format!("node sent GOAWAY {code}: {reason}")),
+            Ok(Frame::Ctrl(Ctrl::Goaway { code, reason, .. })) => {
+                return Err(format!("node sent GOAWAY {code}: {reason}"));
+            }
             Ok(Frame::Error(e)) => return Err(format!("node sent ERROR {}: {}", e.code, e.reason)),
             Ok(other) => return Err(format!("expected DATA, got {}", other.kind())),
             Err(e) => return Ok(Err(e)),

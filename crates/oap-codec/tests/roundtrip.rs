@@ -8,15 +8,11 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn token() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-z0-9_-]{1,12}",
-        "[ä-ü]{1,3}",
-    ]
+    prop_oneof!["[a-z0-9_-]{1,12}", "[ä-ü]{1,3}",]
 }
 
 fn topic() -> impl Strategy<Value = Topic> {
-    prop::collection::vec(token(), 1..6)
-        .prop_filter_map("fits 255 bytes", |t| t.join(".").parse::<Topic>().ok())
+    prop::collection::vec(token(), 1..6).prop_filter_map("fits 255 bytes", |t| t.join(".").parse::<Topic>().ok())
 }
 
 fn pattern() -> impl Strategy<Value = Pattern> {
@@ -46,13 +42,18 @@ fn frame() -> impl Strategy<Value = Frame> {
         bytes(2048).prop_map(Frame::Data),
         any::<u64>().prop_map(Frame::ping),
         any::<u64>().prop_map(Frame::pong),
-        (any::<u16>(), any::<u32>(), reason())
-            .prop_map(|(code, reconnect_after_ms, reason)| Frame::Ctrl(Ctrl::Goaway { code, reconnect_after_ms, reason })),
+        (any::<u16>(), any::<u32>(), reason()).prop_map(|(code, reconnect_after_ms, reason)| Frame::Ctrl(
+            Ctrl::Goaway { code, reconnect_after_ms, reason }
+        )),
         (any::<u32>(), pattern()).prop_map(|(req_id, pattern)| Frame::Sub { req_id, pattern }),
         (any::<u32>(), pattern()).prop_map(|(req_id, pattern)| Frame::Unsub { req_id, pattern }),
         (any::<u32>(), topic(), bytes(512)).prop_map(|(req_id, topic, payload)| Frame::Pub { req_id, topic, payload }),
-        (topic(), msg_id(), any::<u8>(), bytes(512))
-            .prop_map(|(topic, msg_id, hops, payload)| Frame::Msg(Msg { topic, msg_id, hops, payload })),
+        (topic(), msg_id(), any::<u8>(), bytes(512)).prop_map(|(topic, msg_id, hops, payload)| Frame::Msg(Msg {
+            topic,
+            msg_id,
+            hops,
+            payload
+        })),
         any::<u32>().prop_map(|req_id| Frame::Ack(Ack { req_id, publish: None })),
         (any::<u32>(), msg_id(), any::<u32>(), any::<u32>()).prop_map(|(req_id, msg_id, queued, dropped)| {
             Frame::Ack(Ack { req_id, publish: Some(PubAck { msg_id, queued, dropped }) })

@@ -239,7 +239,8 @@ fn route(state: &AdminState, method: &Method, path: &str) -> (&'static str, Resp
         _ => {
             let body = state.metrics.render();
             let mut resp = Response::new(Full::new(Bytes::from(body)));
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp
         }
     };

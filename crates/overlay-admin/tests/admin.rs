@@ -59,7 +59,10 @@ async fn every_route_answers_with_its_shape() {
 
     let (status, body) = call(&st, Method::GET, "/configz").await;
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["config"]["transport.max_conns"]["source"], "cli");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["config"]["transport.max_conns"]["source"],
+        "cli"
+    );
 
     metrics::counter!("admin_test_counter", "service" => "admin-test").increment(3);
     let (status, body) = call(&st, Method::GET, "/metrics").await;

@@ -68,8 +68,15 @@ impl Client {
             let negotiated = Hello::negotiate(caps, &Hello::decode(&theirs)?)?;
             Ok::<_, ClientError>((stream, negotiated))
         };
-        let (stream, negotiated) = tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))??;
-        Ok(Client { stream, codec: OapCodec::new(), rx: BytesMut::with_capacity(8192), tx: BytesMut::new(), negotiated })
+        let (stream, negotiated) =
+            tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))??;
+        Ok(Client {
+            stream,
+            codec: OapCodec::new(),
+            rx: BytesMut::with_capacity(8192),
+            tx: BytesMut::new(),
+            negotiated,
+        })
     }
 
     /// Version and caps agreed with the node.

@@ -336,7 +336,10 @@ mod tests {
         let sources = BTreeMap::from([("transport.max_conns".to_string(), Source::Env)]);
         let z = OverlayConfig::default().validate().unwrap().with_sources(sources).configz();
         assert_eq!(z["config"]["transport.max_conns"]["source"], "env");
-        assert_eq!(z["config"]["transport.addr"], serde_json::json!({ "value": "127.0.0.1:9500", "source": "default" }));
+        assert_eq!(
+            z["config"]["transport.addr"],
+            serde_json::json!({ "value": "127.0.0.1:9500", "source": "default" })
+        );
         assert_eq!(z["config"]["drain_timeout_ms"]["value"], 5000);
     }
 }

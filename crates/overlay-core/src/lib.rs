@@ -23,7 +23,8 @@ mod node;
 mod session;
 
 pub use config::{
-    AdminSection, ConfigError, OapSection, OverlayConfig, SessionSection, Source, TransportSection, ValidConfig, flatten,
+    AdminSection, ConfigError, OapSection, OverlayConfig, SessionSection, Source, TransportSection, ValidConfig,
+    flatten,
 };
 pub use handler::{DataHandler, Echo, SessionInfo};
 pub use node::{Overlay, OverlayBuilder, StartError};

@@ -15,8 +15,13 @@ pub(crate) enum HandshakeFail {
 }
 
 impl HandshakeFail {
-    const ALL: [HandshakeFail; 5] =
-        [HandshakeFail::Timeout, HandshakeFail::Preamble, HandshakeFail::Version, HandshakeFail::Caps, HandshakeFail::Io];
+    const ALL: [HandshakeFail; 5] = [
+        HandshakeFail::Timeout,
+        HandshakeFail::Preamble,
+        HandshakeFail::Version,
+        HandshakeFail::Caps,
+        HandshakeFail::Io,
+    ];
 
     pub(crate) const fn label(self) -> &'static str {
         match self {

@@ -102,7 +102,11 @@ impl Overlay {
         OverlayBuilder { config: Ok(config), ..Overlay::builder(OverlayConfig::default()) }
     }
 
-    async fn launch(config: ValidConfig, handler: Arc<dyn DataHandler>, version: VersionInfo) -> Result<Overlay, StartError> {
+    async fn launch(
+        config: ValidConfig,
+        handler: Arc<dyn DataHandler>,
+        version: VersionInfo,
+    ) -> Result<Overlay, StartError> {
         let service = config.transport.name.clone();
         let readiness = Readiness::new(&[gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING]);
         let recorder = install_recorder();
@@ -153,15 +157,17 @@ impl Overlay {
             idle_timeout: config.idle_timeout(),
         };
         let session_ctx = ctx.clone();
-        let transport = match spawn_transport_with_cancel(transport_cfg, move |conn| session::run(conn, session_ctx.clone())).await {
-            Ok(t) => t,
-            Err(e) => {
-                if let Some(admin) = admin {
-                    admin.stop().await;
+        let transport =
+            match spawn_transport_with_cancel(transport_cfg, move |conn| session::run(conn, session_ctx.clone())).await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    if let Some(admin) = admin {
+                        admin.stop().await;
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
-            }
-        };
+            };
         readiness.set(gate::LISTENERS_BOUND, true);
         let admin_addr = admin.as_ref().map(AdminHandle::addr);
         let admin_field = admin_addr.map_or_else(|| "disabled".to_string(), |a| a.to_string());

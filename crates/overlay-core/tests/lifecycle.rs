@@ -36,7 +36,10 @@ async fn shutdown_sends_goaway_503_to_every_session_within_drain_timeout() {
         match client.await.unwrap() {
             Frame::Ctrl(Ctrl::Goaway { code, reconnect_after_ms, .. }) => {
                 assert_eq!(code, 503);
-                assert!(reconnect_after_ms < 5000, "reconnect_after_ms {reconnect_after_ms} is outside the drain window");
+                assert!(
+                    reconnect_after_ms < 5000,
+                    "reconnect_after_ms {reconnect_after_ms} is outside the drain window"
+                );
                 waits.push(reconnect_after_ms);
             }
             other => panic!("expected GOAWAY 503, got {other:?}"),

@@ -19,7 +19,10 @@ async fn prototype_client_gets_byte_exact_echoes() {
     assert_eq!(&hello[..5], b"OAP1\x01");
     assert_eq!(u32::from_be_bytes(hello[5..].try_into().unwrap()) & 1, 1, "node sets GOSSIP_V1");
 
-    let data = [0x00, 0x00, 0x00, 0x10, 0x01, b'h', b'e', b'l', b'l', b'o', b',', b' ', b'o', b'v', b'e', b'r', b'l', b'a', b'y', b'!'];
+    let data = [
+        0x00, 0x00, 0x00, 0x10, 0x01, b'h', b'e', b'l', b'l', b'o', b',', b' ', b'o', b'v', b'e', b'r', b'l', b'a',
+        b'y', b'!',
+    ];
     s.write_all(&data).await.unwrap();
     assert_eq!(read_raw(&mut s).await, data);
     node.shutdown().await;
@@ -168,7 +171,9 @@ async fn a_client_stalled_mid_frame_is_closed_after_read_timeout() {
 async fn a_silent_session_is_pinged_then_closed_with_goaway_408() {
     let node = node(|c| c.transport.idle_timeout_ms = 1000).await;
     let mut s = connect(&node).await;
-    let Frame::Ctrl(Ctrl::Ping { .. }) = read_frame(&mut s).await else { panic!("expected PING at half the idle timeout") };
+    let Frame::Ctrl(Ctrl::Ping { .. }) = read_frame(&mut s).await else {
+        panic!("expected PING at half the idle timeout")
+    };
     match read_frame(&mut s).await {
         Frame::Ctrl(Ctrl::Goaway { code, .. }) => assert_eq!(code, 408),
         other => panic!("expected GOAWAY 408, got {other:?}"),
@@ -248,7 +253,9 @@ async fn an_embedder_can_install_its_own_data_handler() {
     cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
     cfg.admin.enabled = false;
     let node = overlay_core::Overlay::builder(cfg)
-        .data_handler(|_: &overlay_core::SessionInfo, p: bytes::Bytes| Some(p.iter().rev().copied().collect::<Vec<u8>>().into()))
+        .data_handler(|_: &overlay_core::SessionInfo, p: bytes::Bytes| {
+            Some(p.iter().rev().copied().collect::<Vec<u8>>().into())
+        })
         .start()
         .await
         .unwrap();

@@ -34,7 +34,8 @@ mod metrics;
 
 pub use accept::{BindError, TransportHandle, spawn_transport_with_cancel};
 pub use config::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, LISTEN_BACKLOG, TransportConfig,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, LISTEN_BACKLOG,
+    TransportConfig,
 };
 pub use conn::Conn;
 

@@ -294,9 +294,10 @@ fn required_cap(kind: Kind) -> (Caps, &'static str) {
 
 fn req_id(frame: &Frame) -> u32 {
     match frame {
-        Frame::Sub { req_id, .. } | Frame::Unsub { req_id, .. } | Frame::Pub { req_id, .. } | Frame::Auth { req_id, .. } => {
-            *req_id
-        }
+        Frame::Sub { req_id, .. }
+        | Frame::Unsub { req_id, .. }
+        | Frame::Pub { req_id, .. }
+        | Frame::Auth { req_id, .. } => *req_id,
         _ => 0,
     }
 }

@@ -1,0 +1,275 @@
+//! The svc-overlay binary as a user runs it: config layering and validation
+//! (exit 2 naming key, value and range), serving, `ping`, and signals.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_svc-overlay");
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty working directory.
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "svc-overlay-cli-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(dir: &PathBuf, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(BIN).current_dir(dir).env_clear().envs(env.iter().copied()).args(args).output().unwrap()
+}
+
+fn effective(dir: &PathBuf, env: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--print-config");
+    let out = run(dir, env, &all);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["config"].clone()
+}
+
+#[test]
+fn defaults_come_from_the_binary() {
+    let c = effective(&workdir(), &[], &[]);
+    assert_eq!(c["transport.addr"], serde_json::json!({ "value": "127.0.0.1:9500", "source": "default" }));
+    assert_eq!(c["admin.addr"]["value"], "127.0.0.1:9600");
+    assert_eq!(c["oap.max_frame"]["value"], 1_048_576);
+}
+
+#[test]
+fn layers_apply_in_order_file_env_cli() {
+    let dir = workdir();
+    std::fs::write(
+        dir.join("overlay.toml"),
+        "[transport]\nmax_conns = 10\nname = \"from-file\"\nidle_timeout_ms = 9000\n",
+    )
+    .unwrap();
+    let env = [("RON_OVERLAY_TRANSPORT__MAX_CONNS", "20"), ("RON_OVERLAY_TRANSPORT__IDLE_TIMEOUT_MS", "8000")];
+    let c = effective(&dir, &env, &["--max-conns", "30"]);
+    assert_eq!(c["transport.max_conns"], serde_json::json!({ "value": 30, "source": "cli" }));
+    assert_eq!(c["transport.idle_timeout_ms"], serde_json::json!({ "value": 8000, "source": "env" }));
+    assert_eq!(c["transport.name"], serde_json::json!({ "value": "from-file", "source": "file" }));
+    assert_eq!(c["transport.read_timeout_ms"]["source"], "default");
+
+    // --config replaces overlay.toml in the working directory.
+    let other = dir.join("other.toml");
+    std::fs::write(&other, "drain_timeout_ms = 700\n").unwrap();
+    let c = effective(&dir, &[], &["--config", other.to_str().unwrap()]);
+    assert_eq!(c["drain_timeout_ms"], serde_json::json!({ "value": 700, "source": "file" }));
+    assert_eq!(c["transport.max_conns"]["source"], "default");
+}
+
+#[test]
+fn seed_variables_keep_working_and_structured_ones_win() {
+    let dir = workdir();
+    let c = effective(&dir, &[("RON_OVERLAY_HANDSHAKE_MS", "1500"), ("RON_OVERLAY_TX_WATERMARK", "64")], &[]);
+    assert_eq!(c["oap.handshake_timeout_ms"], serde_json::json!({ "value": 1500, "source": "env" }));
+    assert_eq!(c["session.tx_watermark"], serde_json::json!({ "value": 64, "source": "env" }));
+    let c = effective(
+        &dir,
+        &[("RON_OVERLAY_HANDSHAKE_MS", "1500"), ("RON_OVERLAY_OAP__HANDSHAKE_TIMEOUT_MS", "2500")],
+        &[],
+    );
+    assert_eq!(c["oap.handshake_timeout_ms"]["value"], 2500);
+    let c = effective(&dir, &[], &["--set", "session.tx_queue=256", "--set", "session.tx_watermark=200"]);
+    assert_eq!(c["session.tx_queue"], serde_json::json!({ "value": 256, "source": "cli" }));
+}
+
+fn assert_rejected(out: &Output, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} does not mention {n:?}");
+    }
+}
+
+#[test]
+fn every_out_of_range_value_exits_2_naming_key_value_and_range() {
+    let dir = workdir();
+    let cases = [
+        ("transport.max_conns", "0", "1..=1000000"),
+        ("transport.max_conns", "1000001", "1..=1000000"),
+        ("transport.read_timeout_ms", "99", "100..=300000"),
+        ("transport.write_timeout_ms", "300001", "100..=300000"),
+        ("transport.idle_timeout_ms", "999", "1000..=3600000"),
+        ("oap.max_frame", "1048577", "1024..=1048576"),
+        ("oap.max_frame", "1023", "1024..=1048576"),
+        ("oap.handshake_timeout_ms", "30001", "100..=30000"),
+        ("session.tx_queue", "1", "2..=65536"),
+        ("session.tx_watermark", "128", "1..=127"),
+        ("drain_timeout_ms", "50", "100..=600000"),
+    ];
+    for (key, value, range) in cases {
+        let out = run(&dir, &[], &["--set", &format!("{key}={value}"), "--print-config"]);
+        assert_rejected(&out, &[key, value, range]);
+    }
+    let out = run(&dir, &[("RON_OVERLAY_TX_WATERMARK", "500")], &["--print-config"]);
+    assert_rejected(&out, &["session.tx_watermark", "500", "1..=127"]);
+}
+
+#[test]
+fn malformed_values_and_unknown_keys_exit_2_naming_the_key() {
+    let dir = workdir();
+    let out = run(&dir, &[("RON_OVERLAY_TRANSPORT__MAX_CONNS", "lots")], &[]);
+    assert_rejected(&out, &["transport.max_conns", "lots"]);
+    std::fs::write(dir.join("overlay.toml"), "[transport]\nmax_con = 3\n").unwrap();
+    assert_rejected(&run(&dir, &[], &[]), &["max_con"]);
+    assert_rejected(&run(&workdir(), &[], &["--config", "/nonexistent/overlay.toml"]), &["/nonexistent/overlay.toml"]);
+    assert_rejected(&run(&workdir(), &[], &["--set", "transport.addr=nowhere"]), &["transport.addr"]);
+}
+
+/// A node process on free ports; killed on drop if still running.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(extra: &[&str]) -> Node {
+    let mut args = vec!["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--name", "cli-test"];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(BIN)
+        .current_dir(workdir())
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = loop {
+        let line = lines.next().expect("node exited before starting").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["fields"]["message"] == "overlay node started" {
+            break v;
+        }
+    };
+    // Keep draining stderr so the node never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Node {
+        child,
+        addr: started["fields"]["addr"].as_str().unwrap().parse().unwrap(),
+        admin: started["fields"]["admin_addr"].as_str().unwrap().parse().unwrap(),
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "node did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+}
+
+#[test]
+fn serves_answers_ping_and_exits_0_on_sigterm() {
+    let mut node = spawn_node(&[]);
+    assert_eq!(http_get(node.admin, "/readyz").unwrap().0, 200);
+    let out = Command::new(BIN)
+        .args(["ping", "--addr", &node.addr.to_string(), "--count", "3", "--size", "1000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("seq=")).count(), 3, "{stdout}");
+    assert!(stdout.contains("3 pings, 0 lost"), "{stdout}");
+    let (_, metrics) = http_get(node.admin, "/metrics").unwrap();
+    assert!(metrics.contains("overlay_frames_in_total{service=\"cli-test\",kind=\"data\"} 3"), "{metrics}");
+
+    signal(&node.child, "-TERM");
+    assert_eq!(wait_exit(&mut node.child), 0);
+}
+
+#[test]
+fn ping_against_nothing_fails_with_a_clear_error() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let out = Command::new(BIN).args(["ping", "--addr", &addr.to_string()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot connect to {addr}")));
+}
+
+#[test]
+fn a_second_signal_during_drain_exits_130() {
+    // A client that never reads keeps the drain busy until its 20 s deadline.
+    let mut node = spawn_node(&["--set", "drain_timeout_ms=20000", "--set", "transport.write_timeout_ms=60000"]);
+    let mut stuck = std::net::TcpStream::connect(node.addr).unwrap();
+    use std::io::Write;
+    stuck.write_all(b"OAP1\x01\x00\x00\x00\x01").unwrap();
+    let flood = std::thread::spawn(move || {
+        let mut frame = vec![0u8; 5 + 1024 * 1024 - 1];
+        frame[..5].copy_from_slice(&[0x00, 0x10, 0x00, 0x00, 0x01]);
+        let mut s = stuck;
+        for _ in 0..64 {
+            if s.write_all(&frame).is_err() {
+                break;
+            }
+        }
+        s
+    });
+    // Wait until the node stops reading the flood (reply queue and buffers full).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let frames_in = || {
+        let (_, m) = http_get(node.admin, "/metrics").unwrap();
+        m.lines()
+            .find(|l| l.starts_with("overlay_frames_in_total{service=\"cli-test\",kind=\"data\"}"))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    loop {
+        let before = frames_in();
+        std::thread::sleep(Duration::from_millis(200));
+        if before > 0.0 && frames_in() == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node never stopped reading");
+    }
+    signal(&node.child, "-TERM");
+    loop {
+        match http_get(node.admin, "/readyz") {
+            Some((503, body)) if body.contains("draining") => break,
+            _ => assert!(Instant::now() < deadline, "never saw draining"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&node.child, "-INT");
+    assert_eq!(wait_exit(&mut node.child), 130);
+    drop(flood);
+}
