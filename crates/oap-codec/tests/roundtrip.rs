@@ -1,6 +1,7 @@
 //! Property tests: every frame kind round-trips, `encoded_len` is exact, and
 //! arbitrary bytes in arbitrary chunks never panic nor grow the read buffer
 //! past one capped frame.
+#![allow(clippy::unwrap_used)]
 
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Ctrl, ErrorCode, Frame, HEADER_LEN, Msg, MsgId, OapCodec, Pattern, PubAck, Topic};

@@ -1,4 +1,5 @@
 //! The test vectors of OAP-1 section 8, byte for byte, through the codec.
+#![allow(clippy::unwrap_used)]
 
 use bytes::BytesMut;
 use oap_codec::{Caps, DecodeError, Frame, Hello, OapCodec, Pattern};

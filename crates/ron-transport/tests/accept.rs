@@ -1,5 +1,6 @@
 //! The accept loop over real sockets: echo through a `Conn`, the `max_conns`
 //! cap, cancel that lets live connections finish, and lifecycle events.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
