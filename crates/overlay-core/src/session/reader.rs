@@ -165,7 +165,16 @@ impl Reader<'_> {
     /// Handles one well-formed frame; `Some` ends the session.
     async fn dispatch(&mut self, frame: Frame) -> Option<DisconnectReason> {
         let reply = match frame {
-            Frame::Data(payload) => self.ctx.handler.on_data(&self.info, payload).map(Frame::Data),
+            Frame::Data(payload) => match self.ctx.handler.on_data(&self.info, payload) {
+                // An embedder's handler may answer with more than a frame can
+                // carry; that is a bug on our side of the wire, never sent.
+                Some(reply) if reply.len() >= self.ctx.limits.max_frame as usize => {
+                    self.ctx.metrics.reject("reply_too_large");
+                    tracing::error!(len = reply.len(), "DATA handler reply exceeds max_frame");
+                    Some(Frame::error(ErrorCode::Internal, 0, "reply exceeds max_frame"))
+                }
+                reply => reply.map(Frame::Data),
+            },
             Frame::Ctrl(Ctrl::Ping { nonce }) => Some(Frame::pong(nonce)),
             // Any inbound bytes already reset the idle timer.
             Frame::Ctrl(Ctrl::Pong { .. }) => None,
