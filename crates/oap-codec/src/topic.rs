@@ -51,21 +51,6 @@ impl Topic {
         validate(&raw, false)?;
         Ok(Topic(raw))
     }
-
-    /// The topic text.
-    pub fn as_str(&self) -> &str {
-        as_str(&self.0)
-    }
-
-    /// The topic bytes, as on the wire.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The dot-separated tokens.
-    pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.0.split(|b| *b == b'.')
-    }
 }
 
 impl Pattern {
@@ -74,21 +59,6 @@ impl Pattern {
         let raw = raw.into();
         validate(&raw, true)?;
         Ok(Pattern(raw))
-    }
-
-    /// The pattern text.
-    pub fn as_str(&self) -> &str {
-        as_str(&self.0)
-    }
-
-    /// The pattern bytes, as on the wire.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The dot-separated tokens.
-    pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.0.split(|b| *b == b'.')
     }
 
     /// True when the pattern has no wildcard token.
@@ -159,49 +129,51 @@ fn validate(raw: &[u8], wildcards: bool) -> Result<(), TopicError> {
     Ok(())
 }
 
-fn as_str(raw: &Bytes) -> &str {
-    // Invariant: `Topic` and `Pattern` are only built through `validate`, which
-    // rejects anything that is not UTF-8.
-    std::str::from_utf8(raw).unwrap_or_default()
+/// What `Topic` and `Pattern` share: text and token access, formatting and
+/// parsing. Both are only ever built through `validate`.
+macro_rules! name_type {
+    ($ty:ident) => {
+        impl $ty {
+            /// The text.
+            pub fn as_str(&self) -> &str {
+                // Invariant: `validate` rejected anything that is not UTF-8.
+                std::str::from_utf8(&self.0).unwrap_or_default()
+            }
+
+            /// The bytes, as on the wire.
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The dot-separated tokens.
+            pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
+                self.0.split(|b| *b == b'.')
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($ty), "({:?})"), self.as_str())
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = TopicError;
+            fn from_str(s: &str) -> Result<$ty, TopicError> {
+                $ty::new(Bytes::copy_from_slice(s.as_bytes()))
+            }
+        }
+    };
 }
 
-impl fmt::Debug for Topic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Topic({:?})", self.as_str())
-    }
-}
-
-impl fmt::Display for Topic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pattern({:?})", self.as_str())
-    }
-}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Topic {
-    type Err = TopicError;
-    fn from_str(s: &str) -> Result<Topic, TopicError> {
-        Topic::new(Bytes::copy_from_slice(s.as_bytes()))
-    }
-}
-
-impl std::str::FromStr for Pattern {
-    type Err = TopicError;
-    fn from_str(s: &str) -> Result<Pattern, TopicError> {
-        Pattern::new(Bytes::copy_from_slice(s.as_bytes()))
-    }
-}
+name_type!(Topic);
+name_type!(Pattern);
 
 #[cfg(test)]
 mod tests {

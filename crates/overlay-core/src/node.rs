@@ -61,6 +61,9 @@ impl OverlayBuilder {
 }
 
 /// A running node. Cheap to clone; every clone controls the same node.
+///
+/// Dropping the handles does not stop the node: call [`Overlay::shutdown`],
+/// after which no task of the node is left running.
 #[derive(Clone)]
 pub struct Overlay {
     inner: Arc<Inner>,

@@ -78,13 +78,19 @@ where
     m.sessions_active.increment(1.0);
     let opened = conn.opened();
     let info = SessionInfo { id: conn.id(), peer: conn.peer_addr(), caps: Caps::empty() };
-    let reason = match handshake(&mut conn, &ctx).await {
+    let shaken = tokio::select! {
+        biased;
+        () = ctx.kill.cancelled() => Err(None),
+        r = handshake(&mut conn, &ctx) => r.map_err(Some),
+    };
+    let reason = match shaken {
+        Err(None) => DisconnectReason::Shutdown,
         Ok(negotiated) => {
             m.accept_latency.record(opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
             established(conn, SessionInfo { caps: negotiated.caps, ..info }, &ctx).await
         }
-        Err(fail) => {
+        Err(Some(fail)) => {
             m.handshake_fail(fail);
             tracing::debug!(reason = fail.label(), "handshake failed");
             DisconnectReason::Handshake
