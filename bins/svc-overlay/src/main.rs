@@ -49,6 +49,14 @@ fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
     tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     runtime.block_on(async {
+        // Handlers first, so a signal during start-up still drains.
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("svc-overlay: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let node = match Overlay::from_valid(config)
             .version(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
             .start()
@@ -58,14 +66,6 @@ fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("svc-overlay: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("svc-overlay: cannot install signal handlers: {e}");
-                node.shutdown().await;
                 return ExitCode::from(1);
             }
         };

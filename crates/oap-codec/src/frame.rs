@@ -399,7 +399,7 @@ impl Frame {
                     Ctrl::GOAWAY => Ctrl::Goaway {
                         code: r.u16("GOAWAY needs a code")?,
                         reconnect_after_ms: r.u32("GOAWAY needs reconnect_after_ms")?,
-                        reason: r.reason()?,
+                        reason: r.text()?,
                     },
                     op => return Err(DecodeError::UnknownCtrlOp { op }),
                 };
@@ -528,10 +528,16 @@ impl Reader {
         parse(raw).map_err(|source| DecodeError::Topic { kind: self.kind, req_id: self.req_id, source })
     }
 
+    /// An `ERROR` reason: UTF-8, at most 512 bytes.
     fn reason(&mut self) -> Result<String, DecodeError> {
         if self.buf.len() > MAX_ERROR_REASON {
             return Err(self.malformed("reason is longer than 512 bytes"));
         }
+        self.text()
+    }
+
+    /// The rest of the payload as UTF-8 (bounded by `max_frame`).
+    fn text(&mut self) -> Result<String, DecodeError> {
         let raw = std::mem::take(&mut self.buf);
         String::from_utf8(raw.to_vec()).map_err(|_| self.malformed("reason is not UTF-8"))
     }

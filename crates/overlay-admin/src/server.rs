@@ -26,6 +26,9 @@ use crate::readiness::{Readiness, gate};
 const MAX_ADMIN_CONNS: usize = 64;
 /// Time a client has to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an admin connection is kept, so clients that stop reading
+/// cannot hold the connection slots.
+const CONN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Where the admin plane listens.
 #[derive(Debug, Clone)]
@@ -191,8 +194,10 @@ async fn serve(listener: std::net::TcpListener, state: AdminState, cancel: Cance
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
+            match tokio::time::timeout(CONN_LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "admin connection ended with an error"),
+                Err(_) => tracing::debug!("admin connection closed after its lifetime"),
             }
             drop(permit);
         });

@@ -27,8 +27,8 @@ pub enum ClientError {
         /// The OS error.
         source: io::Error,
     },
-    /// Connect plus hello took longer than [`CONNECT_TIMEOUT`].
-    #[error("no hello from {0} within 5 s")]
+    /// Connect plus hello, or a close, took longer than [`CONNECT_TIMEOUT`].
+    #[error("{0} did not answer within 5 s")]
     Timeout(SocketAddr),
     /// The node's hello was refused.
     #[error("bad hello from node: {0}")]
@@ -118,11 +118,16 @@ impl Client {
         }
     }
 
-    /// Closes our side and waits for the node to close its own.
+    /// Closes our side and waits (at most [`CONNECT_TIMEOUT`]) for the node
+    /// to close its own, discarding what it still sends.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        self.stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while self.stream.read(&mut sink).await? > 0 {}
-        Ok(())
+        let addr = self.stream.peer_addr()?;
+        let closing = async {
+            self.stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while self.stream.read(&mut sink).await? > 0 {}
+            Ok::<_, ClientError>(())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, closing).await.map_err(|_| ClientError::Timeout(addr))?
     }
 }

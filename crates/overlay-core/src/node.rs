@@ -10,6 +10,7 @@ use overlay_admin::{AdminConfig, AdminError, AdminHandle, AdminState, Readiness,
 use ron_transport::{BindError, TransportConfig, TransportEvent, TransportHandle, spawn_transport_with_cancel};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, OverlayConfig, ValidConfig};
 use crate::handler::{DataHandler, Echo};
@@ -150,6 +151,7 @@ impl Overlay {
             handler,
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
         let transport_cfg = TransportConfig {
             addr: config.transport.addr,
@@ -219,20 +221,30 @@ impl Overlay {
         self.inner.stopped.cancelled().await;
     }
 
-    /// The shutdown choreography. Idempotent: a second call waits for the
-    /// first to finish.
+    /// The shutdown choreography. Idempotent, and safe to cancel: it runs
+    /// on a task of its own, and every call waits for that task to finish.
     pub async fn shutdown(&self) {
         let running = self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let Some(Running { mut transport, admin }) = running else {
-            self.stopped().await;
-            return;
-        };
-        let ctx = &self.inner.ctx;
-        let drain = self.inner.config.drain_timeout();
+        if let Some(running) = running {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                inner.drain(running).await;
+                inner.stopped.cancel();
+            });
+        }
+        self.stopped().await;
+    }
+}
+
+impl Inner {
+    async fn drain(&self, running: Running) {
+        let Running { mut transport, admin } = running;
+        let ctx = &self.ctx;
+        let drain = self.config.drain_timeout();
         tracing::info!(drain_ms = drain.as_millis() as u64, "shutdown: draining");
 
         // 1. /readyz goes 503 with `draining`; the accept loop stops.
-        self.inner.readiness.set(gate::DRAINING, false);
+        self.readiness.set(gate::DRAINING, false);
         transport.cancel.cancel();
 
         // 2. Every session gets GOAWAY 503 and flushes, bounded by drain_timeout_ms.
@@ -244,14 +256,22 @@ impl Overlay {
             tracing::warn!(live = transport.live_connections(), "drain deadline passed; closing remaining sessions");
             ctx.kill.cancel();
             if tokio::time::timeout(KILL_GRACE, &mut transport.task).await.is_err() {
+                tracing::error!(
+                    live = transport.live_connections(),
+                    "sessions ignored the kill; aborting the accept loop"
+                );
                 transport.task.abort();
             }
         }
-        self.inner.readiness.set(gate::LISTENERS_BOUND, false);
+        ctx.kill.cancel();
+        ctx.tasks.close();
+        if tokio::time::timeout(KILL_GRACE, ctx.tasks.wait()).await.is_err() {
+            tracing::error!(left = ctx.tasks.len(), "node tasks still running after the kill");
+        }
+        self.readiness.set(gate::LISTENERS_BOUND, false);
         if let Some(admin) = admin {
             admin.stop().await;
         }
         tracing::info!(drained, "shutdown complete");
-        self.inner.stopped.cancel();
     }
 }

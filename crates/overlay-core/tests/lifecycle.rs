@@ -161,3 +161,14 @@ async fn start_fails_cleanly_when_the_address_is_taken() {
     assert!(err.to_string().contains(&first.local_addr().to_string()), "{err}");
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_cancelled_shutdown_still_completes_and_later_calls_return() {
+    let node = node(|_| {}).await;
+    let _s = connect(&node).await;
+    // Dropped almost at once: the choreography goes on by itself.
+    let _ = tokio::time::timeout(Duration::from_millis(1), node.shutdown()).await;
+    within(node.shutdown()).await;
+    within(node.stopped()).await;
+    assert!(tokio::net::TcpStream::connect(node.local_addr()).await.is_err());
+}

@@ -108,7 +108,11 @@ async fn handshake_failures_are_closed_and_counted_by_reason() {
     assert_closed(&mut s).await;
     let (mut s, _) = connect_with(&node, b"OAP1\x00\x00\x00\x00\x01").await;
     assert_closed(&mut s).await;
-    let (mut s, _) = connect_with(&node, b"OAP1\x01\x00\x00\x00\x04").await;
+    // Caps without GOSSIP_V1, with a DATA frame right behind the hello: the
+    // ERROR must still arrive (no reset from unread bytes).
+    let mut hello_and_data = b"OAP1\x01\x00\x00\x00\x04".to_vec();
+    hello_and_data.extend(encode(&Frame::data("too early")));
+    let (mut s, _) = connect_with(&node, &hello_and_data).await;
     let Frame::Error(e) = read_frame(&mut s).await else { panic!("caps mismatch gets ERROR") };
     assert_eq!(e.code, 400);
     assert_closed(&mut s).await;
@@ -184,7 +188,8 @@ async fn a_silent_session_is_pinged_then_closed_with_goaway_408() {
 
 #[tokio::test]
 async fn answering_pings_keeps_a_quiet_session_open() {
-    let node = node(|c| c.transport.idle_timeout_ms = 1000).await;
+    // A PONG has half the idle timeout (1 s) to arrive: ample on a loaded machine.
+    let node = node(|c| c.transport.idle_timeout_ms = 2000).await;
     let mut s = connect(&node).await;
     for _ in 0..3 {
         let Frame::Ctrl(Ctrl::Ping { nonce }) = read_frame(&mut s).await else { panic!("expected PING") };
@@ -221,6 +226,11 @@ async fn unknown_kinds_and_unnegotiated_kinds_get_415_and_the_session_stays() {
     let Frame::Error(e) = read_frame(&mut s).await else { panic!("expected ERROR") };
     assert_eq!((e.code, e.req_id), (415, 42));
     assert!(e.reason.contains("PUBSUB_V1"), "{}", e.reason);
+
+    // A PUB that is also malformed (wildcard topic) is refused for its cap first.
+    s.write_all(&[0, 0, 0, 0x0a, 0x05, 0, 0, 0, 9, 3, b'a', b'.', b'*', b'x']).await.unwrap();
+    let Frame::Error(e) = read_frame(&mut s).await else { panic!("expected ERROR") };
+    assert_eq!((e.code, e.req_id), (415, 9));
 
     // Unknown and empty CTRL ops are ignored; the session still echoes.
     s.write_all(&[0, 0, 0, 2, 0x02, 0x09, 0, 0, 0, 1, 0x02]).await.unwrap();

@@ -165,11 +165,11 @@ impl AcceptLoop {
                     );
                     // No receiver is fine: events are for whoever listens.
                     let _ = self.events.send(TransportEvent::Connected { id, peer });
-                    let events = self.events.clone();
+                    let report = Disconnect { events: self.events.clone(), id, peer, reason: DisconnectReason::Io };
                     let session = handler(conn);
                     self.tracker.spawn(async move {
-                        let reason = session.await;
-                        let _ = events.send(TransportEvent::Disconnected { id, peer, reason });
+                        let mut report = report;
+                        report.reason = session.await;
                     });
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -191,6 +191,21 @@ impl AcceptLoop {
         tracing::info!(service = %self.cfg.name, live = self.tracker.len(), "transport stopped accepting");
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// Sends `Disconnected` when the handler's task ends, also by a panic
+/// (reported as `Io`), so subscribers never miss a departure.
+struct Disconnect {
+    events: broadcast::Sender<TransportEvent>,
+    id: u64,
+    peer: SocketAddr,
+    reason: DisconnectReason,
+}
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        let _ = self.events.send(TransportEvent::Disconnected { id: self.id, peer: self.peer, reason: self.reason });
     }
 }
 

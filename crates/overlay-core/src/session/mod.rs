@@ -11,6 +11,7 @@ mod writer;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -19,6 +20,7 @@ use ron_transport::{Conn, DisconnectReason};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::handler::{DataHandler, SessionInfo};
@@ -53,11 +55,39 @@ pub(crate) struct SessionCtx {
     pub(crate) drain: CancellationToken,
     /// Fires when the drain deadline passes: every session stops at once.
     pub(crate) kill: CancellationToken,
+    /// Session writers (and other node tasks), awaited by shutdown.
+    pub(crate) tasks: TaskTracker,
 }
 
-/// The reply queue's shared state: the writer wakes a paused reader here.
+/// The reply queue's shared state beside the channel: bytes queued (the
+/// channel bounds frames) and the writer's wake-up for a paused reader.
 pub(crate) struct ReplyQueue {
-    pub(crate) drained: Notify,
+    drained: Notify,
+    bytes: AtomicUsize,
+    /// Queued reply bytes at which the reader pauses, like `tx_watermark`
+    /// does for frames; resumes below half.
+    byte_watermark: usize,
+}
+
+impl ReplyQueue {
+    fn new(max_frame: u32) -> ReplyQueue {
+        ReplyQueue { drained: Notify::new(), bytes: AtomicUsize::new(0), byte_watermark: 2 * max_frame as usize }
+    }
+
+    /// The reader queued `bytes` more.
+    pub(crate) fn queued(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// The writer took `bytes` off the queue.
+    pub(crate) fn taken(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.drained.notify_one();
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
 }
 
 /// Serves one accepted connection until it ends, and says why.
@@ -75,8 +105,8 @@ where
 {
     let m = &ctx.metrics;
     m.connections_total.increment(1);
-    m.sessions_active.increment(1.0);
     let opened = conn.opened();
+    let _active = Active::new(m, opened);
     let info = SessionInfo { id: conn.id(), peer: conn.peer_addr(), caps: Caps::empty() };
     let shaken = tokio::select! {
         biased;
@@ -96,10 +126,29 @@ where
             DisconnectReason::Handshake
         }
     };
-    m.sessions_active.decrement(1.0);
-    m.conn_lifetime.record(opened.elapsed().as_secs_f64());
     tracing::debug!(reason = reason.label(), "session closed");
     reason
+}
+
+/// Counts a session in `overlay_sessions_active` for as long as it lives,
+/// also when its task unwinds.
+struct Active<'a> {
+    metrics: &'a OverlayMetrics,
+    opened: Instant,
+}
+
+impl<'a> Active<'a> {
+    fn new(metrics: &'a OverlayMetrics, opened: Instant) -> Active<'a> {
+        metrics.sessions_active.increment(1.0);
+        Active { metrics, opened }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.metrics.sessions_active.decrement(1.0);
+        self.metrics.conn_lifetime.record(self.opened.elapsed().as_secs_f64());
+    }
 }
 
 /// Spec section 1: send our hello at once, read theirs within the timeout,
@@ -132,7 +181,11 @@ where
             conn.write_all(&out).await?;
             conn.shutdown().await
         };
-        let _ = tokio::time::timeout(limits.write_timeout, send).await;
+        if let Ok(Ok(())) = tokio::time::timeout(limits.write_timeout, send).await {
+            // Frames sent right behind the hello must not turn our close into
+            // a reset that destroys the ERROR.
+            linger(conn, &ctx.kill).await;
+        }
     }
     Err(match refused {
         HelloError::Preamble(_) => HandshakeFail::Preamble,
@@ -147,9 +200,9 @@ where
 {
     let (mut rd, wr) = tokio::io::split(conn);
     let (tx, rx) = mpsc::channel(ctx.limits.tx_queue);
-    let queue = Arc::new(ReplyQueue { drained: Notify::new() });
+    let queue = Arc::new(ReplyQueue::new(ctx.limits.max_frame));
     let writer_failed = CancellationToken::new();
-    let writer = tokio::spawn(writer::run(wr, rx, queue.clone(), ctx.clone(), writer_failed.clone()));
+    let writer = ctx.tasks.spawn(writer::run(wr, rx, queue.clone(), ctx.clone(), writer_failed.clone()));
 
     let reason = reader::run(&mut rd, tx, queue, info, ctx, &writer_failed).await;
     // The reply sender is gone with the reader: the writer flushes what is

@@ -123,10 +123,7 @@ impl Reader<'_> {
                 biased;
                 () = self.ctx.kill.cancelled() => return DisconnectReason::Shutdown,
                 () = self.writer_failed.cancelled() => return DisconnectReason::Io,
-                () = self.ctx.drain.cancelled() => {
-                    let after = reconnect_after(self.info.id, limits.drain_window_ms);
-                    return self.goaway(ErrorCode::Unavailable, after, "node shutting down", DisconnectReason::Shutdown).await;
-                }
+                () = self.ctx.drain.cancelled() => return self.drain_goaway().await,
                 r = tokio::time::timeout_at(deadline.into(), rd.read_buf(&mut self.buf)) => r,
             };
             match read {
@@ -167,11 +164,12 @@ impl Reader<'_> {
         let reply = match frame {
             Frame::Data(payload) => match self.ctx.handler.on_data(&self.info, payload) {
                 // An embedder's handler may answer with more than a frame can
-                // carry; that is a bug on our side of the wire, never sent.
+                // carry: a bug on our side of the wire (ERROR 500 is fatal).
                 Some(reply) if reply.len() >= self.ctx.limits.max_frame as usize => {
                     self.ctx.metrics.reject("reply_too_large");
                     tracing::error!(len = reply.len(), "DATA handler reply exceeds max_frame");
-                    Some(Frame::error(ErrorCode::Internal, 0, "reply exceeds max_frame"))
+                    let err = Frame::error(ErrorCode::Internal, 0, "reply exceeds max_frame");
+                    return Some(self.reply(err).await.err().unwrap_or(DisconnectReason::Protocol));
                 }
                 reply => reply.map(Frame::Data),
             },
@@ -187,17 +185,14 @@ impl Reader<'_> {
                 tracing::debug!(code = e.code, req_id = e.req_id, reason = %e.reason, "peer sent ERROR");
                 None
             }
-            other => {
-                let kind = other.kind();
-                let (cap, name) = required_cap(kind);
+            other => Some(self.cap_refusal(other.kind(), req_id(&other)).unwrap_or_else(|| {
                 self.ctx.metrics.reject("unsupported");
-                let reason = if self.info.caps.contains(cap) {
-                    format!("{kind} is not served by this node")
-                } else {
-                    format!("{kind} requires {name}, which was not negotiated")
-                };
-                Some(Frame::error(ErrorCode::Unsupported, req_id(&other), reason))
-            }
+                Frame::error(
+                    ErrorCode::Unsupported,
+                    req_id(&other),
+                    format!("{} is not served by this node", other.kind()),
+                )
+            })),
         };
         match reply {
             Some(frame) => self.reply(frame).await.err(),
@@ -211,6 +206,15 @@ impl Reader<'_> {
         m.decode_errors.increment(1);
         m.reject(e.reason());
         tracing::debug!(error = %e, "bad frame");
+        let kind = match &e {
+            DecodeError::Malformed { kind, .. } | DecodeError::Topic { kind, .. } => Some(*kind),
+            _ => None,
+        };
+        // A kind whose cap was not negotiated is refused as such (415), even
+        // when its payload is also malformed.
+        if let Some(refusal) = kind.and_then(|k| self.cap_refusal(k, e.req_id())) {
+            return self.reply(refusal).await.err();
+        }
         match e {
             DecodeError::EmptyCtrl | DecodeError::UnknownCtrlOp { .. } => None,
             DecodeError::Io(_) => Some(DisconnectReason::Io),
@@ -224,21 +228,35 @@ impl Reader<'_> {
         }
     }
 
+    /// `ERROR 415` when `kind` needs a cap this session did not negotiate.
+    fn cap_refusal(&self, kind: Kind, req_id: u32) -> Option<Frame> {
+        let (cap, name) = required_cap(kind)?;
+        if self.info.caps.contains(cap) {
+            return None;
+        }
+        self.ctx.metrics.reject("cap_not_negotiated");
+        Some(Frame::error(ErrorCode::Unsupported, req_id, format!("{kind} requires {name}, which was not negotiated")))
+    }
+
     /// Queues a reply; waits while the queue is full (replies are never dropped).
-    async fn reply(&mut self, frame: Frame) -> Result<(), DisconnectReason> {
-        tokio::select! {
+    async fn reply(&self, frame: Frame) -> Result<(), DisconnectReason> {
+        let len = frame.encoded_len();
+        self.queue.queued(len);
+        self.ctx.metrics.reply_queue_depth.increment(1.0);
+        let sent = tokio::select! {
             biased;
             () = self.ctx.kill.cancelled() => Err(DisconnectReason::Shutdown),
-            sent = self.tx.send(frame) => {
-                sent.map_err(|_| DisconnectReason::Io)?;
-                self.ctx.metrics.reply_queue_depth.increment(1.0);
-                Ok(())
-            }
+            sent = self.tx.send(frame) => sent.map_err(|_| DisconnectReason::Io),
+        };
+        if sent.is_err() {
+            self.queue.taken(len);
+            self.ctx.metrics.reply_queue_depth.decrement(1.0);
         }
+        sent
     }
 
     async fn goaway(
-        &mut self,
+        &self,
         code: ErrorCode,
         reconnect_after_ms: u32,
         reason: &str,
@@ -250,22 +268,32 @@ impl Reader<'_> {
         }
     }
 
-    /// Spec section 4: at `tx_watermark` queued replies, stop reading until
-    /// the writer has drained the queue below half of the watermark.
+    /// Spec section 4: at `tx_watermark` queued replies (or their byte
+    /// equivalent), stop reading until the writer has drained the queue
+    /// below half of it. A drain while paused still gets its `GOAWAY 503`:
+    /// the watermark is below `tx_queue`, so there is room for it.
     async fn wait_for_room(&self) -> Result<(), DisconnectReason> {
-        let watermark = self.ctx.limits.tx_watermark;
-        if self.depth() < watermark {
+        let frames = self.ctx.limits.tx_watermark;
+        let bytes = self.queue.byte_watermark;
+        if self.depth() < frames && self.queue.bytes() < bytes {
             return Ok(());
         }
-        while self.depth() > 0 && self.depth() * 2 >= watermark {
+        while self.depth() * 2 >= frames || self.queue.bytes() * 2 >= bytes {
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Err(DisconnectReason::Shutdown),
                 () = self.writer_failed.cancelled() => return Err(DisconnectReason::Io),
+                () = self.ctx.drain.cancelled() => return Err(self.drain_goaway().await),
                 () = self.queue.drained.notified() => {}
             }
         }
         Ok(())
+    }
+
+    /// Shutdown step 2 for this session.
+    async fn drain_goaway(&self) -> DisconnectReason {
+        let after = reconnect_after(self.info.id, self.ctx.limits.drain_window_ms);
+        self.goaway(ErrorCode::Unavailable, after, "node shutting down", DisconnectReason::Shutdown).await
     }
 
     fn depth(&self) -> usize {
@@ -293,11 +321,15 @@ impl Reader<'_> {
     }
 }
 
-/// The cap a kind needs, and its name for error messages.
-fn required_cap(kind: Kind) -> (Caps, &'static str) {
+/// The cap a kind needs, and its name for error messages; `None` for the
+/// kinds every session speaks.
+fn required_cap(kind: Kind) -> Option<(Caps, &'static str)> {
     match kind {
-        Kind::Auth => (Caps::AUTH_V1, "AUTH_V1"),
-        _ => (Caps::PUBSUB_V1, "PUBSUB_V1"),
+        Kind::Data | Kind::Ctrl | Kind::Error => None,
+        Kind::Auth => Some((Caps::AUTH_V1, "AUTH_V1")),
+        Kind::Sub | Kind::Unsub | Kind::Pub | Kind::Msg | Kind::Ack | Kind::Lagged => {
+            Some((Caps::PUBSUB_V1, "PUBSUB_V1"))
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! `write_timeout`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use oap_codec::{Ctrl, Frame, Kind};
@@ -35,6 +36,9 @@ pub(super) async fn run<W>(
 where
     W: AsyncWrite + Unpin,
 {
+    // However the writer ends (error, panic, queue closed), the reader must
+    // not wait on it any longer.
+    let _stop_reader = failed.clone().drop_guard();
     let m = &ctx.metrics;
     let write_timeout = ctx.limits.write_timeout;
     let mut out = BytesMut::new();
@@ -57,27 +61,17 @@ where
                 Err(_) => break,
             }
         }
-        queue.drained.notify_one();
+        queue.taken(bytes);
         m.reply_queue_depth.decrement(batch.len() as f64);
 
         let goaway = batch.iter().any(|f| matches!(f, Frame::Ctrl(Ctrl::Goaway { .. })));
         let written = tokio::select! {
             biased;
             () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
-            r = tokio::time::timeout(write_timeout, write_batch(&mut wr, &mut out, &batch)) => r,
+            r = write_batch(&mut wr, &mut out, &batch, write_timeout) => r,
         };
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "write failed");
-                failed.cancel();
-                return Some(DisconnectReason::Io);
-            }
-            Err(_) => {
-                tracing::debug!(timeout_ms = write_timeout.as_millis() as u64, "write timed out");
-                failed.cancel();
-                return Some(DisconnectReason::WriteTimeout);
-            }
+        if let Err(reason) = written {
+            return Some(reason);
         }
         let mut counts = [0u64; Kind::ALL.len()];
         for f in &batch {
@@ -104,29 +98,50 @@ where
 }
 
 /// Encodes `batch` into `out` and writes it; long tails go out directly.
+/// Each write must finish within `limit`.
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled call may have written part of the batch.
 /// The session is closed whenever it is cancelled.
-async fn write_batch<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut BytesMut, batch: &[Frame]) -> std::io::Result<()> {
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut BytesMut,
+    batch: &[Frame],
+    limit: Duration,
+) -> Result<(), DisconnectReason> {
     for frame in batch {
         frame.encode_head(out);
         let tail = frame.tail();
         if tail.len() >= DIRECT_TAIL {
-            wr.write_all(out).await?;
+            write(wr, out, limit).await?;
             out.clear();
-            wr.write_all(tail).await?;
+            write(wr, tail, limit).await?;
         } else {
             out.extend_from_slice(tail);
             if out.len() >= WRITE_BATCH_BYTES {
-                wr.write_all(out).await?;
+                write(wr, out, limit).await?;
                 out.clear();
             }
         }
     }
     if !out.is_empty() {
-        wr.write_all(out).await?;
+        write(wr, out, limit).await?;
         out.clear();
     }
     Ok(())
+}
+
+/// One `write_all` bounded by `limit`.
+async fn write<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Duration) -> Result<(), DisconnectReason> {
+    match tokio::time::timeout(limit, wr.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "write failed");
+            Err(DisconnectReason::Io)
+        }
+        Err(_) => {
+            tracing::debug!(timeout_ms = limit.as_millis() as u64, "write timed out");
+            Err(DisconnectReason::WriteTimeout)
+        }
+    }
 }
