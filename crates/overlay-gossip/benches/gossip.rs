@@ -1,0 +1,81 @@
+//! Publish fanout to 1, 100 and 10,000 subscribers, and matching one topic
+//! against 10,000 patterns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use overlay_gossip::{DeliveryQueue, GossipConfig, Pattern, Registry, Topic};
+
+fn registry() -> Registry {
+    let cfg = GossipConfig { delivery_queue_bytes: 64 << 20, max_pending_bytes: 64 << 30, ..GossipConfig::default() };
+    Registry::new(cfg, "bench")
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish_fanout");
+    for subscribers in [1usize, 100, 10_000] {
+        let reg = registry();
+        let pattern: Pattern = "bench.>".parse().expect("valid pattern");
+        let queues: Vec<Arc<DeliveryQueue>> = (0..subscribers)
+            .map(|_| {
+                let q = reg.queue();
+                let id = reg.attach(q.clone());
+                reg.subscribe(id, &pattern).expect("under max_subscriptions");
+                q
+            })
+            .collect();
+        let topic: Topic = "bench.topic".parse().expect("valid topic");
+        let payload = Bytes::from(vec![7u8; 64]);
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_function(format!("{subscribers}_subs_64B"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut out = Vec::new();
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(64);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let f = reg.publish(&topic, payload.clone(), start).expect("fits max_frame");
+                        assert_eq!(f.dropped, 0);
+                    }
+                    spent += start.elapsed();
+                    for q in &queues {
+                        out.clear();
+                        q.take(usize::MAX, &mut out);
+                    }
+                    left -= n;
+                }
+                spent
+            })
+        });
+    }
+    group.finish();
+}
+
+fn matching(c: &mut Criterion) {
+    let reg = registry();
+    let q = reg.queue();
+    let id = reg.attach(q);
+    let _ = id;
+    // 10,000 patterns over 10,000 subscribers: literal, `*` and `>` mixed.
+    for i in 0..10_000u32 {
+        let q = reg.queue();
+        let sub = reg.attach(q);
+        let p = match i % 4 {
+            0 => format!("svc{}.put.k{}", i % 100, i),
+            1 => format!("svc{}.*.k{}", i % 100, i),
+            2 => format!("svc{}.get.>", i % 100),
+            _ => format!("other{i}.>"),
+        };
+        reg.subscribe(sub, &p.parse().expect("valid pattern")).expect("under max_subscriptions");
+    }
+    let topic: Topic = "svc42.put.k4242".parse().expect("valid topic");
+    assert!(reg.interested(&topic) >= 2);
+    c.bench_function("match_1_topic_vs_10k_patterns", |b| b.iter(|| std::hint::black_box(reg.interested(&topic))));
+}
+
+criterion_group!(benches, fanout, matching);
+criterion_main!(benches);

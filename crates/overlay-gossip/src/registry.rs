@@ -1,0 +1,334 @@
+//! The registry: who subscribes to what, which relay links exist, and the
+//! fanout of one message to all of them through their bounded queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use oap_codec::{Frame, HEADER_LEN, Msg, MsgId, Pattern, Topic};
+
+use crate::metrics::GossipMetrics;
+use crate::msgid::MsgIdGen;
+use crate::queue::{Budget, DeliveryQueue, Offer};
+use crate::seen::SeenCache;
+use crate::trie::Trie;
+
+/// Identifies a subscriber (a session or an in-process subscription).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriberId(u64);
+
+/// Identifies a relay link to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkId(u64);
+
+/// Bounds and knobs, fixed when the registry is made.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Bytes queued per subscriber or link before deliveries are dropped.
+    pub delivery_queue_bytes: usize,
+    /// Bytes queued across every queue before deliveries are dropped.
+    pub max_pending_bytes: usize,
+    /// Lagging longer than this evicts a subscriber (`GOAWAY 429`).
+    pub slow_consumer_timeout: Duration,
+    /// Patterns one subscriber may hold.
+    pub max_subscriptions: usize,
+    /// Relay hops after which a message is no longer forwarded.
+    pub max_hops: u8,
+    /// Message ids remembered for dedup.
+    pub seen_cache: usize,
+    /// How long a message id is remembered.
+    pub seen_ttl: Duration,
+    /// Largest frame `len`; a message whose `MSG` would exceed it is refused.
+    pub max_frame: u32,
+}
+
+impl Default for GossipConfig {
+    fn default() -> GossipConfig {
+        GossipConfig {
+            delivery_queue_bytes: 8 << 20,
+            max_pending_bytes: 256 << 20,
+            slow_consumer_timeout: Duration::from_secs(10),
+            max_subscriptions: 1024,
+            max_hops: 8,
+            seen_cache: 65_536,
+            seen_ttl: Duration::from_secs(120),
+            max_frame: oap_codec::MAX_FRAME,
+        }
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The subscriber already holds `max_subscriptions` patterns.
+    #[error("max_subscriptions ({0}) reached")]
+    TooMany(usize),
+    /// The subscriber is not attached (it left).
+    #[error("unknown subscriber")]
+    Unknown,
+}
+
+/// Why a message was not published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// Its `MSG` frame would exceed `max_frame`.
+    #[error("message of {payload} bytes on this topic exceeds max_frame (at most {max} payload bytes)")]
+    TooLarge {
+        /// The payload length given.
+        payload: usize,
+        /// The largest payload that fits on this topic.
+        max: usize,
+    },
+}
+
+/// What one publish did.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    /// The message id.
+    pub msg_id: MsgId,
+    /// Subscriber queues and relay links it was handed to.
+    pub queued: u32,
+    /// Queues that dropped it (full, over budget, or closed).
+    pub dropped: u32,
+    /// Queues more than half full: the publisher stalls briefly on these.
+    pub congested: Vec<Arc<DeliveryQueue>>,
+}
+
+#[derive(Default)]
+struct Index {
+    trie: Trie,
+    subscribers: HashMap<SubscriberId, Subscriber>,
+    links: Vec<(LinkId, Arc<DeliveryQueue>)>,
+}
+
+struct Subscriber {
+    queue: Arc<DeliveryQueue>,
+    patterns: Vec<Pattern>,
+}
+
+/// Topic registry and fanout. Shared behind an `Arc`; its locks are held
+/// only for in-memory work, never across `.await`.
+pub struct Registry {
+    cfg: GossipConfig,
+    index: RwLock<Index>,
+    seen: Mutex<SeenCache>,
+    ids: MsgIdGen,
+    budget: Arc<Budget>,
+    next_id: AtomicU64,
+    metrics: GossipMetrics,
+}
+
+impl Registry {
+    /// An empty registry whose metrics carry `service`.
+    pub fn new(cfg: GossipConfig, service: &str) -> Registry {
+        Registry {
+            seen: Mutex::new(SeenCache::new(cfg.seen_cache, cfg.seen_ttl)),
+            budget: Budget::new(cfg.max_pending_bytes),
+            index: RwLock::default(),
+            ids: MsgIdGen::new(),
+            next_id: AtomicU64::new(1),
+            metrics: GossipMetrics::new(service),
+            cfg,
+        }
+    }
+
+    /// The bounds this registry applies.
+    pub fn config(&self) -> &GossipConfig {
+        &self.cfg
+    }
+
+    /// The process-wide byte budget every queue draws on.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// A fresh queue with this registry's bounds, not yet attached.
+    pub fn queue(&self) -> Arc<DeliveryQueue> {
+        Arc::new(DeliveryQueue::new(self.cfg.delivery_queue_bytes, self.cfg.slow_consumer_timeout, self.budget.clone()))
+    }
+
+    /// Registers a subscriber that receives into `queue`.
+    pub fn attach(&self, queue: Arc<DeliveryQueue>) -> SubscriberId {
+        let id = SubscriberId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.write().subscribers.insert(id, Subscriber { queue, patterns: Vec::new() });
+        id
+    }
+
+    /// Removes a subscriber and all its patterns; its queue is closed.
+    pub fn detach(&self, id: SubscriberId) {
+        let mut index = self.write();
+        if let Some(sub) = index.subscribers.remove(&id) {
+            for p in &sub.patterns {
+                index.trie.remove(p, id);
+            }
+            self.metrics.subscribers.set(index.trie.len() as f64);
+            sub.queue.close();
+        }
+    }
+
+    /// Adds `pattern` for `id`; `Ok(false)` when it already held it.
+    pub fn subscribe(&self, id: SubscriberId, pattern: &Pattern) -> Result<bool, SubscribeError> {
+        let mut index = self.write();
+        let Index { trie, subscribers, .. } = &mut *index;
+        let sub = subscribers.get_mut(&id).ok_or(SubscribeError::Unknown)?;
+        if sub.patterns.contains(pattern) {
+            return Ok(false);
+        }
+        if sub.patterns.len() >= self.cfg.max_subscriptions {
+            return Err(SubscribeError::TooMany(self.cfg.max_subscriptions));
+        }
+        sub.patterns.push(pattern.clone());
+        trie.insert(pattern, id);
+        self.metrics.subscribers.set(trie.len() as f64);
+        Ok(true)
+    }
+
+    /// Drops `pattern` for `id`; false when it did not hold it.
+    pub fn unsubscribe(&self, id: SubscriberId, pattern: &Pattern) -> bool {
+        let mut index = self.write();
+        let Index { trie, subscribers, .. } = &mut *index;
+        let Some(sub) = subscribers.get_mut(&id) else { return false };
+        let Some(at) = sub.patterns.iter().position(|p| p == pattern) else { return false };
+        sub.patterns.swap_remove(at);
+        trie.remove(pattern, id);
+        self.metrics.subscribers.set(trie.len() as f64);
+        true
+    }
+
+    /// Patterns `id` holds.
+    pub fn patterns(&self, id: SubscriberId) -> Vec<Pattern> {
+        self.read().subscribers.get(&id).map(|s| s.patterns.clone()).unwrap_or_default()
+    }
+
+    /// Registers a relay link that receives every message into `queue`.
+    pub fn attach_link(&self, queue: Arc<DeliveryQueue>) -> LinkId {
+        let id = LinkId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.write().links.push((id, queue));
+        id
+    }
+
+    /// Removes a relay link; its queue is closed.
+    pub fn detach_link(&self, id: LinkId) {
+        let mut index = self.write();
+        if let Some(at) = index.links.iter().position(|(l, _)| *l == id) {
+            let (_, queue) = index.links.swap_remove(at);
+            queue.close();
+        }
+    }
+
+    /// How many subscribers a message on `topic` would reach (each once).
+    pub fn interested(&self, topic: &Topic) -> usize {
+        let mut matched = Vec::new();
+        self.read().trie.matches(topic, &mut matched);
+        matched.len()
+    }
+
+    /// Relay links attached now.
+    pub fn links(&self) -> usize {
+        self.read().links.len()
+    }
+
+    /// Publishes a message that entered at this node: a new msg id, `hops`
+    /// 0 to local subscribers and 1 to every relay link.
+    pub fn publish(&self, topic: &Topic, payload: Bytes, now: Instant) -> Result<Fanout, PublishError> {
+        self.check_size(topic, &payload)?;
+        let msg_id = self.ids.next_id();
+        self.lock_seen().insert(msg_id, now);
+        self.metrics.ingress.increment(1);
+        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now))
+    }
+
+    /// Takes a `MSG` that arrived over relay link `from`: `None` when its id
+    /// was seen already; otherwise delivers it locally with its `hops` and
+    /// forwards it with `hops + 1` to every other link while
+    /// `hops < max_hops`.
+    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant) -> Option<Fanout> {
+        if !self.lock_seen().insert(msg.msg_id, now) {
+            self.metrics.duplicates.increment(1);
+            return None;
+        }
+        self.metrics.ingress.increment(1);
+        let forward = msg.hops < self.cfg.max_hops;
+        Some(self.fan_out(&msg, Some(from), forward, now))
+    }
+
+    fn fan_out(&self, msg: &Msg, from: Option<LinkId>, forward: bool, now: Instant) -> Fanout {
+        let mut fanout = Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0, congested: Vec::new() };
+        let index = self.read();
+        let mut matched = Vec::new();
+        index.trie.matches(&msg.topic, &mut matched);
+        if !matched.is_empty() {
+            let local = encode(msg, msg.hops);
+            for id in &matched {
+                if let Some(sub) = index.subscribers.get(id) {
+                    self.offer(&sub.queue, local.clone(), now, "delivery", &mut fanout);
+                }
+            }
+        }
+        let hops = msg.hops.saturating_add(1);
+        if forward && index.links.iter().any(|(l, _)| Some(*l) != from) {
+            let relayed = encode(msg, hops);
+            for (link, queue) in &index.links {
+                if Some(*link) != from {
+                    self.offer(queue, relayed.clone(), now, "relay", &mut fanout);
+                }
+            }
+        }
+        drop(index);
+        self.metrics.fanout.increment(u64::from(fanout.queued));
+        self.metrics.pending_bytes.set(self.budget.used() as f64);
+        fanout
+    }
+
+    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Bytes, now: Instant, kind: &'static str, fanout: &mut Fanout) {
+        match queue.offer(frame, now) {
+            Offer::Queued => fanout.queued += 1,
+            Offer::Congested => {
+                fanout.queued += 1;
+                fanout.congested.push(queue.clone());
+            }
+            Offer::Dropped(reason) => {
+                fanout.dropped += 1;
+                self.metrics.dropped(kind, reason);
+            }
+        }
+    }
+
+    fn check_size(&self, topic: &Topic, payload: &Bytes) -> Result<(), PublishError> {
+        // MSG len = kind + topic length byte + topic + msg_id + hops + payload.
+        let overhead = 1 + 1 + topic.as_bytes().len() + 16 + 1;
+        let max = (self.cfg.max_frame as usize).saturating_sub(overhead);
+        if payload.len() > max {
+            return Err(PublishError::TooLarge { payload: payload.len(), max });
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // Index updates complete before anything that could panic.
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_seen(&self) -> std::sync::MutexGuard<'_, SeenCache> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The `MSG` frame for `msg` with `hops`, encoded once and shared by every
+/// queue it goes to.
+fn encode(msg: &Msg, hops: u8) -> Bytes {
+    let frame = Frame::Msg(Msg { hops, ..msg.clone() });
+    let mut out = BytesMut::with_capacity(frame.encoded_len());
+    frame.encode_into(&mut out);
+    debug_assert_eq!(out.len(), frame.encoded_len());
+    debug_assert!(out.len() > HEADER_LEN);
+    out.freeze()
+}

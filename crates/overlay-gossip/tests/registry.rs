@@ -1,0 +1,164 @@
+//! The registry's contract: wildcard matching, one delivery per subscriber
+//! per message, bounded queues with LAGGED accounting, relay dedup and hops.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use oap_codec::{Frame, OapCodec};
+use overlay_gossip::{GossipConfig, PublishError, Registry, SubscribeError};
+use tokio_util::codec::Decoder;
+
+fn decode(frame: &Bytes) -> Frame {
+    OapCodec::new().decode(&mut BytesMut::from(&frame[..])).unwrap().unwrap()
+}
+
+#[test]
+fn wildcard_table_through_the_registry() {
+    let reg = Registry::new(GossipConfig::default(), "t");
+    let table: &[(&str, &[&str], &[&str])] = &[
+        ("a.b", &["a.b"], &["a.c", "a.b.c", "a"]),
+        ("a.*", &["a.b", "a.x"], &["a", "a.b.c", "b.a"]),
+        ("*.b", &["a.b", "x.b"], &["b", "a.b.c"]),
+        ("a.>", &["a.b", "a.b.c.d"], &["a", "b.a"]),
+        (">", &["a", "a.b.c"], &[]),
+        ("a.*.c.>", &["a.x.c.d", "a.y.c.d.e"], &["a.x.c", "a.x.d.e"]),
+    ];
+    for (pattern, yes, no) in table {
+        let q = reg.queue();
+        let id = reg.attach(q);
+        reg.subscribe(id, &pattern.parse().unwrap()).unwrap();
+        for t in *yes {
+            assert_eq!(reg.interested(&t.parse().unwrap()), 1, "{pattern} should match {t}");
+        }
+        for t in *no {
+            assert_eq!(reg.interested(&t.parse().unwrap()), 0, "{pattern} should not match {t}");
+        }
+        reg.detach(id);
+    }
+}
+
+#[test]
+fn overlapping_patterns_deliver_once_and_unsubscribe_is_exact() {
+    let reg = Registry::new(GossipConfig::default(), "t");
+    let q = reg.queue();
+    let id = reg.attach(q.clone());
+    for p in ["a.>", "a.*", "a.b", ">"] {
+        assert!(reg.subscribe(id, &p.parse().unwrap()).unwrap());
+    }
+    assert!(!reg.subscribe(id, &"a.b".parse().unwrap()).unwrap(), "same pattern twice is one subscription");
+    let f = reg.publish(&"a.b".parse().unwrap(), Bytes::from_static(b"x"), Instant::now()).unwrap();
+    assert_eq!((f.queued, f.dropped), (1, 0));
+    let mut out = Vec::new();
+    q.take(usize::MAX, &mut out);
+    assert_eq!(out.len(), 1);
+    let Frame::Msg(msg) = decode(&out[0]) else { panic!("MSG") };
+    assert_eq!((msg.topic.as_str(), msg.hops, &msg.payload[..]), ("a.b", 0, &b"x"[..]));
+    assert_eq!(msg.msg_id, f.msg_id);
+
+    for p in ["a.>", "a.*", "a.b"] {
+        assert!(reg.unsubscribe(id, &p.parse().unwrap()));
+    }
+    assert!(!reg.unsubscribe(id, &"a.b".parse().unwrap()));
+    assert_eq!(reg.interested(&"a.b".parse().unwrap()), 1, "'>' still held");
+}
+
+#[test]
+fn max_subscriptions_is_enforced() {
+    let reg = Registry::new(GossipConfig { max_subscriptions: 2, ..GossipConfig::default() }, "t");
+    let id = reg.attach(reg.queue());
+    reg.subscribe(id, &"a".parse().unwrap()).unwrap();
+    reg.subscribe(id, &"b".parse().unwrap()).unwrap();
+    assert_eq!(reg.subscribe(id, &"c".parse().unwrap()), Err(SubscribeError::TooMany(2)));
+}
+
+#[test]
+fn a_full_queue_drops_newest_and_reports_the_count_once() {
+    let cfg = GossipConfig { delivery_queue_bytes: 1000, ..GossipConfig::default() };
+    let reg = Registry::new(cfg, "t");
+    let slow = reg.queue();
+    let fast = reg.queue();
+    let s = reg.attach(slow.clone());
+    let f = reg.attach(fast.clone());
+    reg.subscribe(s, &"t".parse().unwrap()).unwrap();
+    reg.subscribe(f, &"t".parse().unwrap()).unwrap();
+    let now = Instant::now();
+    let mut dropped = 0;
+    let mut fast_got = 0;
+    let mut out = Vec::new();
+    for i in 0..100u32 {
+        let report = reg.publish(&"t".parse().unwrap(), Bytes::from(i.to_be_bytes().to_vec()), now).unwrap();
+        dropped += report.dropped;
+        out.clear();
+        fast.take(usize::MAX, &mut out);
+        fast_got += out.len();
+    }
+    assert_eq!(fast_got, 100, "the subscriber that keeps up loses nothing");
+    out.clear();
+    let taken = slow.take(usize::MAX, &mut out);
+    assert_eq!(out.len() as u32 + dropped, 100);
+    assert_eq!(taken.lagged, Some(u64::from(dropped)));
+    let Frame::Msg(first) = decode(&out[0]) else { panic!("MSG") };
+    assert_eq!(&first.payload[..], &0u32.to_be_bytes(), "oldest kept, newest dropped");
+}
+
+#[test]
+fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
+    let reg = Registry::new(GossipConfig { max_hops: 3, ..GossipConfig::default() }, "t");
+    let local = reg.queue();
+    let id = reg.attach(local.clone());
+    reg.subscribe(id, &">".parse().unwrap()).unwrap();
+    let (a, b) = (reg.queue(), reg.queue());
+    let link_a = reg.attach_link(a.clone());
+    let _link_b = reg.attach_link(b.clone());
+    let now = Instant::now();
+
+    let origin = reg.publish(&"x".parse().unwrap(), Bytes::from_static(b"p"), now).unwrap();
+    assert_eq!(origin.queued, 3, "local + two links");
+    let mut out = Vec::new();
+    a.take(usize::MAX, &mut out);
+    let Frame::Msg(relayed) = decode(&out[0]) else { panic!("MSG") };
+    assert_eq!(relayed.hops, 1);
+    assert!(reg.relay(relayed.clone(), link_a, now).is_none(), "our own message coming back is a duplicate");
+
+    let mut foreign = relayed;
+    foreign.msg_id.0[0] ^= 0xff;
+    foreign.hops = 2;
+    let f = reg.relay(foreign.clone(), link_a, now).unwrap();
+    assert_eq!(f.queued, 2, "local + link b, not back to a");
+    out.clear();
+    b.take(usize::MAX, &mut out);
+    let Frame::Msg(fwd) = decode(&out[1]) else { panic!("MSG") };
+    assert_eq!(fwd.hops, 3);
+    out.clear();
+    local.take(usize::MAX, &mut out);
+    let Frame::Msg(here) = decode(&out[1]) else { panic!("MSG") };
+    assert_eq!(here.hops, 2, "local delivery keeps the hops it arrived with");
+
+    foreign.msg_id.0[1] ^= 0xff;
+    foreign.hops = 3;
+    assert_eq!(reg.relay(foreign, link_a, now).unwrap().queued, 1, "at max_hops: local only");
+}
+
+#[test]
+fn oversize_messages_are_refused_before_fanout() {
+    let reg = Registry::new(GossipConfig { max_frame: 1024, ..GossipConfig::default() }, "t");
+    let topic = "abc".parse().unwrap();
+    let max = 1024 - (1 + 1 + 3 + 16 + 1);
+    assert!(reg.publish(&topic, Bytes::from(vec![0; max]), Instant::now()).is_ok());
+    assert_eq!(
+        reg.publish(&topic, Bytes::from(vec![0; max + 1]), Instant::now()).unwrap_err(),
+        PublishError::TooLarge { payload: max + 1, max }
+    );
+}
+
+#[test]
+fn seen_ttl_bounds_dedup() {
+    let reg = Registry::new(GossipConfig { seen_ttl: Duration::from_secs(1), ..GossipConfig::default() }, "t");
+    let link = reg.attach_link(reg.queue());
+    let now = Instant::now();
+    let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now).unwrap();
+    let msg = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
+    assert!(reg.relay(msg.clone(), link, now).is_none());
+    assert!(reg.relay(msg, link, now + Duration::from_secs(2)).is_some());
+}
