@@ -18,6 +18,10 @@ pub struct OverlayConfig {
     pub oap: OapSection,
     /// Per-session queues.
     pub session: SessionSection,
+    /// Relay flooding and dedup.
+    pub gossip: GossipSection,
+    /// Overlay nodes to keep relay links to.
+    pub peers: Vec<SocketAddr>,
     /// The admin HTTP plane.
     pub admin: AdminSection,
     /// Time shutdown gives sessions to take their `GOAWAY` and flush.
@@ -61,6 +65,30 @@ pub struct SessionSection {
     /// Queued replies at which the node stops reading the session until the
     /// queue drains below half of this.
     pub tx_watermark: u32,
+    /// Bytes of `MSG`/`LAGGED` queued per subscriber (or relay link) before
+    /// deliveries to it are dropped.
+    pub delivery_queue_bytes: u64,
+    /// Bytes queued across every delivery queue before deliveries are dropped.
+    pub max_pending_bytes: u64,
+    /// Longest a publisher is stalled per `PUB` for subscribers more than
+    /// half full to catch up.
+    pub publish_stall_ms: u64,
+    /// A subscriber lagging (dropping) for this long gets `GOAWAY 429`.
+    pub slow_consumer_timeout_ms: u64,
+    /// Patterns one session (or in-process subscription) may hold.
+    pub max_subscriptions: u32,
+}
+
+/// `[gossip]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipSection {
+    /// Relay hops after which a message is no longer forwarded.
+    pub max_hops: u8,
+    /// Message ids remembered for relay dedup.
+    pub seen_cache: u32,
+    /// How long a message id is remembered.
+    pub seen_ttl_ms: u64,
 }
 
 /// `[admin]`.
@@ -79,6 +107,8 @@ impl Default for OverlayConfig {
             transport: TransportSection::default(),
             oap: OapSection::default(),
             session: SessionSection::default(),
+            gossip: GossipSection::default(),
+            peers: Vec::new(),
             admin: AdminSection::default(),
             drain_timeout_ms: 5000,
         }
@@ -106,7 +136,21 @@ impl Default for OapSection {
 
 impl Default for SessionSection {
     fn default() -> SessionSection {
-        SessionSection { tx_queue: 128, tx_watermark: 96 }
+        SessionSection {
+            tx_queue: 128,
+            tx_watermark: 96,
+            delivery_queue_bytes: 8 << 20,
+            max_pending_bytes: 256 << 20,
+            publish_stall_ms: 5,
+            slow_consumer_timeout_ms: 10_000,
+            max_subscriptions: 1024,
+        }
+    }
+}
+
+impl Default for GossipSection {
+    fn default() -> GossipSection {
+        GossipSection { max_hops: 8, seen_cache: 65_536, seen_ttl_ms: 120_000 }
     }
 }
 
@@ -200,6 +244,20 @@ impl OverlayConfig {
         check("oap.handshake_timeout_ms", c.oap.handshake_timeout_ms, 100..=30_000)?;
         check("session.tx_queue", c.session.tx_queue, 2..=65_536)?;
         check("session.tx_watermark", c.session.tx_watermark, 1..=c.session.tx_queue - 1)?;
+        // A delivery queue must hold at least one largest frame.
+        let one_frame = u64::from(c.oap.max_frame) + oap_codec::HEADER_LEN as u64;
+        check("session.delivery_queue_bytes", c.session.delivery_queue_bytes, (64 << 10).max(one_frame)..=256 << 20)?;
+        check(
+            "session.max_pending_bytes",
+            c.session.max_pending_bytes,
+            (1 << 20).max(c.session.delivery_queue_bytes)..=64 << 30,
+        )?;
+        check("session.publish_stall_ms", c.session.publish_stall_ms, 0..=1000)?;
+        check("session.slow_consumer_timeout_ms", c.session.slow_consumer_timeout_ms, 100..=600_000)?;
+        check("session.max_subscriptions", c.session.max_subscriptions, 1..=1_000_000)?;
+        check("gossip.max_hops", c.gossip.max_hops, 1..=64)?;
+        check("gossip.seen_cache", c.gossip.seen_cache, 1..=16_777_216)?;
+        check("gossip.seen_ttl_ms", c.gossip.seen_ttl_ms, 1000..=3_600_000)?;
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
         Ok(ValidConfig { config: self, sources: BTreeMap::new() })
     }
@@ -235,6 +293,26 @@ impl ValidConfig {
     /// `oap.handshake_timeout_ms` as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.oap.handshake_timeout_ms)
+    }
+
+    /// The gossip registry's bounds.
+    pub fn gossip(&self) -> overlay_gossip::GossipConfig {
+        let c = &self.config;
+        overlay_gossip::GossipConfig {
+            delivery_queue_bytes: usize::try_from(c.session.delivery_queue_bytes).unwrap_or(usize::MAX),
+            max_pending_bytes: usize::try_from(c.session.max_pending_bytes).unwrap_or(usize::MAX),
+            slow_consumer_timeout: Duration::from_millis(c.session.slow_consumer_timeout_ms),
+            max_subscriptions: c.session.max_subscriptions as usize,
+            max_hops: c.gossip.max_hops,
+            seen_cache: c.gossip.seen_cache as usize,
+            seen_ttl: Duration::from_millis(c.gossip.seen_ttl_ms),
+            max_frame: c.oap.max_frame,
+        }
+    }
+
+    /// `session.publish_stall_ms` as a duration.
+    pub fn publish_stall(&self) -> Duration {
+        Duration::from_millis(self.session.publish_stall_ms)
     }
 
     /// `drain_timeout_ms` as a duration.
@@ -313,6 +391,17 @@ mod tests {
             ("session.tx_queue", |c| c.session.tx_queue = 65_537),
             ("session.tx_watermark", |c| c.session.tx_watermark = 0),
             ("session.tx_watermark", |c| c.session.tx_watermark = 128),
+            ("session.delivery_queue_bytes", |c| c.session.delivery_queue_bytes = 64 << 10),
+            ("session.delivery_queue_bytes", |c| c.session.delivery_queue_bytes = (256 << 20) + 1),
+            ("session.max_pending_bytes", |c| c.session.max_pending_bytes = (8 << 20) - 1),
+            ("session.max_pending_bytes", |c| c.session.max_pending_bytes = (64 << 30) + 1),
+            ("session.publish_stall_ms", |c| c.session.publish_stall_ms = 1001),
+            ("session.slow_consumer_timeout_ms", |c| c.session.slow_consumer_timeout_ms = 99),
+            ("session.max_subscriptions", |c| c.session.max_subscriptions = 0),
+            ("gossip.max_hops", |c| c.gossip.max_hops = 0),
+            ("gossip.max_hops", |c| c.gossip.max_hops = 65),
+            ("gossip.seen_cache", |c| c.gossip.seen_cache = 0),
+            ("gossip.seen_ttl_ms", |c| c.gossip.seen_ttl_ms = 999),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 99),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 600_001),
             ("transport.name", |c| c.transport.name = " ".into()),

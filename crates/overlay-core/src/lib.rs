@@ -17,15 +17,21 @@
 
 pub mod client;
 mod config;
+mod events;
 mod handler;
 mod metrics;
 mod node;
+mod peer;
 mod session;
+mod subscription;
 
 pub use config::{
-    AdminSection, ConfigError, OapSection, OverlayConfig, SessionSection, Source, TransportSection, ValidConfig,
-    flatten,
+    AdminSection, ConfigError, GossipSection, OapSection, OverlayConfig, SessionSection, Source, TransportSection,
+    ValidConfig, flatten,
 };
+pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};
-pub use node::{Overlay, OverlayBuilder, StartError};
-pub use ron_transport::{DisconnectReason, TransportEvent};
+pub use node::{Overlay, OverlayBuilder, PublishError, PublishReceipt, StartError, SubscribeError};
+pub use oap_codec::{MsgId, Pattern, Topic};
+pub use ron_transport::DisconnectReason;
+pub use subscription::{Delivery, Message, Subscription};

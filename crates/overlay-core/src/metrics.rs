@@ -51,6 +51,7 @@ pub(crate) struct OverlayMetrics {
     pub(crate) conn_lifetime: Histogram,
     pub(crate) reply_queue_depth: Gauge,
     pub(crate) decode_errors: Counter,
+    pub(crate) peers_connected: Gauge,
 }
 
 impl OverlayMetrics {
@@ -72,6 +73,7 @@ impl OverlayMetrics {
             conn_lifetime: histogram!("overlay_conn_lifetime_seconds", "service" => s()),
             reply_queue_depth: gauge!("overlay_queue_depth", "service" => s(), "queue" => "reply"),
             decode_errors: counter!("oap_decode_errors_total", "service" => s()),
+            peers_connected: gauge!("overlay_peers_connected", "service" => s()),
             service: service.to_owned(),
         }
     }

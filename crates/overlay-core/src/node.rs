@@ -1,21 +1,68 @@
 //! The node: starts the admin plane and the transport, hands each connection
 //! to a session, and runs the shutdown choreography.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use oap_codec::Caps;
+use bytes::Bytes;
+use oap_codec::{Caps, MsgId, Pattern, Topic, TopicError};
 use overlay_admin::{AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, gate, install_recorder};
-use ron_transport::{BindError, TransportConfig, TransportEvent, TransportHandle, spawn_transport_with_cancel};
+use overlay_gossip::Registry;
+use ron_transport::{BindError, TransportConfig, TransportHandle, spawn_transport_with_cancel};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, OverlayConfig, ValidConfig};
+use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, Echo};
 use crate::metrics::OverlayMetrics;
-use crate::session::{self, Limits, SessionCtx};
+use crate::peer;
+use crate::session::{self, Limits, Meta, SessionCtx};
+use crate::subscription::Subscription;
+
+/// Node events buffered for slow subscribers before they lag.
+const EVENT_CAPACITY: usize = 1024;
+/// Ids of outbound relay sessions start here, apart from accepted ones.
+const OUTBOUND_IDS: u64 = 1 << 63;
+
+/// Why [`Overlay::subscribe`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The pattern breaks OAP-1 section 3.
+    #[error("bad pattern: {0}")]
+    Pattern(#[from] TopicError),
+    /// The registry refused it.
+    #[error("{0}")]
+    Registry(#[from] overlay_gossip::SubscribeError),
+}
+
+/// Why [`Overlay::publish`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The topic breaks OAP-1 section 3 (or has wildcards).
+    #[error("bad topic: {0}")]
+    Topic(#[from] TopicError),
+    /// The message would not fit a frame.
+    #[error("{0}")]
+    TooLarge(#[from] overlay_gossip::PublishError),
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The id assigned to the message.
+    pub msg_id: MsgId,
+    /// Subscriber queues and relay links it was handed to.
+    pub queued: u32,
+    /// Queues that dropped it.
+    pub dropped: u32,
+}
 
 /// Time given to sessions to stop after the drain deadline fired the kill token.
 const KILL_GRACE: Duration = Duration::from_secs(1);
@@ -76,7 +123,8 @@ struct Inner {
     ctx: Arc<SessionCtx>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    events: broadcast::Sender<TransportEvent>,
+    dialing: Mutex<HashSet<SocketAddr>>,
+    outbound_ids: Arc<AtomicU64>,
     running: Mutex<Option<Running>>,
     stopped: CancellationToken,
 }
@@ -137,7 +185,9 @@ impl Overlay {
 
         let ctx = Arc::new(SessionCtx {
             limits: Limits {
-                caps: Caps::GOSSIP_V1,
+                // Every hello says what this node is: clients negotiate
+                // pub/sub, other nodes (PEER_V1 on both sides) a relay link.
+                caps: Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::PEER_V1,
                 max_frame: config.oap.max_frame,
                 handshake_timeout: config.handshake_timeout(),
                 read_timeout: config.read_timeout(),
@@ -146,12 +196,15 @@ impl Overlay {
                 tx_queue: config.session.tx_queue as usize,
                 tx_watermark: config.session.tx_watermark as usize,
                 drain_window_ms: u32::try_from(config.drain_timeout_ms).unwrap_or(u32::MAX),
+                publish_stall: config.publish_stall(),
             },
             metrics,
             handler,
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            registry: Arc::new(Registry::new(config.gossip(), &service)),
+            events: broadcast::channel(EVENT_CAPACITY).0,
         });
         let transport_cfg = TransportConfig {
             addr: config.transport.addr,
@@ -162,33 +215,42 @@ impl Overlay {
             idle_timeout: config.idle_timeout(),
         };
         let session_ctx = ctx.clone();
-        let transport =
-            match spawn_transport_with_cancel(transport_cfg, move |conn| session::run(conn, session_ctx.clone())).await
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    if let Some(admin) = admin {
-                        admin.stop().await;
-                    }
-                    return Err(e.into());
+        let accept = move |conn: ron_transport::Conn| {
+            let meta = Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened() };
+            let ctx = session_ctx.clone();
+            async move { session::run(conn, meta, ctx).await.reason }
+        };
+        let transport = match spawn_transport_with_cancel(transport_cfg, accept).await {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(admin) = admin {
+                    admin.stop().await;
                 }
-            };
+                return Err(e.into());
+            }
+        };
         readiness.set(gate::LISTENERS_BOUND, true);
+        forward_events(&transport, &ctx);
         let admin_addr = admin.as_ref().map(AdminHandle::addr);
         let admin_field = admin_addr.map_or_else(|| "disabled".to_string(), |a| a.to_string());
         tracing::info!(addr = %transport.addr, admin_addr = %admin_field, "overlay node started");
-        Ok(Overlay {
+        let node = Overlay {
             inner: Arc::new(Inner {
                 readiness,
                 ctx,
                 local_addr: transport.addr,
                 admin_addr,
-                events: transport.events.clone(),
+                dialing: Mutex::new(HashSet::new()),
+                outbound_ids: Arc::new(AtomicU64::new(OUTBOUND_IDS)),
                 running: Mutex::new(Some(Running { transport, admin })),
                 stopped: CancellationToken::new(),
                 config,
             }),
-        })
+        };
+        for peer in node.inner.config.peers.clone() {
+            node.add_peer(peer);
+        }
+        Ok(node)
     }
 
     /// The bound data-plane address.
@@ -211,9 +273,47 @@ impl Overlay {
         &self.inner.readiness
     }
 
-    /// Session lifecycle events.
-    pub fn events(&self) -> broadcast::Receiver<TransportEvent> {
-        self.inner.events.subscribe()
+    /// Session and relay-link events.
+    pub fn events(&self) -> broadcast::Receiver<OverlayEvent> {
+        self.inner.ctx.events.subscribe()
+    }
+
+    /// Subscribes in-process to `pattern` (`*` and a trailing `>` allowed).
+    /// The subscription has a delivery queue with the same bounds as a
+    /// session's; dropping it unsubscribes.
+    pub fn subscribe(&self, pattern: &str) -> Result<Subscription, SubscribeError> {
+        let pattern: Pattern = pattern.parse()?;
+        let registry = &self.inner.ctx.registry;
+        let queue = registry.queue();
+        let id = registry.attach(queue.clone());
+        let subscription = Subscription::new(id, queue, registry.clone());
+        registry.subscribe(id, &pattern)?;
+        Ok(subscription)
+    }
+
+    /// Publishes `payload` on `topic` to every subscriber, local and remote.
+    /// Never blocks: a full subscriber queue drops and counts.
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<PublishReceipt, PublishError> {
+        let topic: Topic = topic.parse()?;
+        let f = self.inner.ctx.registry.publish(&topic, payload.into(), Instant::now())?;
+        Ok(PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped })
+    }
+
+    /// Keeps a relay link to the node at `addr`, redialing with back-off
+    /// whenever it drops. Adding a peer twice changes nothing.
+    pub fn add_peer(&self, addr: SocketAddr) {
+        if self.inner.ctx.drain.is_cancelled() {
+            return;
+        }
+        let new = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(addr);
+        if new {
+            peer::spawn_dialer(addr, self.inner.ctx.clone(), self.inner.outbound_ids.clone());
+        }
+    }
+
+    /// Relay links up now (both directions).
+    pub fn peers_connected(&self) -> usize {
+        self.inner.ctx.registry.links()
     }
 
     /// Resolves once a shutdown has completed.
@@ -264,6 +364,7 @@ impl Inner {
             }
         }
         ctx.kill.cancel();
+        ctx.registry.close_all();
         ctx.tasks.close();
         if tokio::time::timeout(KILL_GRACE, ctx.tasks.wait()).await.is_err() {
             tracing::error!(left = ctx.tasks.len(), "node tasks still running after the kill");
@@ -274,4 +375,28 @@ impl Inner {
         }
         tracing::info!(drained, "shutdown complete");
     }
+}
+
+/// Copies transport events into the node's event stream until the kill.
+fn forward_events(transport: &TransportHandle, ctx: &Arc<SessionCtx>) {
+    let mut from = transport.events.subscribe();
+    let ctx = ctx.clone();
+    ctx.tasks.clone().spawn(async move {
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = ctx.kill.cancelled() => return,
+                e = from.recv() => e,
+            };
+            match event {
+                Ok(e) => {
+                    if let Some(e) = OverlayEvent::from_transport(e) {
+                        let _ = ctx.events.send(e);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => tracing::debug!(missed = n, "event forwarder lagged"),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }

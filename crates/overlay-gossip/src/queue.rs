@@ -229,6 +229,11 @@ impl DeliveryQueue {
         self.lock().bytes
     }
 
+    /// True once [`DeliveryQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Drops everything queued and refuses further offers.
     pub fn close(&self) {
         let mut st = self.lock();

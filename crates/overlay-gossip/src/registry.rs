@@ -227,6 +227,13 @@ impl Registry {
         matched.len()
     }
 
+    /// Closes every queue (subscribers and links): consumers see the end.
+    pub fn close_all(&self) {
+        let index = self.read();
+        index.subscribers.values().for_each(|s| s.queue.close());
+        index.links.iter().for_each(|(_, q)| q.close());
+    }
+
     /// Relay links attached now.
     pub fn links(&self) -> usize {
         self.read().links.len()

@@ -10,19 +10,22 @@ mod reader;
 mod writer;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use oap_codec::{Caps, ErrorCode, Frame, HELLO_LEN, Hello, HelloError, Negotiated};
-use ron_transport::{Conn, DisconnectReason};
+use overlay_gossip::{LinkId, Registry, SubscriberId};
+use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::{HandshakeFail, OverlayMetrics};
 
@@ -44,6 +47,7 @@ pub(crate) struct Limits {
     pub(crate) tx_queue: usize,
     pub(crate) tx_watermark: usize,
     pub(crate) drain_window_ms: u32,
+    pub(crate) publish_stall: Duration,
 }
 
 /// What every session of a node shares.
@@ -57,6 +61,34 @@ pub(crate) struct SessionCtx {
     pub(crate) kill: CancellationToken,
     /// Session writers (and other node tasks), awaited by shutdown.
     pub(crate) tasks: TaskTracker,
+    /// Subscriptions, relay links and fanout.
+    pub(crate) registry: Arc<Registry>,
+    /// Node events (`PeerUp`/`PeerDown` come from here).
+    pub(crate) events: broadcast::Sender<OverlayEvent>,
+}
+
+/// What identifies a connection, whichever side opened it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) opened: Instant,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub(crate) reason: DisconnectReason,
+    /// The hello exchange succeeded.
+    pub(crate) established: bool,
+}
+
+/// Where a session's deliveries come from.
+pub(crate) enum Consumer {
+    /// A client: a subscriber, attached at its first `SUB`.
+    Client(Option<SubscriberId>),
+    /// A relay link (`PEER_V1` on both sides): every message is flooded to it.
+    Link(LinkId),
 }
 
 /// The reply queue's shared state beside the channel: bytes queued (the
@@ -90,44 +122,44 @@ impl ReplyQueue {
     }
 }
 
-/// Serves one accepted connection until it ends, and says why.
-pub(crate) async fn run<S>(conn: Conn<S>, ctx: Arc<SessionCtx>) -> DisconnectReason
+/// Serves one connection until it ends, and says why.
+pub(crate) async fn run<S>(io: S, meta: Meta, ctx: Arc<SessionCtx>) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let span = tracing::info_span!("session", peer = %conn.peer_addr(), id = conn.id());
-    serve(conn, ctx).instrument(span).await
+    let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id);
+    serve(io, meta, ctx).instrument(span).await
 }
 
-async fn serve<S>(mut conn: Conn<S>, ctx: Arc<SessionCtx>) -> DisconnectReason
+async fn serve<S>(mut io: S, meta: Meta, ctx: Arc<SessionCtx>) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let m = &ctx.metrics;
     m.connections_total.increment(1);
-    let opened = conn.opened();
-    let _active = Active::new(m, opened);
-    let info = SessionInfo { id: conn.id(), peer: conn.peer_addr(), caps: Caps::empty() };
+    let _active = Active::new(m, meta.opened);
+    let info = SessionInfo { id: meta.id, peer: meta.peer, caps: Caps::empty() };
     let shaken = tokio::select! {
         biased;
         () = ctx.kill.cancelled() => Err(None),
-        r = handshake(&mut conn, &ctx) => r.map_err(Some),
+        r = handshake(&mut io, &ctx) => r.map_err(Some),
     };
-    let reason = match shaken {
-        Err(None) => DisconnectReason::Shutdown,
+    let outcome = match shaken {
+        Err(None) => Outcome { reason: DisconnectReason::Shutdown, established: false },
         Ok(negotiated) => {
-            m.accept_latency.record(opened.elapsed().as_secs_f64());
+            m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
-            established(conn, SessionInfo { caps: negotiated.caps, ..info }, &ctx).await
+            let reason = established(io, SessionInfo { caps: negotiated.caps, ..info }, &ctx).await;
+            Outcome { reason, established: true }
         }
         Err(Some(fail)) => {
             m.handshake_fail(fail);
             tracing::debug!(reason = fail.label(), "handshake failed");
-            DisconnectReason::Handshake
+            Outcome { reason: DisconnectReason::Handshake, established: false }
         }
     };
-    tracing::debug!(reason = reason.label(), "session closed");
-    reason
+    tracing::debug!(reason = outcome.reason.label(), "session closed");
+    outcome
 }
 
 /// Counts a session in `overlay_sessions_active` for as long as it lives,
@@ -153,16 +185,16 @@ impl Drop for Active<'_> {
 
 /// Spec section 1: send our hello at once, read theirs within the timeout,
 /// check magic, version and caps in that order.
-async fn handshake<S>(conn: &mut Conn<S>, ctx: &SessionCtx) -> Result<Negotiated, HandshakeFail>
+async fn handshake<S>(io: &mut S, ctx: &SessionCtx) -> Result<Negotiated, HandshakeFail>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &ctx.limits;
     let ours = Hello::new(limits.caps).encode();
     let exchange = async {
-        conn.write_all(&ours).await?;
+        io.write_all(&ours).await?;
         let mut theirs = [0u8; HELLO_LEN];
-        conn.read_exact(&mut theirs).await?;
+        io.read_exact(&mut theirs).await?;
         Ok::<_, io::Error>(theirs)
     };
     let theirs = match tokio::time::timeout(limits.handshake_timeout, exchange).await {
@@ -178,13 +210,13 @@ where
         let mut out = BytesMut::new();
         Frame::error(ErrorCode::BadRequest, 0, refused.to_string()).encode_into(&mut out);
         let send = async {
-            conn.write_all(&out).await?;
-            conn.shutdown().await
+            io.write_all(&out).await?;
+            io.shutdown().await
         };
         if let Ok(Ok(())) = tokio::time::timeout(limits.write_timeout, send).await {
             // Frames sent right behind the hello must not turn our close into
             // a reset that destroys the ERROR.
-            linger(conn, &ctx.kill).await;
+            linger(io, &ctx.kill).await;
         }
     }
     Err(match refused {
@@ -194,17 +226,28 @@ where
     })
 }
 
-async fn established<S>(conn: Conn<S>, info: SessionInfo, ctx: &Arc<SessionCtx>) -> DisconnectReason
+async fn established<S>(io: S, info: SessionInfo, ctx: &Arc<SessionCtx>) -> DisconnectReason
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(conn);
+    let (mut rd, wr) = tokio::io::split(io);
     let (tx, rx) = mpsc::channel(ctx.limits.tx_queue);
     let queue = Arc::new(ReplyQueue::new(ctx.limits.max_frame));
+    let deliveries = ctx.registry.queue();
+    let mut consumer = if info.caps.contains(Caps::PEER_V1) {
+        let link = ctx.registry.attach_link(deliveries.clone());
+        ctx.metrics.peers_connected.increment(1.0);
+        let _ = ctx.events.send(OverlayEvent::PeerUp { peer: info.peer });
+        tracing::info!("relay link up");
+        Consumer::Link(link)
+    } else {
+        Consumer::Client(None)
+    };
     let writer_failed = CancellationToken::new();
-    let writer = ctx.tasks.spawn(writer::run(wr, rx, queue.clone(), ctx.clone(), writer_failed.clone()));
+    let writer =
+        ctx.tasks.spawn(writer::run(wr, rx, queue.clone(), deliveries.clone(), ctx.clone(), writer_failed.clone()));
 
-    let reason = reader::run(&mut rd, tx, queue, info, ctx, &writer_failed).await;
+    let reason = reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed).await;
     // The reply sender is gone with the reader: the writer flushes what is
     // queued, shuts the stream down and returns.
     let reason = match writer.await {
@@ -215,6 +258,16 @@ where
             DisconnectReason::Io
         }
     };
+    match consumer {
+        Consumer::Client(Some(sub)) => ctx.registry.detach(sub),
+        Consumer::Client(None) => deliveries.close(),
+        Consumer::Link(link) => {
+            ctx.registry.detach_link(link);
+            ctx.metrics.peers_connected.decrement(1.0);
+            let _ = ctx.events.send(OverlayEvent::PeerDown { peer: info.peer });
+            tracing::info!(reason = reason.label(), "relay link down");
+        }
+    }
     if node_initiated(reason) {
         linger(&mut rd, &ctx.kill).await;
     }

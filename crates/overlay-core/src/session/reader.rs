@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-use oap_codec::{Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, OapCodec};
+use bytes::{Bytes, BytesMut};
+use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
+use overlay_gossip::{DeliveryQueue, Fanout, PublishError, SubscribeError};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use super::{ReplyQueue, SessionCtx, reconnect_after};
+use super::{Consumer, ReplyQueue, SessionCtx, reconnect_after};
 use crate::handler::SessionInfo;
 
 /// Smallest read issued; the read size doubles while reads fill it.
@@ -35,6 +36,8 @@ enum Deadline {
 struct Reader<'a> {
     tx: mpsc::Sender<Frame>,
     queue: Arc<ReplyQueue>,
+    deliveries: &'a Arc<DeliveryQueue>,
+    consumer: &'a mut Consumer,
     info: SessionInfo,
     ctx: &'a SessionCtx,
     writer_failed: &'a CancellationToken,
@@ -46,10 +49,13 @@ struct Reader<'a> {
 }
 
 /// Reads and dispatches until the session ends; returns why.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run<R: AsyncRead + Unpin>(
     rd: &mut R,
     tx: mpsc::Sender<Frame>,
     queue: Arc<ReplyQueue>,
+    deliveries: &Arc<DeliveryQueue>,
+    consumer: &mut Consumer,
     info: SessionInfo,
     ctx: &Arc<SessionCtx>,
     writer_failed: &CancellationToken,
@@ -57,6 +63,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     let mut reader = Reader {
         tx,
         queue,
+        deliveries,
+        consumer,
         info,
         ctx,
         writer_failed,
@@ -161,6 +169,9 @@ impl Reader<'_> {
 
     /// Handles one well-formed frame; `Some` ends the session.
     async fn dispatch(&mut self, frame: Frame) -> Option<DisconnectReason> {
+        if let Some(refusal) = self.cap_refusal(frame.kind(), req_id(&frame)) {
+            return self.reply(refusal).await.err();
+        }
         let reply = match frame {
             Frame::Data(payload) => match self.ctx.handler.on_data(&self.info, payload) {
                 // An embedder's handler may answer with more than a frame can
@@ -185,14 +196,18 @@ impl Reader<'_> {
                 tracing::debug!(code = e.code, req_id = e.req_id, reason = %e.reason, "peer sent ERROR");
                 None
             }
-            other => Some(self.cap_refusal(other.kind(), req_id(&other)).unwrap_or_else(|| {
+            Frame::Sub { req_id, pattern } => Some(self.subscribe(req_id, &pattern)),
+            Frame::Unsub { req_id, pattern } => Some(self.unsubscribe(req_id, &pattern)),
+            Frame::Pub { req_id, topic, payload } => return self.publish(req_id, &topic, payload).await,
+            Frame::Msg(msg) => return self.relay(msg).await,
+            other => Some({
                 self.ctx.metrics.reject("unsupported");
                 Frame::error(
                     ErrorCode::Unsupported,
                     req_id(&other),
                     format!("{} is not served by this node", other.kind()),
                 )
-            })),
+            }),
         };
         match reply {
             Some(frame) => self.reply(frame).await.err(),
@@ -226,6 +241,90 @@ impl Reader<'_> {
                 e.is_fatal().then_some(DisconnectReason::Protocol)
             }
         }
+    }
+
+    /// `SUB`: attach this session as a subscriber on first use, add the pattern.
+    fn subscribe(&mut self, req_id: u32, pattern: &Pattern) -> Frame {
+        let registry = &self.ctx.registry;
+        let sub = match self.consumer {
+            // Relay links receive every message already; interest announced
+            // on a link is acknowledged and changes nothing.
+            Consumer::Link(_) => return ack(req_id),
+            Consumer::Client(Some(sub)) => *sub,
+            Consumer::Client(slot @ None) => *slot.insert(registry.attach(self.deliveries.clone())),
+        };
+        match registry.subscribe(sub, pattern) {
+            Ok(_) => ack(req_id),
+            Err(SubscribeError::TooMany(max)) => {
+                self.ctx.metrics.reject("max_subscriptions");
+                Frame::error(ErrorCode::SlowConsumer, req_id, format!("max_subscriptions ({max}) reached"))
+            }
+            Err(e) => Frame::error(ErrorCode::Internal, req_id, e.to_string()),
+        }
+    }
+
+    /// `UNSUB`: drop the subscription made with the same pattern text.
+    fn unsubscribe(&mut self, req_id: u32, pattern: &Pattern) -> Frame {
+        match self.consumer {
+            Consumer::Link(_) => ack(req_id),
+            Consumer::Client(Some(sub)) if self.ctx.registry.unsubscribe(*sub, pattern) => ack(req_id),
+            Consumer::Client(_) => {
+                self.ctx.metrics.reject("not_subscribed");
+                Frame::error(ErrorCode::BadRequest, req_id, format!("no subscription to {pattern}"))
+            }
+        }
+    }
+
+    /// `PUB`: fan out, answer `ACK(req_id, msg_id, queued, dropped)`, then
+    /// stall briefly for subscribers more than half full.
+    async fn publish(&mut self, req_id: u32, topic: &Topic, payload: Bytes) -> Option<DisconnectReason> {
+        let fanout = match self.ctx.registry.publish(topic, payload, Instant::now()) {
+            Ok(f) => f,
+            Err(e @ PublishError::TooLarge { .. }) => {
+                self.ctx.metrics.reject("message_too_large");
+                return self.reply(Frame::error(ErrorCode::BadRequest, req_id, e.to_string())).await.err();
+            }
+            Err(e) => return self.reply(Frame::error(ErrorCode::Internal, req_id, e.to_string())).await.err(),
+        };
+        if req_id != 0 {
+            let publish = Some(PubAck { msg_id: fanout.msg_id, queued: fanout.queued, dropped: fanout.dropped });
+            if let Err(reason) = self.reply(Frame::Ack(Ack { req_id, publish })).await {
+                return Some(reason);
+            }
+        }
+        self.stall(fanout).await
+    }
+
+    /// `MSG` over a relay link: dedup, deliver, forward.
+    async fn relay(&mut self, msg: Msg) -> Option<DisconnectReason> {
+        let Consumer::Link(link) = *self.consumer else {
+            // Unreachable while MSG requires PEER_V1, which makes the session a link.
+            return self
+                .reply(Frame::error(ErrorCode::Unsupported, 0, "MSG is accepted on relay links only"))
+                .await
+                .err();
+        };
+        match self.ctx.registry.relay(msg, link, Instant::now()) {
+            Some(fanout) => self.stall(fanout).await,
+            None => None,
+        }
+    }
+
+    /// Spec section 4: wait (at most `publish_stall_ms` in all) for the
+    /// congested subscribers to drain below half.
+    async fn stall(&self, fanout: Fanout) -> Option<DisconnectReason> {
+        if fanout.congested.is_empty() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + self.ctx.limits.publish_stall;
+        for queue in &fanout.congested {
+            tokio::select! {
+                biased;
+                () = self.ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
+                r = tokio::time::timeout_at(deadline, queue.wait_drained()) => if r.is_err() { break },
+            }
+        }
+        None
     }
 
     /// `ERROR 415` when `kind` needs a cap this session did not negotiate.
@@ -327,10 +426,13 @@ fn required_cap(kind: Kind) -> Option<(Caps, &'static str)> {
     match kind {
         Kind::Data | Kind::Ctrl | Kind::Error => None,
         Kind::Auth => Some((Caps::AUTH_V1, "AUTH_V1")),
-        Kind::Sub | Kind::Unsub | Kind::Pub | Kind::Msg | Kind::Ack | Kind::Lagged => {
-            Some((Caps::PUBSUB_V1, "PUBSUB_V1"))
-        }
+        Kind::Msg => Some((Caps::PEER_V1, "PEER_V1")),
+        Kind::Sub | Kind::Unsub | Kind::Pub | Kind::Ack | Kind::Lagged => Some((Caps::PUBSUB_V1, "PUBSUB_V1")),
     }
+}
+
+fn ack(req_id: u32) -> Frame {
+    Frame::Ack(Ack { req_id, publish: None })
 }
 
 fn req_id(frame: &Frame) -> u32 {

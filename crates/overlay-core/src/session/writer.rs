@@ -1,12 +1,14 @@
-//! The session writer: the one task that owns the write half. It takes what
-//! is queued, coalesces it into few large writes, and bounds every write by
-//! `write_timeout`.
+//! The session writer: the one task that owns the write half. It takes
+//! replies (never dropped) first and deliveries (pre-encoded `MSG` frames)
+//! after them, coalesces both into few large writes, and bounds every write
+//! by `write_timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use oap_codec::{Ctrl, Frame, Kind};
+use bytes::{Bytes, BytesMut};
+use oap_codec::{Ctrl, ErrorCode, Frame, Kind};
+use overlay_gossip::DeliveryQueue;
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -16,55 +18,102 @@ use super::{ReplyQueue, SessionCtx};
 
 /// Bytes coalesced into one write before it is issued.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// Frames taken off the queue per batch.
+/// Replies taken off the queue per batch.
 const WRITE_BATCH_FRAMES: usize = 256;
-/// Payload tails at least this long are written from their own buffer
-/// instead of being copied into the batch.
+/// Payload tails (and deliveries) at least this long are written from their
+/// own buffer instead of being copied into the batch.
 const DIRECT_TAIL: usize = 16 * 1024;
 /// A batch buffer grown past this is released after use.
 const KEEP_BUFFER: usize = 256 * 1024;
+/// `reconnect_after_ms` in the `GOAWAY 429` to an evicted slow consumer.
+const SLOW_CONSUMER_BACKOFF_MS: u32 = 1000;
 
-/// Runs until the queue closes (`None`), or returns why writing failed.
-/// On failure it fires `failed`, so the reader stops too.
+/// One thing to write.
+enum Out {
+    Frame(Frame),
+    Encoded(Bytes),
+}
+
+/// Runs until the reply queue closes (`None`), or returns why the session
+/// must end (write failure, eviction, kill). However it ends, it fires
+/// `failed`, so the reader stops waiting on it.
 pub(super) async fn run<W>(
     mut wr: W,
     mut rx: mpsc::Receiver<Frame>,
-    queue: Arc<ReplyQueue>,
+    replies: Arc<ReplyQueue>,
+    deliveries: Arc<DeliveryQueue>,
     ctx: Arc<SessionCtx>,
     failed: CancellationToken,
 ) -> Option<DisconnectReason>
 where
     W: AsyncWrite + Unpin,
 {
-    // However the writer ends (error, panic, queue closed), the reader must
-    // not wait on it any longer.
     let _stop_reader = failed.clone().drop_guard();
     let m = &ctx.metrics;
     let write_timeout = ctx.limits.write_timeout;
     let mut out = BytesMut::new();
-    let mut batch = Vec::new();
+    let mut batch: Vec<Out> = Vec::new();
+    let mut encoded = Vec::new();
     loop {
-        let first = tokio::select! {
-            biased;
-            () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
-            first = rx.recv() => first,
-        };
-        let Some(first) = first else { break };
-        let mut bytes = first.encoded_len();
-        batch.push(first);
-        while batch.len() < WRITE_BATCH_FRAMES && bytes < WRITE_BATCH_BYTES {
+        // 1. Replies first: they answer this session's own requests.
+        let mut reply_bytes = 0;
+        let mut open = true;
+        while batch.len() < WRITE_BATCH_FRAMES && reply_bytes < WRITE_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(f) => {
-                    bytes += f.encoded_len();
-                    batch.push(f);
+                    reply_bytes += f.encoded_len();
+                    batch.push(Out::Frame(f));
                 }
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
-        queue.taken(bytes);
-        m.reply_queue_depth.decrement(batch.len() as f64);
+        if !batch.is_empty() {
+            replies.taken(reply_bytes);
+            m.reply_queue_depth.decrement(batch.len() as f64);
+        }
+        // 2. Deliveries in the room left, LAGGED ahead of them; none once
+        //    the reader is gone (the session is closing).
+        let taken = if open {
+            deliveries.take(WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1), &mut encoded)
+        } else {
+            Default::default()
+        };
+        if let Some(dropped) = taken.lagged {
+            batch.push(Out::Frame(Frame::Lagged { dropped }));
+        }
+        let delivered = encoded.len() as u64;
+        batch.extend(encoded.drain(..).map(Out::Encoded));
+        if taken.evicted {
+            m.reject("slow_consumer");
+            tracing::info!("slow consumer: lagging past slow_consumer_timeout");
+            let reason = "slow consumer: lagged past slow_consumer_timeout";
+            batch.push(Out::Frame(Frame::goaway(ErrorCode::SlowConsumer, SLOW_CONSUMER_BACKOFF_MS, reason)));
+        }
 
-        let goaway = batch.iter().any(|f| matches!(f, Frame::Ctrl(Ctrl::Goaway { .. })));
+        if batch.is_empty() {
+            if !open {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
+                f = rx.recv() => match f {
+                    Some(f) => {
+                        replies.taken(f.encoded_len());
+                        m.reply_queue_depth.decrement(1.0);
+                        batch.push(Out::Frame(f));
+                    }
+                    None => break,
+                },
+                () = deliveries.ready() => continue,
+            }
+        }
+
+        let goaway = batch.iter().any(|o| matches!(o, Out::Frame(Frame::Ctrl(Ctrl::Goaway { .. }))));
         let written = tokio::select! {
             biased;
             () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
@@ -73,23 +122,17 @@ where
         if let Err(reason) = written {
             return Some(reason);
         }
-        let mut counts = [0u64; Kind::ALL.len()];
-        for f in &batch {
-            counts[f.kind() as usize - 1] += 1;
-            m.frame_size_out.record(f.encoded_len() as f64);
-        }
-        for (kind, n) in Kind::ALL.iter().zip(counts) {
-            if n > 0 {
-                m.frames_out(*kind).increment(n);
-            }
-        }
-        m.bytes_out.increment(bytes as u64);
+        count_out(&ctx, &batch, delivered);
         batch.clear();
         if out.capacity() > KEEP_BUFFER {
             out = BytesMut::new();
         }
         if goaway {
             // The sender of a GOAWAY sends nothing more (spec section 2).
+            let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
+            return taken.evicted.then_some(DisconnectReason::SlowConsumer);
+        }
+        if !open {
             break;
         }
     }
@@ -97,8 +140,32 @@ where
     None
 }
 
-/// Encodes `batch` into `out` and writes it; long tails go out directly.
-/// Each write must finish within `limit`.
+fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
+    let m = &ctx.metrics;
+    let mut counts = [0u64; Kind::ALL.len()];
+    let mut bytes = 0;
+    for o in batch {
+        let len = match o {
+            Out::Frame(f) => {
+                counts[f.kind() as usize - 1] += 1;
+                f.encoded_len()
+            }
+            Out::Encoded(b) => b.len(),
+        };
+        bytes += len as u64;
+        m.frame_size_out.record(len as f64);
+    }
+    counts[Kind::Msg as usize - 1] += delivered;
+    for (kind, n) in Kind::ALL.iter().zip(counts) {
+        if n > 0 {
+            m.frames_out(*kind).increment(n);
+        }
+    }
+    m.bytes_out.increment(bytes);
+}
+
+/// Encodes `batch` into `out` and writes it; long tails and deliveries go
+/// out directly. Each write must finish within `limit`.
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled call may have written part of the batch.
@@ -106,15 +173,22 @@ where
 async fn write_batch<W: AsyncWrite + Unpin>(
     wr: &mut W,
     out: &mut BytesMut,
-    batch: &[Frame],
+    batch: &[Out],
     limit: Duration,
 ) -> Result<(), DisconnectReason> {
-    for frame in batch {
-        frame.encode_head(out);
-        let tail = frame.tail();
+    for item in batch {
+        let tail: &[u8] = match item {
+            Out::Frame(frame) => {
+                frame.encode_head(out);
+                frame.tail()
+            }
+            Out::Encoded(bytes) => bytes,
+        };
         if tail.len() >= DIRECT_TAIL {
-            write(wr, out, limit).await?;
-            out.clear();
+            if !out.is_empty() {
+                write(wr, out, limit).await?;
+                out.clear();
+            }
             write(wr, tail, limit).await?;
         } else {
             out.extend_from_slice(tail);
