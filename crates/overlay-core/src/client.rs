@@ -97,6 +97,12 @@ impl Client {
         Ok(())
     }
 
+    /// Writes raw bytes (for tests and tools that send malformed frames).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
     /// Sends one frame now.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
         self.feed(frame)?;

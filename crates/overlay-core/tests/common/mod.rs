@@ -139,3 +139,41 @@ pub async fn wait_metric(node: &Overlay, name: &str, labels: &[(&str, &str)], wa
 pub fn payload(len: usize, seed: u8) -> Bytes {
     (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect::<Vec<u8>>().into()
 }
+
+/// A pub/sub client (`GOSSIP_V1 | PUBSUB_V1`).
+pub async fn pubsub(node: &Overlay) -> overlay_core::client::Client {
+    overlay_core::client::Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await.unwrap()
+}
+
+/// `SUB req_id pattern` and its `ACK`.
+pub async fn sub(c: &mut overlay_core::client::Client, req_id: u32, pattern: &str) {
+    c.send(&Frame::Sub { req_id, pattern: pattern.parse().unwrap() }).await.unwrap();
+    match within(c.recv()).await.unwrap() {
+        Frame::Ack(a) => assert_eq!((a.req_id, a.publish), (req_id, None)),
+        other => panic!("expected ACK {req_id}, got {other:?}"),
+    }
+}
+
+/// `PUB` frame.
+pub fn pub_frame(req_id: u32, topic: &str, payload: impl Into<Bytes>) -> Frame {
+    Frame::Pub { req_id, topic: topic.parse().unwrap(), payload: payload.into() }
+}
+
+/// An in-process node with the admin plane off, peered with `peers`.
+pub async fn peer_node(peers: Vec<std::net::SocketAddr>, tweak: impl FnOnce(&mut OverlayConfig)) -> Overlay {
+    node(|c| {
+        c.admin.enabled = false;
+        c.peers = peers;
+        tweak(c);
+    })
+    .await
+}
+
+/// Waits until `node` has `n` relay links up.
+pub async fn wait_links(node: &Overlay, n: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while node.peers_connected() < n {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {n} relay links came up", node.peers_connected());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
