@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Concurrent sessions (transport.max_conns).
     #[arg(long, value_name = "N")]
     pub max_conns: Option<u32>,
+    /// Overlay nodes to keep relay links to (peers), comma-separated.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub peers: Option<Vec<SocketAddr>>,
     /// Any config key, e.g. --set session.tx_queue=256 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -52,6 +55,38 @@ pub struct ServeArgs {
 pub enum Command {
     /// Handshake, send DATA frames, verify each echo and print round-trip times.
     Ping(PingArgs),
+    /// Publish a message to a topic and print each receipt.
+    Pub(PubArgs),
+    /// Subscribe to a pattern and print messages as they arrive.
+    Sub(SubArgs),
+}
+
+/// `svc-overlay pub`.
+#[derive(Debug, Clone, Args)]
+pub struct PubArgs {
+    /// Topic to publish to (no wildcards), e.g. dht.put.
+    pub topic: String,
+    /// The message (sent as its UTF-8 bytes).
+    pub message: String,
+    /// Node address.
+    #[arg(long, default_value = "127.0.0.1:9500")]
+    pub addr: SocketAddr,
+    /// How many times to publish it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub count: u32,
+}
+
+/// `svc-overlay sub`.
+#[derive(Debug, Clone, Args)]
+pub struct SubArgs {
+    /// Pattern to subscribe to: `*` matches one token, a trailing `>` one or more.
+    pub pattern: String,
+    /// Node address.
+    #[arg(long, default_value = "127.0.0.1:9500")]
+    pub addr: SocketAddr,
+    /// Exit after this many messages (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 /// `svc-overlay ping`.

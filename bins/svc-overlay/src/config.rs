@@ -83,6 +83,9 @@ fn cli_layer(args: &ServeArgs) -> Result<Serialized<Dict>, LoadError> {
     if let Some(n) = args.max_conns {
         flat.push(("transport.max_conns".into(), n.into()));
     }
+    if let Some(peers) = &args.peers {
+        flat.push(("peers".into(), peers.iter().map(ToString::to_string).collect::<Vec<_>>().into()));
+    }
     for kv in &args.set {
         let (key, value) = kv.split_once('=').ok_or_else(|| LoadError::SetSyntax(kv.clone()))?;
         let value: Value = value.parse().unwrap_or_else(|_| Value::from(value.to_string()));

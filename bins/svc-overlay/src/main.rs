@@ -29,7 +29,24 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Some(Command::Pub(args)) => client(&runtime, "pub", svc_overlay::pubsub::publish(&args, |l| println!("{l}"))),
+        Some(Command::Sub(args)) => client(&runtime, "sub", svc_overlay::pubsub::subscribe(&args, |l| println!("{l}"))),
         None => serve(&cli, &runtime),
+    }
+}
+
+/// Runs a client command; its error is one line on stderr and exit code 1.
+fn client<E: std::fmt::Display>(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    run: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("svc-overlay {name}: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -273,3 +273,50 @@ fn a_second_signal_during_drain_exits_130() {
     assert_eq!(wait_exit(&mut node.child), 130);
     drop(flood);
 }
+
+#[test]
+fn peers_flag_and_env_set_the_peer_list() {
+    let c = effective(&workdir(), &[], &["--peers", "127.0.0.1:9501,127.0.0.1:9502"]);
+    assert_eq!(c["peers"], serde_json::json!({ "value": ["127.0.0.1:9501", "127.0.0.1:9502"], "source": "cli" }));
+    let c = effective(&workdir(), &[("RON_OVERLAY_PEERS", "[\"10.1.2.3:9500\"]")], &[]);
+    assert_eq!(c["peers"]["value"], serde_json::json!(["10.1.2.3:9500"]));
+    assert_rejected(&run(&workdir(), &[], &["--set", "gossip.max_hops=0"]), &["gossip.max_hops", "1..=64"]);
+}
+
+#[test]
+fn two_linked_processes_carry_pub_to_sub() {
+    let b = spawn_node(&[]);
+    let a = spawn_node(&["--peers", &b.addr.to_string()]);
+    // Wait for the relay link on both sides.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in [&a, &b] {
+        while !http_get(node.admin, "/metrics").unwrap().1.contains("overlay_peers_connected{service=\"cli-test\"} 1") {
+            assert!(Instant::now() < deadline, "relay link never came up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut sub = Command::new(BIN)
+        .args(["sub", "demo.>", "--addr", &b.addr.to_string(), "--count", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("subscribed to demo.>"));
+    let out = Command::new(BIN)
+        .args(["pub", "demo.x", "héllo", "--addr", &a.addr.to_string(), "--count", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let receipts = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(receipts.lines().filter(|l| l.contains("queued=1 dropped=0")).count(), 2, "{receipts}");
+    assert_eq!(lines.next().unwrap().unwrap(), "demo.x hops=1 héllo");
+    assert_eq!(lines.next().unwrap().unwrap(), "demo.x hops=1 héllo");
+    assert_eq!(wait_exit(&mut sub), 0);
+}
+
+#[test]
+fn pub_with_a_wildcard_topic_is_refused_locally() {
+    let out = Command::new(BIN).args(["pub", "demo.*", "x", "--addr", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wildcards"));
+}

@@ -380,3 +380,18 @@ async fn a_restarted_peer_is_redialed_and_receives_new_messages() {
     a.shutdown().await;
     b2.shutdown().await;
 }
+
+/// The `libapi_embed` example's flow: an embedding program subscribes
+/// in-process and a remote client publishes over OAP/1.
+#[tokio::test]
+async fn embedded_subscriber_receives_what_a_remote_client_publishes() {
+    let node = peer_node(vec![], |_| {}).await;
+    let mut subscription = node.subscribe("demo.>").unwrap();
+    let mut remote = pubsub(&node).await;
+    remote.send(&pub_frame(1, "demo.hello", "hi there")).await.unwrap();
+    let Frame::Ack(Ack { publish: Some(receipt), .. }) = within(remote.recv()).await.unwrap() else { panic!() };
+    assert_eq!(receipt.queued, 1);
+    let Some(Delivery::Message(m)) = within(subscription.recv()).await else { panic!("expected the message") };
+    assert_eq!((m.topic.as_str(), &m.payload[..], m.msg_id), ("demo.hello", &b"hi there"[..], receipt.msg_id));
+    node.shutdown().await;
+}

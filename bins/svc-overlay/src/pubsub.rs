@@ -1,0 +1,116 @@
+//! `svc-overlay pub` and `svc-overlay sub`: the pub/sub client commands.
+
+use oap_codec::{Ack, Caps, Ctrl, Frame, PubAck};
+use overlay_core::client::{Client, ClientError};
+
+use crate::cli::{PubArgs, SubArgs};
+
+/// Requests in flight before `pub` waits for receipts.
+const PUB_WINDOW: u32 = 256;
+
+/// Why a pub/sub command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PubSubError {
+    /// Connecting, sending or receiving failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The topic or pattern breaks OAP-1 section 3.
+    #[error("bad topic: {0}")]
+    Topic(#[from] oap_codec::TopicError),
+    /// The node refused a request.
+    #[error("node answered ERROR {code}: {reason}")]
+    Refused {
+        /// The spec's error code.
+        code: u16,
+        /// The node's reason.
+        reason: String,
+    },
+    /// The node closed the session with a GOAWAY.
+    #[error("node sent GOAWAY {code}: {reason}")]
+    GoAway {
+        /// The spec's error code.
+        code: u16,
+        /// The node's reason.
+        reason: String,
+    },
+    /// Something other than the expected answer arrived.
+    #[error("unexpected {0} from node")]
+    Unexpected(oap_codec::Kind),
+}
+
+/// Publishes `args.count` times, printing `msg_id=... queued=N dropped=M`
+/// for each receipt.
+pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
+    let topic: oap_codec::Topic = args.topic.parse()?;
+    let mut client = Client::connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+    let payload = bytes::Bytes::from(args.message.clone().into_bytes());
+    let (mut sent, mut acked) = (0u32, 0u32);
+    while acked < args.count {
+        while sent < args.count && sent - acked < PUB_WINDOW {
+            sent += 1;
+            client.feed(&Frame::Pub { req_id: sent, topic: topic.clone(), payload: payload.clone() })?;
+        }
+        client.flush().await?;
+        match next(&mut client).await? {
+            Frame::Ack(Ack { publish: Some(PubAck { msg_id, queued, dropped }), .. }) => {
+                acked += 1;
+                out(&format!("msg_id={msg_id} queued={queued} dropped={dropped}"));
+            }
+            other => return Err(PubSubError::Unexpected(other.kind())),
+        }
+    }
+    client.close().await.ok();
+    Ok(())
+}
+
+/// Subscribes and prints `topic hops=H payload` per message (payload as
+/// UTF-8, or hex when it is not text) and `LAGGED dropped=N` on loss.
+pub async fn subscribe(args: &SubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
+    let pattern: oap_codec::Pattern = args.pattern.parse()?;
+    let mut client = Client::connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+    client.send(&Frame::Sub { req_id: 1, pattern }).await?;
+    match next(&mut client).await? {
+        Frame::Ack(_) => out(&format!("subscribed to {} on {}", args.pattern, args.addr)),
+        other => return Err(PubSubError::Unexpected(other.kind())),
+    }
+    let mut received = 0u64;
+    while args.count.is_none_or(|n| received < n) {
+        match next(&mut client).await? {
+            Frame::Msg(m) => {
+                received += 1;
+                out(&format!("{} hops={} {}", m.topic, m.hops, printable(&m.payload)));
+            }
+            Frame::Lagged { dropped } => out(&format!("LAGGED dropped={dropped}")),
+            other => return Err(PubSubError::Unexpected(other.kind())),
+        }
+    }
+    client.close().await.ok();
+    Ok(())
+}
+
+/// The next frame that is not keepalive; `ERROR` and `GOAWAY` become errors.
+async fn next(client: &mut Client) -> Result<Frame, PubSubError> {
+    loop {
+        match client.recv().await? {
+            Frame::Ctrl(Ctrl::Ping { nonce }) => client.send(&Frame::pong(nonce)).await?,
+            Frame::Ctrl(Ctrl::Pong { .. }) => {}
+            Frame::Ctrl(Ctrl::Goaway { code, reason, .. }) => return Err(PubSubError::GoAway { code, reason }),
+            Frame::Error(e) => return Err(PubSubError::Refused { code: e.code, reason: e.reason }),
+            frame => return Ok(frame),
+        }
+    }
+}
+
+/// UTF-8 text as is (when it has no control characters), otherwise `0x` hex.
+pub fn printable(payload: &[u8]) -> String {
+    match std::str::from_utf8(payload) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_string(),
+        _ => {
+            let mut hex = String::with_capacity(2 + payload.len() * 2);
+            hex.push_str("0x");
+            payload.iter().for_each(|b| hex.push_str(&format!("{b:02x}")));
+            hex
+        }
+    }
+}
