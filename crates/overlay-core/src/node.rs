@@ -203,6 +203,7 @@ impl Overlay {
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            links: TaskTracker::new(),
             registry: Arc::new(Registry::new(config.gossip(), &service)),
             events: broadcast::channel(EVENT_CAPACITY).0,
         });
@@ -347,9 +348,15 @@ impl Inner {
         self.readiness.set(gate::DRAINING, false);
         transport.cancel.cancel();
 
-        // 2. Every session gets GOAWAY 503 and flushes, bounded by drain_timeout_ms.
+        // 2. Every session, accepted or dialed, gets GOAWAY 503 and flushes,
+        //    bounded by drain_timeout_ms; dialers stop redialing.
         ctx.drain.cancel();
-        let drained = tokio::time::timeout(drain, &mut transport.task).await.is_ok();
+        ctx.links.close();
+        let sessions = async {
+            let _ = (&mut transport.task).await;
+            ctx.links.wait().await;
+        };
+        let drained = tokio::time::timeout(drain, sessions).await.is_ok();
 
         // 3. Past the deadline, stop what is left; await every task.
         if !drained {
@@ -366,7 +373,11 @@ impl Inner {
         ctx.kill.cancel();
         ctx.registry.close_all();
         ctx.tasks.close();
-        if tokio::time::timeout(KILL_GRACE, ctx.tasks.wait()).await.is_err() {
+        let rest = async {
+            ctx.links.wait().await;
+            ctx.tasks.wait().await;
+        };
+        if tokio::time::timeout(KILL_GRACE, rest).await.is_err() {
             tracing::error!(left = ctx.tasks.len(), "node tasks still running after the kill");
         }
         self.readiness.set(gate::LISTENERS_BOUND, false);

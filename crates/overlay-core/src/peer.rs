@@ -20,8 +20,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps a relay link to `addr` up until the node drains.
 pub(crate) fn spawn_dialer(addr: SocketAddr, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>) {
-    let tasks = ctx.tasks.clone();
-    tasks.spawn(async move {
+    let links = ctx.links.clone();
+    links.spawn(async move {
         let mut backoff = BACKOFF_MIN;
         let mut jitter = Jitter::new();
         loop {

@@ -91,6 +91,7 @@ impl Subscription {
         if let Some(n) = taken.lagged {
             self.buffer.push_back(Delivery::Lagged(n));
         }
+        let got = !self.taken.is_empty() || taken.lagged.is_some();
         for frame in self.taken.drain(..) {
             // The registry only queues whole MSG frames it encoded itself;
             // the payload stays a slice of that frame (no copy).
@@ -106,7 +107,12 @@ impl Subscription {
                 }));
             }
         }
+        if got {
+            self.registry.note_pending();
+        }
         if taken.evicted || self.queue.is_closed() {
+            // Out of the index now, not only when the handle is dropped.
+            self.registry.detach(self.id);
             self.ended = true;
         }
         !self.buffer.is_empty() || self.ended

@@ -395,3 +395,24 @@ async fn embedded_subscriber_receives_what_a_remote_client_publishes() {
     assert_eq!((m.topic.as_str(), &m.payload[..], m.msg_id), ("demo.hello", &b"hi there"[..], receipt.msg_id));
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_flushes_queued_deliveries_before_the_goaway() {
+    let node = node(|_| {}).await;
+    let mut s = pubsub(&node).await;
+    sub(&mut s, 1, "drain.>").await;
+    for i in 0..100u32 {
+        node.publish("drain.x", i.to_be_bytes().to_vec()).unwrap();
+    }
+    let stopping = node.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    for want in 0..100u32 {
+        match within(s.recv()).await.unwrap() {
+            Frame::Msg(m) => assert_eq!(u32::from_be_bytes(m.payload[..4].try_into().unwrap()), want),
+            other => panic!("message {want}: got {other:?} before all queued deliveries"),
+        }
+    }
+    let Frame::Ctrl(Ctrl::Goaway { code: 503, .. }) = within(s.recv()).await.unwrap() else { panic!("GOAWAY last") };
+    assert!(matches!(within(s.recv()).await, Err(overlay_core::client::ClientError::Closed)), "nothing after GOAWAY");
+    within(shutdown).await.unwrap();
+}

@@ -146,16 +146,24 @@ impl DeliveryQueue {
         };
         if let Some(reason) = reason {
             st.unreported += 1;
-            let since = *st.lagging_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= self.slow_after {
-                st.evicted = true;
-                drop(st);
-                self.ready.notify_one();
-            } else {
-                drop(st);
+            // Only a full queue of its own makes a consumer lagging; a drop
+            // for the shared budget is reported (LAGGED) but not held against it.
+            if reason == DropReason::Full {
+                let since = *st.lagging_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= self.slow_after {
+                    // Evicted: what it holds will never be read; give it back.
+                    st.evicted = true;
+                    st.items.clear();
+                    let bytes = std::mem::take(&mut st.bytes);
+                    drop(st);
+                    self.budget.release(bytes);
+                    self.ready.notify_one();
+                } else {
+                    drop(st);
+                }
+                // Publishers stalled on this queue are released: it lags now.
+                self.drained.notify_waiters();
             }
-            // Publishers stalled on this queue are released: it lags now.
-            self.drained.notify_waiters();
             return Offer::Dropped(reason);
         }
         st.items.push_back(frame);
@@ -299,9 +307,26 @@ mod tests {
         assert_eq!(q.offer(frame(1), t0 + Duration::from_millis(999)), Offer::Dropped(DropReason::Full));
         assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));
         assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(2)), Offer::Dropped(DropReason::Closed));
-        let taken = q.take(100, &mut Vec::new());
+        let mut out = Vec::new();
+        let taken = q.take(100, &mut out);
         assert!(taken.evicted);
+        assert!(out.is_empty(), "an evicted consumer's backlog is released");
+        assert_eq!(q.queued_bytes(), 0);
         assert_eq!(taken.lagged, Some(3));
+    }
+
+    #[test]
+    fn budget_drops_are_reported_but_never_evict() {
+        let t0 = Instant::now();
+        let budget = Budget::new(10);
+        let hog = DeliveryQueue::new(100, Duration::from_secs(1), budget.clone());
+        let q = DeliveryQueue::new(100, Duration::from_secs(1), budget);
+        assert_eq!(hog.offer(frame(10), t0), Offer::Queued);
+        for s in 0..5 {
+            assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(s)), Offer::Dropped(DropReason::Budget));
+        }
+        let taken = q.take(100, &mut Vec::new());
+        assert_eq!((taken.lagged, taken.evicted), (Some(5), false));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use oap_codec::{Frame, HEADER_LEN, Msg, MsgId, Pattern, Topic};
 
 use crate::metrics::GossipMetrics;
 use crate::msgid::MsgIdGen;
-use crate::queue::{Budget, DeliveryQueue, Offer};
+use crate::queue::{Budget, DeliveryQueue, DropReason, Offer};
 use crate::seen::SeenCache;
 use crate::trie::Trie;
 
@@ -92,7 +92,8 @@ pub struct Fanout {
     pub msg_id: MsgId,
     /// Subscriber queues and relay links it was handed to.
     pub queued: u32,
-    /// Queues that dropped it (full, over budget, or closed).
+    /// Queues that dropped it (full, or over the budget). Consumers that
+    /// were leaving (closed or evicted) count in neither.
     pub dropped: u32,
     /// Queues more than half full: the publisher stalls briefly on these.
     pub congested: Vec<Arc<DeliveryQueue>>,
@@ -227,6 +228,12 @@ impl Registry {
         matched.len()
     }
 
+    /// Publishes the bytes queued across all queues to
+    /// `overlay_queue_depth{queue="delivery"}`; consumers call it after taking.
+    pub fn note_pending(&self) {
+        self.metrics.pending_bytes.set(self.budget.used() as f64);
+    }
+
     /// Closes every queue (subscribers and links): consumers see the end.
     pub fn close_all(&self) {
         let index = self.read();
@@ -287,7 +294,7 @@ impl Registry {
         }
         drop(index);
         self.metrics.fanout.increment(u64::from(fanout.queued));
-        self.metrics.pending_bytes.set(self.budget.used() as f64);
+        self.note_pending();
         fanout
     }
 
@@ -299,7 +306,9 @@ impl Registry {
                 fanout.congested.push(queue.clone());
             }
             Offer::Dropped(reason) => {
-                fanout.dropped += 1;
+                if reason != DropReason::Closed {
+                    fanout.dropped += 1;
+                }
                 self.metrics.dropped(kind, reason);
             }
         }

@@ -61,6 +61,8 @@ pub(crate) struct SessionCtx {
     pub(crate) kill: CancellationToken,
     /// Session writers (and other node tasks), awaited by shutdown.
     pub(crate) tasks: TaskTracker,
+    /// Dialers and the relay sessions they open; drained like accepted ones.
+    pub(crate) links: TaskTracker,
     /// Subscriptions, relay links and fanout.
     pub(crate) registry: Arc<Registry>,
     /// Node events (`PeerUp`/`PeerDown` come from here).
@@ -243,9 +245,17 @@ where
     } else {
         Consumer::Client(None)
     };
+    let link = matches!(consumer, Consumer::Link(_));
     let writer_failed = CancellationToken::new();
-    let writer =
-        ctx.tasks.spawn(writer::run(wr, rx, queue.clone(), deliveries.clone(), ctx.clone(), writer_failed.clone()));
+    let writer = ctx.tasks.spawn(writer::run(
+        wr,
+        rx,
+        queue.clone(),
+        deliveries.clone(),
+        ctx.clone(),
+        writer_failed.clone(),
+        link,
+    ));
 
     let reason = reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed).await;
     // The reply sender is gone with the reader: the writer flushes what is

@@ -191,6 +191,11 @@ impl Reader<'_> {
                 tracing::debug!(code, %reason, "peer sent GOAWAY");
                 return Some(DisconnectReason::PeerClosed);
             }
+            // Another node's notices on a relay link need no answer.
+            Frame::Ack(_) | Frame::Lagged { .. } | Frame::Error(_) if matches!(self.consumer, Consumer::Link(_)) => {
+                tracing::debug!("relay peer notice ignored");
+                None
+            }
             Frame::Error(e) => {
                 self.ctx.metrics.reject("unexpected_error");
                 tracing::debug!(code = e.code, req_id = e.req_id, reason = %e.reason, "peer sent ERROR");

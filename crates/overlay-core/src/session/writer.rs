@@ -36,32 +36,70 @@ enum Out {
 
 /// Runs until the reply queue closes (`None`), or returns why the session
 /// must end (write failure, eviction, kill). However it ends, it fires
-/// `failed`, so the reader stops waiting on it.
+/// `failed`, so the reader stops waiting on it. `link` is true on relay
+/// links, which get no `LAGGED` (the loss is counted here instead).
 pub(super) async fn run<W>(
-    mut wr: W,
+    wr: W,
     mut rx: mpsc::Receiver<Frame>,
     replies: Arc<ReplyQueue>,
     deliveries: Arc<DeliveryQueue>,
     ctx: Arc<SessionCtx>,
     failed: CancellationToken,
+    link: bool,
 ) -> Option<DisconnectReason>
 where
     W: AsyncWrite + Unpin,
 {
     let _stop_reader = failed.clone().drop_guard();
+    let ended = write_loop(wr, &mut rx, &replies, &deliveries, &ctx, link).await;
+    // Replies that will never be written are no longer queued.
+    rx.close();
+    let mut left = 0;
+    while rx.try_recv().is_ok() {
+        left += 1;
+    }
+    if left > 0 {
+        ctx.metrics.reply_queue_depth.decrement(f64::from(left));
+    }
+    ended
+}
+
+async fn write_loop<W>(
+    mut wr: W,
+    rx: &mut mpsc::Receiver<Frame>,
+    replies: &ReplyQueue,
+    deliveries: &DeliveryQueue,
+    ctx: &SessionCtx,
+    link: bool,
+) -> Option<DisconnectReason>
+where
+    W: AsyncWrite + Unpin,
+{
     let m = &ctx.metrics;
     let write_timeout = ctx.limits.write_timeout;
     let mut out = BytesMut::new();
     let mut batch: Vec<Out> = Vec::new();
     let mut encoded = Vec::new();
+    let mut carry: Option<Frame> = None;
+    let mut open = true;
     loop {
-        // 1. Replies first: they answer this session's own requests.
-        let mut reply_bytes = 0;
-        let mut open = true;
+        // 1. Replies first: they answer this session's own requests. A
+        //    GOAWAY is held back to go out last.
+        let mut goaway = None;
+        let (mut reply_frames, mut reply_bytes) = (0u32, 0usize);
         while batch.len() < WRITE_BATCH_FRAMES && reply_bytes < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
+            let next = match carry.take() {
+                Some(f) => Ok(f),
+                None => rx.try_recv(),
+            };
+            match next {
                 Ok(f) => {
+                    reply_frames += 1;
                     reply_bytes += f.encoded_len();
+                    if matches!(f, Frame::Ctrl(Ctrl::Goaway { .. })) {
+                        goaway = Some(f);
+                        break;
+                    }
                     batch.push(Out::Frame(f));
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -71,27 +109,33 @@ where
                 }
             }
         }
-        if !batch.is_empty() {
+        if reply_frames > 0 {
             replies.taken(reply_bytes);
-            m.reply_queue_depth.decrement(batch.len() as f64);
+            m.reply_queue_depth.decrement(f64::from(reply_frames));
         }
-        // 2. Deliveries in the room left, LAGGED ahead of them; none once
-        //    the reader is gone (the session is closing).
-        let taken = if open {
-            deliveries.take(WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1), &mut encoded)
-        } else {
-            Default::default()
-        };
-        if let Some(dropped) = taken.lagged {
+        // 2. Deliveries: in the room left; everything queued ahead of a
+        //    GOAWAY (the drain flushes it); none once the reader is gone.
+        let room = if goaway.is_some() { usize::MAX } else { WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1) };
+        let taken = if open || goaway.is_some() { deliveries.take(room, &mut encoded) } else { Default::default() };
+        if let Some(dropped) = taken.lagged
+            && !link
+        {
             batch.push(Out::Frame(Frame::Lagged { dropped }));
         }
         let delivered = encoded.len() as u64;
+        if delivered > 0 {
+            ctx.registry.note_pending();
+        }
         batch.extend(encoded.drain(..).map(Out::Encoded));
         if taken.evicted {
             m.reject("slow_consumer");
             tracing::info!("slow consumer: lagging past slow_consumer_timeout");
             let reason = "slow consumer: lagged past slow_consumer_timeout";
-            batch.push(Out::Frame(Frame::goaway(ErrorCode::SlowConsumer, SLOW_CONSUMER_BACKOFF_MS, reason)));
+            goaway = Some(Frame::goaway(ErrorCode::SlowConsumer, SLOW_CONSUMER_BACKOFF_MS, reason));
+        }
+        let last = goaway.is_some();
+        if let Some(g) = goaway {
+            batch.push(Out::Frame(g));
         }
 
         if batch.is_empty() {
@@ -102,18 +146,14 @@ where
                 biased;
                 () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
                 f = rx.recv() => match f {
-                    Some(f) => {
-                        replies.taken(f.encoded_len());
-                        m.reply_queue_depth.decrement(1.0);
-                        batch.push(Out::Frame(f));
-                    }
-                    None => break,
+                    Some(f) => carry = Some(f),
+                    None => open = false,
                 },
-                () = deliveries.ready() => continue,
+                () = deliveries.ready() => {}
             }
+            continue;
         }
 
-        let goaway = batch.iter().any(|o| matches!(o, Out::Frame(Frame::Ctrl(Ctrl::Goaway { .. }))));
         let written = tokio::select! {
             biased;
             () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
@@ -122,12 +162,12 @@ where
         if let Err(reason) = written {
             return Some(reason);
         }
-        count_out(&ctx, &batch, delivered);
+        count_out(ctx, &batch, delivered);
         batch.clear();
         if out.capacity() > KEEP_BUFFER {
             out = BytesMut::new();
         }
-        if goaway {
+        if last {
             // The sender of a GOAWAY sends nothing more (spec section 2).
             let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
             return taken.evicted.then_some(DisconnectReason::SlowConsumer);
