@@ -33,5 +33,5 @@ pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};
 pub use node::{Overlay, OverlayBuilder, PublishError, PublishReceipt, StartError, SubscribeError};
 pub use oap_codec::{MsgId, Pattern, Topic};
-pub use ron_transport::DisconnectReason;
+pub use ron_transport::{DisconnectReason, TransportEvent};
 pub use subscription::{Delivery, Message, Subscription};

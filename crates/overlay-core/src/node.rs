@@ -401,9 +401,7 @@ fn forward_events(transport: &TransportHandle, ctx: &Arc<SessionCtx>) {
             };
             match event {
                 Ok(e) => {
-                    if let Some(e) = OverlayEvent::from_transport(e) {
-                        let _ = ctx.events.send(e);
-                    }
+                    let _ = ctx.events.send(OverlayEvent::Session(e));
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => tracing::debug!(missed = n, "event forwarder lagged"),
                 Err(broadcast::error::RecvError::Closed) => return,
