@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod client;
 mod config;
 mod events;
