@@ -59,6 +59,41 @@ pub enum Command {
     Pub(PubArgs),
     /// Subscribe to a pattern and print messages as they arrive.
     Sub(SubArgs),
+    /// Mint or inspect capability tokens (macaroons).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `svc-overlay token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token signed with the root key.
+    Mint(MintArgs),
+    /// Print a token's identifier and caveats (does not verify it).
+    Inspect {
+        /// The token (base64url).
+        token: String,
+    },
+}
+
+/// `svc-overlay token mint`.
+#[derive(Debug, Clone, Args)]
+pub struct MintArgs {
+    /// File holding the root key (the node's auth.root_key_file).
+    #[arg(long, value_name = "FILE")]
+    pub root_key_file: PathBuf,
+    /// Allowed operation: publish, subscribe or relay (repeat to narrow further).
+    #[arg(long, value_name = "OP")]
+    pub op: Vec<String>,
+    /// Allowed topic pattern, e.g. 'dht.>' (repeat to narrow further).
+    #[arg(long, value_name = "PATTERN")]
+    pub topic: Vec<String>,
+    /// Lifetime: 90s, 30m, 1h, 7d (or plain seconds); none means no expiry.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Identifier recorded in the token (shown in logs).
+    #[arg(long, default_value = "svc-overlay")]
+    pub id: String,
 }
 
 /// `svc-overlay pub`.
@@ -74,6 +109,9 @@ pub struct PubArgs {
     /// How many times to publish it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub count: u32,
+    /// Capability token to present first (AUTH).
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// `svc-overlay sub`.
@@ -87,6 +125,9 @@ pub struct SubArgs {
     /// Exit after this many messages (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
+    /// Capability token to present first (AUTH).
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// `svc-overlay ping`.
@@ -104,4 +145,7 @@ pub struct PingArgs {
     /// Pause between pings, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub interval_ms: u64,
+    /// Capability token to present first (AUTH).
+    #[arg(long)]
+    pub token: Option<String>,
 }

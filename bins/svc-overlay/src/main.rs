@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use overlay_core::Overlay;
-use svc_overlay::cli::{Cli, Command};
+use svc_overlay::cli::{Cli, Command, TokenCommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +31,26 @@ fn main() -> ExitCode {
         }),
         Some(Command::Pub(args)) => client(&runtime, "pub", svc_overlay::pubsub::publish(&args, |l| println!("{l}"))),
         Some(Command::Sub(args)) => client(&runtime, "sub", svc_overlay::pubsub::subscribe(&args, |l| println!("{l}"))),
+        Some(Command::Token(TokenCommand::Mint(args))) => match svc_overlay::token::mint_token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("svc-overlay token mint: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Token(TokenCommand::Inspect { token })) => match svc_overlay::token::inspect(&token) {
+            Ok(lines) => {
+                lines.iter().for_each(|l| println!("{l}"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("svc-overlay token inspect: {e}");
+                ExitCode::from(1)
+            }
+        },
         None => serve(&cli, &runtime),
     }
 }
@@ -83,7 +103,9 @@ fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("svc-overlay: {e}");
-                return ExitCode::from(1);
+                // A refused key file is bad configuration, like a bad value.
+                let code = if matches!(e, overlay_core::StartError::RootKey(_)) { 2 } else { 1 };
+                return ExitCode::from(code);
             }
         };
         tokio::select! {

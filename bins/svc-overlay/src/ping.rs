@@ -41,7 +41,7 @@ pub enum PingError {
 
 /// Runs the pings, printing one line each through `out`.
 pub async fn run(args: &PingArgs, mut out: impl FnMut(&str)) -> Result<PingReport, PingError> {
-    let mut client = Client::connect(args.addr, Caps::GOSSIP_V1).await?;
+    let mut client = crate::pubsub::connect(args.addr, Caps::GOSSIP_V1, args.token.as_deref()).await?;
     out(&format!("connected to {} ({:?})", args.addr, client.negotiated().caps));
     let mut rtts = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {

@@ -43,7 +43,7 @@ pub enum PubSubError {
 /// for each receipt.
 pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
     let topic: oap_codec::Topic = args.topic.parse()?;
-    let mut client = Client::connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+    let mut client = connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1, args.token.as_deref()).await?;
     let payload = bytes::Bytes::from(args.message.clone().into_bytes());
     let (mut sent, mut acked) = (0u32, 0u32);
     while acked < args.count {
@@ -68,7 +68,7 @@ pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), Pu
 /// UTF-8, or hex when it is not text) and `LAGGED dropped=N` on loss.
 pub async fn subscribe(args: &SubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
     let pattern: oap_codec::Pattern = args.pattern.parse()?;
-    let mut client = Client::connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+    let mut client = connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1, args.token.as_deref()).await?;
     client.send(&Frame::Sub { req_id: 1, pattern }).await?;
     match next(&mut client).await? {
         Frame::Ack(_) => out(&format!("subscribed to {} on {}", args.pattern, args.addr)),
@@ -87,6 +87,16 @@ pub async fn subscribe(args: &SubArgs, mut out: impl FnMut(&str)) -> Result<(), 
     }
     client.close().await.ok();
     Ok(())
+}
+
+/// Connects with `caps` and, given a token, presents it before anything else.
+pub async fn connect(addr: std::net::SocketAddr, caps: Caps, token: Option<&str>) -> Result<Client, ClientError> {
+    let caps = if token.is_some() { caps | Caps::AUTH_V1 } else { caps };
+    let mut client = Client::connect(addr, caps).await?;
+    if let Some(token) = token {
+        client.authenticate(token).await?;
+    }
+    Ok(client)
 }
 
 /// The next frame that is not keepalive; `ERROR` and `GOAWAY` become errors.

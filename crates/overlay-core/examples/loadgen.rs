@@ -69,7 +69,7 @@ async fn start(peers: Vec<std::net::SocketAddr>) -> Result<Overlay, Box<dyn std:
     let mut config = OverlayConfig::default();
     config.transport.addr = "127.0.0.1:0".parse()?;
     config.admin.enabled = false;
-    config.peers = peers;
+    config.peers = peers.into_iter().map(overlay_core::Peer::from).collect();
     Ok(Overlay::start(config).await?)
 }
 

@@ -45,6 +45,14 @@ pub enum ClientError {
     /// The node closed the connection.
     #[error("connection closed by node")]
     Closed,
+    /// The node refused the token.
+    #[error("node refused the token: ERROR {code} {reason}")]
+    Refused {
+        /// The spec's error code (401).
+        code: u16,
+        /// The node's reason.
+        reason: String,
+    },
 }
 
 /// A connected, negotiated session.
@@ -77,6 +85,24 @@ impl Client {
             tx: BytesMut::new(),
             negotiated,
         })
+    }
+
+    /// Presents a capability token (`AUTH`) and waits for the node's answer.
+    /// Connect with `Caps::AUTH_V1` to use it.
+    pub async fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
+        const AUTH_REQ: u32 = u32::MAX;
+        self.send(&Frame::Auth { req_id: AUTH_REQ, token: bytes::Bytes::copy_from_slice(token.trim().as_bytes()) })
+            .await?;
+        loop {
+            match self.recv().await? {
+                Frame::Ack(a) if a.req_id == AUTH_REQ => return Ok(()),
+                Frame::Error(e) if e.req_id == AUTH_REQ => {
+                    return Err(ClientError::Refused { code: e.code, reason: e.reason });
+                }
+                Frame::Ctrl(oap_codec::Ctrl::Ping { nonce }) => self.send(&Frame::pong(nonce)).await?,
+                _ => {}
+            }
+        }
     }
 
     /// Version and caps agreed with the node.

@@ -21,7 +21,9 @@ pub struct OverlayConfig {
     /// Relay flooding and dedup.
     pub gossip: GossipSection,
     /// Overlay nodes to keep relay links to.
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<Peer>,
+    /// Capability tokens.
+    pub auth: AuthSection,
     /// The admin HTTP plane.
     pub admin: AdminSection,
     /// Time shutdown gives sessions to take their `GOAWAY` and flush.
@@ -91,6 +93,56 @@ pub struct GossipSection {
     pub seen_ttl_ms: u64,
 }
 
+/// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "..." }`
+/// when that node requires an `op = relay` token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Peer {
+    /// A peer that needs no token.
+    Addr(SocketAddr),
+    /// A peer and the token to present to it.
+    WithToken {
+        /// Its data-plane address.
+        addr: SocketAddr,
+        /// An `op = relay` token minted with that node's root key.
+        token: String,
+    },
+}
+
+impl Peer {
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Addr(addr) | Peer::WithToken { addr, .. } => *addr,
+        }
+    }
+
+    /// The token to present, if any.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Peer::Addr(_) => None,
+            Peer::WithToken { token, .. } => Some(token),
+        }
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        Peer::Addr(addr)
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Every `SUB`, `UNSUB`, `PUB` and relay `MSG` needs a granting token.
+    pub required: bool,
+    /// File holding the root key tokens are verified against (not
+    /// world-readable). With it the node offers `AUTH_V1`.
+    pub root_key_file: Option<std::path::PathBuf>,
+}
+
 /// `[admin]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +161,7 @@ impl Default for OverlayConfig {
             session: SessionSection::default(),
             gossip: GossipSection::default(),
             peers: Vec::new(),
+            auth: AuthSection::default(),
             admin: AdminSection::default(),
             drain_timeout_ms: 5000,
         }
@@ -174,8 +227,8 @@ pub enum ConfigError {
         /// The allowed range, as text.
         range: String,
     },
-    /// A string that must not be empty.
-    #[error("{key} must not be empty")]
+    /// A value that must be set (or must not be empty).
+    #[error("{key} must be set and not empty")]
     Empty {
         /// Dotted key, as in `overlay.toml`.
         key: &'static str,
@@ -258,6 +311,9 @@ impl OverlayConfig {
         check("gossip.max_hops", c.gossip.max_hops, 1..=64)?;
         check("gossip.seen_cache", c.gossip.seen_cache, 1..=16_777_216)?;
         check("gossip.seen_ttl_ms", c.gossip.seen_ttl_ms, 1000..=3_600_000)?;
+        if c.auth.required && c.auth.root_key_file.is_none() {
+            return Err(ConfigError::Empty { key: "auth.root_key_file" });
+        }
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
         Ok(ValidConfig { config: self, sources: BTreeMap::new() })
     }
@@ -324,10 +380,10 @@ impl ValidConfig {
     /// and source; values of secret-looking keys are redacted.
     pub fn configz(&self) -> serde_json::Value {
         let mut flat = serde_json::Map::new();
-        if let Ok(tree) = serde_json::to_value(&self.config) {
+        if let Ok(mut tree) = serde_json::to_value(&self.config) {
+            redact(&mut tree);
             flatten("", &tree, &mut |key, value| {
                 let source = self.sources.get(&key).copied().unwrap_or(Source::Default);
-                let value = if is_secret(&key) { serde_json::Value::from("<redacted>") } else { value.clone() };
                 flat.insert(key, serde_json::json!({ "value": value, "source": source }));
             });
         }
@@ -355,9 +411,22 @@ pub fn flatten(prefix: &str, value: &serde_json::Value, out: &mut impl FnMut(Str
     }
 }
 
-fn is_secret(key: &str) -> bool {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    ["token", "secret", "password"].iter().any(|s| last.contains(s))
+/// Replaces the value of every secret-looking key, at any depth (peers'
+/// tokens sit inside an array).
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if ["token", "secret", "password"].iter().any(|s| k.contains(s)) {
+                    *v = serde_json::Value::from("<redacted>");
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +471,7 @@ mod tests {
             ("gossip.max_hops", |c| c.gossip.max_hops = 65),
             ("gossip.seen_cache", |c| c.gossip.seen_cache = 0),
             ("gossip.seen_ttl_ms", |c| c.gossip.seen_ttl_ms = 999),
+            ("auth.root_key_file", |c| c.auth.required = true),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 99),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 600_001),
             ("transport.name", |c| c.transport.name = " ".into()),
@@ -418,6 +488,20 @@ mod tests {
             cfg.validate().unwrap_err().to_string(),
             "transport.max_conns = 0 is out of range (allowed 1..=1000000)"
         );
+    }
+
+    #[test]
+    fn configz_redacts_peer_tokens() {
+        let cfg = OverlayConfig {
+            peers: vec![
+                Peer::Addr("127.0.0.1:1".parse().unwrap()),
+                Peer::WithToken { addr: "127.0.0.1:2".parse().unwrap(), token: "s3cret".into() },
+            ],
+            ..OverlayConfig::default()
+        };
+        let z = cfg.validate().unwrap().configz().to_string();
+        assert!(!z.contains("s3cret"), "{z}");
+        assert!(z.contains("<redacted>") && z.contains("127.0.0.1:2"));
     }
 
     #[test]

@@ -27,8 +27,8 @@ mod session;
 mod subscription;
 
 pub use config::{
-    AdminSection, ConfigError, GossipSection, OapSection, OverlayConfig, SessionSection, Source, TransportSection,
-    ValidConfig, flatten,
+    AdminSection, AuthSection, ConfigError, GossipSection, OapSection, OverlayConfig, Peer, SessionSection, Source,
+    TransportSection, ValidConfig, flatten,
 };
 pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};

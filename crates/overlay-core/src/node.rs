@@ -16,7 +16,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigError, OverlayConfig, ValidConfig};
+use crate::auth::{AuthPolicy, RootKeyError, load_root_key};
+use crate::config::{ConfigError, OverlayConfig, Peer, ValidConfig};
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, Echo};
 use crate::metrics::OverlayMetrics;
@@ -80,6 +81,9 @@ pub enum StartError {
     /// The admin plane could not be started.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The root key file was refused.
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
 }
 
 /// Options for [`Overlay::builder`].
@@ -160,6 +164,10 @@ impl Overlay {
         version: VersionInfo,
     ) -> Result<Overlay, StartError> {
         let service = config.transport.name.clone();
+        let auth = match &config.auth.root_key_file {
+            Some(path) => Some(AuthPolicy { root_key: load_root_key(path)?, required: config.auth.required }),
+            None => None,
+        };
         let readiness = Readiness::new(&[gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING]);
         let recorder = install_recorder();
         let metrics = OverlayMetrics::new(&service);
@@ -187,7 +195,10 @@ impl Overlay {
             limits: Limits {
                 // Every hello says what this node is: clients negotiate
                 // pub/sub, other nodes (PEER_V1 on both sides) a relay link.
-                caps: Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::PEER_V1,
+                caps: Caps::GOSSIP_V1
+                    | Caps::PUBSUB_V1
+                    | Caps::PEER_V1
+                    | if auth.is_some() { Caps::AUTH_V1 } else { Caps::empty() },
                 max_frame: config.oap.max_frame,
                 handshake_timeout: config.handshake_timeout(),
                 read_timeout: config.read_timeout(),
@@ -206,6 +217,7 @@ impl Overlay {
             links: TaskTracker::new(),
             registry: Arc::new(Registry::new(config.gossip(), &service)),
             events: broadcast::channel(EVENT_CAPACITY).0,
+            auth,
         });
         let transport_cfg = TransportConfig {
             addr: config.transport.addr,
@@ -219,7 +231,7 @@ impl Overlay {
         let accept = move |conn: ron_transport::Conn| {
             let meta = Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened() };
             let ctx = session_ctx.clone();
-            async move { session::run(conn, meta, ctx).await.reason }
+            async move { session::run(conn, meta, ctx, None).await.reason }
         };
         let transport = match spawn_transport_with_cancel(transport_cfg, accept).await {
             Ok(t) => t,
@@ -300,15 +312,17 @@ impl Overlay {
         Ok(PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped })
     }
 
-    /// Keeps a relay link to the node at `addr`, redialing with back-off
-    /// whenever it drops. Adding a peer twice changes nothing.
-    pub fn add_peer(&self, addr: SocketAddr) {
+    /// Keeps a relay link to a node (an address, or a [`Peer`] with the
+    /// `op = relay` token it requires), redialing with back-off whenever it
+    /// drops. Adding a peer twice changes nothing.
+    pub fn add_peer(&self, peer: impl Into<Peer>) {
+        let peer = peer.into();
         if self.inner.ctx.drain.is_cancelled() {
             return;
         }
-        let new = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(addr);
+        let new = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(peer.addr());
         if new {
-            peer::spawn_dialer(addr, self.inner.ctx.clone(), self.inner.outbound_ids.clone());
+            peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone());
         }
     }
 

@@ -2,13 +2,14 @@
 //! back-off and jitter (capped at 30 s) for as long as the node runs.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::net::TcpStream;
 
+use crate::config::Peer;
 use crate::session::{self, Meta, SessionCtx};
 
 /// First pause after a failed or ended link.
@@ -18,8 +19,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Time a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keeps a relay link to `addr` up until the node drains.
-pub(crate) fn spawn_dialer(addr: SocketAddr, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>) {
+/// Keeps a relay link to `peer` up until the node drains.
+pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>) {
+    let addr = peer.addr();
+    let token = peer.token().map(|t| Bytes::copy_from_slice(t.trim().as_bytes()));
     let links = ctx.links.clone();
     links.spawn(async move {
         let mut backoff = BACKOFF_MIN;
@@ -34,7 +37,7 @@ pub(crate) fn spawn_dialer(addr: SocketAddr, ctx: Arc<SessionCtx>, ids: Arc<Atom
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let meta = Meta { id: ids.fetch_add(1, Ordering::Relaxed), peer: addr, opened: Instant::now() };
-                    let outcome = session::run(stream, meta, ctx.clone()).await;
+                    let outcome = session::run(stream, meta, ctx.clone(), token.clone()).await;
                     if outcome.established {
                         backoff = BACKOFF_MIN;
                     }

@@ -5,6 +5,7 @@
 mod macaroon;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use oap_codec::{ErrorCode, Pattern, Topic};
 
@@ -177,6 +178,62 @@ impl Grant {
             _ => Ok(()),
         }
     }
+}
+
+/// How a node checks tokens.
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// The key every token's signature chain starts from.
+    pub root_key: Vec<u8>,
+    /// Whether `SUB`, `UNSUB`, `PUB` and relay `MSG` need a granting token.
+    pub required: bool,
+}
+
+/// Why the root key file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootKeyError {
+    /// It could not be read.
+    #[error("auth.root_key_file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Others may read it.
+    #[error("auth.root_key_file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    WorldReadable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It holds no key.
+    #[error("auth.root_key_file {path} is empty")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads a root key file: its bytes, trailing white space trimmed. Refuses
+/// a file that others may read.
+pub fn load_root_key(path: &Path) -> Result<Vec<u8>, RootKeyError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let read = |source| RootKeyError::Read { path: path.to_path_buf(), source };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        return Err(RootKeyError::WorldReadable { path: path.to_path_buf(), mode });
+    }
+    let mut key = std::fs::read(path).map_err(read)?;
+    while key.last().is_some_and(u8::is_ascii_whitespace) {
+        key.pop();
+    }
+    if key.is_empty() {
+        return Err(RootKeyError::Empty { path: path.to_path_buf() });
+    }
+    Ok(key)
 }
 
 /// Mints a token for `identifier` with the given caveats, as

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::AuthPolicy;
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::{HandshakeFail, OverlayMetrics};
@@ -67,6 +68,8 @@ pub(crate) struct SessionCtx {
     pub(crate) registry: Arc<Registry>,
     /// Node events (`PeerUp`/`PeerDown` come from here).
     pub(crate) events: broadcast::Sender<OverlayEvent>,
+    /// Token checking, when the node has a root key.
+    pub(crate) auth: Option<AuthPolicy>,
 }
 
 /// What identifies a connection, whichever side opened it.
@@ -76,6 +79,9 @@ pub(crate) struct Meta {
     pub(crate) peer: SocketAddr,
     pub(crate) opened: Instant,
 }
+
+/// What a dialed relay session presents first: its `op = relay` token.
+pub(crate) type Credential = Option<bytes::Bytes>;
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy)]
@@ -125,15 +131,15 @@ impl ReplyQueue {
 }
 
 /// Serves one connection until it ends, and says why.
-pub(crate) async fn run<S>(io: S, meta: Meta, ctx: Arc<SessionCtx>) -> Outcome
+pub(crate) async fn run<S>(io: S, meta: Meta, ctx: Arc<SessionCtx>, credential: Credential) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id);
-    serve(io, meta, ctx).instrument(span).await
+    serve(io, meta, ctx, credential).instrument(span).await
 }
 
-async fn serve<S>(mut io: S, meta: Meta, ctx: Arc<SessionCtx>) -> Outcome
+async fn serve<S>(mut io: S, meta: Meta, ctx: Arc<SessionCtx>, credential: Credential) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -144,14 +150,14 @@ where
     let shaken = tokio::select! {
         biased;
         () = ctx.kill.cancelled() => Err(None),
-        r = handshake(&mut io, &ctx) => r.map_err(Some),
+        r = handshake(&mut io, &ctx, credential.is_some()) => r.map_err(Some),
     };
     let outcome = match shaken {
         Err(None) => Outcome { reason: DisconnectReason::Shutdown, established: false },
         Ok(negotiated) => {
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
-            let reason = established(io, SessionInfo { caps: negotiated.caps, ..info }, &ctx).await;
+            let reason = established(io, SessionInfo { caps: negotiated.caps, ..info }, &ctx, credential).await;
             Outcome { reason, established: true }
         }
         Err(Some(fail)) => {
@@ -187,12 +193,14 @@ impl Drop for Active<'_> {
 
 /// Spec section 1: send our hello at once, read theirs within the timeout,
 /// check magic, version and caps in that order.
-async fn handshake<S>(io: &mut S, ctx: &SessionCtx) -> Result<Negotiated, HandshakeFail>
+async fn handshake<S>(io: &mut S, ctx: &SessionCtx, presents_token: bool) -> Result<Negotiated, HandshakeFail>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &ctx.limits;
-    let ours = Hello::new(limits.caps).encode();
+    // A dialer with a token speaks AUTH even when this node checks none.
+    let caps = if presents_token { limits.caps | Caps::AUTH_V1 } else { limits.caps };
+    let ours = Hello::new(caps).encode();
     let exchange = async {
         io.write_all(&ours).await?;
         let mut theirs = [0u8; HELLO_LEN];
@@ -204,7 +212,7 @@ where
         Ok(Err(_)) => return Err(HandshakeFail::Io),
         Ok(Ok(bytes)) => bytes,
     };
-    let refused = match Hello::decode(&theirs).and_then(|hello| Hello::negotiate(limits.caps, &hello)) {
+    let refused = match Hello::decode(&theirs).and_then(|hello| Hello::negotiate(caps, &hello)) {
         Ok(negotiated) => return Ok(negotiated),
         Err(e) => e,
     };
@@ -228,7 +236,7 @@ where
     })
 }
 
-async fn established<S>(io: S, info: SessionInfo, ctx: &Arc<SessionCtx>) -> DisconnectReason
+async fn established<S>(io: S, info: SessionInfo, ctx: &Arc<SessionCtx>, credential: Credential) -> DisconnectReason
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -257,6 +265,14 @@ where
         link,
     ));
 
+    // A dialed link presents its token ahead of everything else it sends.
+    if let Some(token) = credential
+        && info.caps.contains(Caps::AUTH_V1)
+    {
+        queue.queued(Frame::Auth { req_id: 1, token: token.clone() }.encoded_len());
+        ctx.metrics.reply_queue_depth.increment(1.0);
+        let _ = tx.send(Frame::Auth { req_id: 1, token }).await;
+    }
     let reason = reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed).await;
     // The reply sender is gone with the reader: the writer flushes what is
     // queued, shuts the stream down and returns.

@@ -8,6 +8,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
 use overlay_gossip::{DeliveryQueue, Fanout, PublishError, SubscribeError};
+
+use crate::auth::{AuthError, Grant};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -31,6 +33,8 @@ enum Deadline {
     Ping,
     /// The whole idle timeout passed in silence: close with `GOAWAY 408`.
     Idle,
+    /// The session's grant expired: its subscriptions end, the session stays.
+    Expiry,
 }
 
 struct Reader<'a> {
@@ -46,6 +50,11 @@ struct Reader<'a> {
     nonce: u64,
     counts: [u64; Kind::ALL.len()],
     bytes: u64,
+    /// The grant of the last successful `AUTH`.
+    grant: Option<Grant>,
+    /// The session's subscriptions with the `req_id` of their `SUB`, so a
+    /// revocation can name them.
+    subs: Vec<(Pattern, u32)>,
 }
 
 /// Reads and dispatches until the session ends; returns why.
@@ -73,6 +82,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         nonce: 0,
         counts: [0; Kind::ALL.len()],
         bytes: 0,
+        grant: None,
+        subs: Vec::new(),
     };
     reader.read_loop(rd).await
 }
@@ -117,11 +128,16 @@ impl Reader<'_> {
             } else if progressed || partial_since.is_none() {
                 partial_since = Some(now);
             }
-            let (deadline, on_deadline) = match partial_since {
+            let (mut deadline, mut on_deadline) = match partial_since {
                 Some(started) => (started + limits.read_timeout, Deadline::Frame),
                 None if !pinged => (last_rx + limits.idle_timeout / 2, Deadline::Ping),
                 None => (last_rx + limits.idle_timeout, Deadline::Idle),
             };
+            if let Some(expiry) = self.grant_expiry()
+                && expiry < deadline
+            {
+                (deadline, on_deadline) = (expiry, Deadline::Expiry);
+            }
 
             // 3. Read, unless the node drains or the writer died.
             if self.buf.capacity() - self.buf.len() < read_size / 2 {
@@ -159,6 +175,11 @@ impl Reader<'_> {
                         }
                         pinged = true;
                     }
+                    Deadline::Expiry => {
+                        if let Err(reason) = self.expire().await {
+                            return reason;
+                        }
+                    }
                     Deadline::Idle => {
                         return self.goaway(ErrorCode::Timeout, 0, "idle timeout", DisconnectReason::IdleTimeout).await;
                     }
@@ -191,9 +212,12 @@ impl Reader<'_> {
                 tracing::debug!(code, %reason, "peer sent GOAWAY");
                 return Some(DisconnectReason::PeerClosed);
             }
-            // Another node's notices on a relay link need no answer.
+            // Another node's notices on a relay link need no answer; its
+            // refusals (a rejected relay token) are worth a warning.
             Frame::Ack(_) | Frame::Lagged { .. } | Frame::Error(_) if matches!(self.consumer, Consumer::Link(_)) => {
-                tracing::debug!("relay peer notice ignored");
+                if let Frame::Error(e) = &frame {
+                    tracing::warn!(code = e.code, reason = %e.reason, "relay peer refused");
+                }
                 None
             }
             Frame::Error(e) => {
@@ -201,10 +225,22 @@ impl Reader<'_> {
                 tracing::debug!(code = e.code, req_id = e.req_id, reason = %e.reason, "peer sent ERROR");
                 None
             }
-            Frame::Sub { req_id, pattern } => Some(self.subscribe(req_id, &pattern)),
-            Frame::Unsub { req_id, pattern } => Some(self.unsubscribe(req_id, &pattern)),
-            Frame::Pub { req_id, topic, payload } => return self.publish(req_id, &topic, payload).await,
-            Frame::Msg(msg) => return self.relay(msg).await,
+            Frame::Auth { req_id, token } => return self.authenticate(req_id, &token).await,
+            Frame::Sub { req_id, pattern } => Some(
+                self.authorize(req_id, |g, now| g.subscribe(&pattern, now))
+                    .unwrap_or_else(|| self.subscribe(req_id, &pattern)),
+            ),
+            Frame::Unsub { req_id, pattern } => {
+                Some(self.authorize(req_id, |_, _| Ok(())).unwrap_or_else(|| self.unsubscribe(req_id, &pattern)))
+            }
+            Frame::Pub { req_id, topic, payload } => match self.authorize(req_id, |g, now| g.publish(&topic, now)) {
+                Some(refusal) => Some(refusal),
+                None => return self.publish(req_id, &topic, payload).await,
+            },
+            Frame::Msg(msg) => match self.authorize(0, |g, now| g.relay(now)) {
+                Some(refusal) => Some(refusal),
+                None => return self.relay(msg).await,
+            },
             other => Some({
                 self.ctx.metrics.reject("unsupported");
                 Frame::error(
@@ -259,7 +295,12 @@ impl Reader<'_> {
             Consumer::Client(slot @ None) => *slot.insert(registry.attach(self.deliveries.clone())),
         };
         match registry.subscribe(sub, pattern) {
-            Ok(_) => ack(req_id),
+            Ok(added) => {
+                if added {
+                    self.subs.push((pattern.clone(), req_id));
+                }
+                ack(req_id)
+            }
             Err(SubscribeError::TooMany(max)) => {
                 self.ctx.metrics.reject("max_subscriptions");
                 Frame::error(ErrorCode::SlowConsumer, req_id, format!("max_subscriptions ({max}) reached"))
@@ -272,7 +313,10 @@ impl Reader<'_> {
     fn unsubscribe(&mut self, req_id: u32, pattern: &Pattern) -> Frame {
         match self.consumer {
             Consumer::Link(_) => ack(req_id),
-            Consumer::Client(Some(sub)) if self.ctx.registry.unsubscribe(*sub, pattern) => ack(req_id),
+            Consumer::Client(Some(sub)) if self.ctx.registry.unsubscribe(*sub, pattern) => {
+                self.subs.retain(|(p, _)| p != pattern);
+                ack(req_id)
+            }
             Consumer::Client(_) => {
                 self.ctx.metrics.reject("not_subscribed");
                 Frame::error(ErrorCode::BadRequest, req_id, format!("no subscription to {pattern}"))
@@ -330,6 +374,82 @@ impl Reader<'_> {
             }
         }
         None
+    }
+
+    /// `AUTH`: a valid token replaces the grant (in-band refresh); the
+    /// subscriptions it no longer covers end with `ERROR 403` and their
+    /// `SUB`'s req_id. An invalid token gets `ERROR 401`; the old grant stays.
+    async fn authenticate(&mut self, req_id: u32, token: &[u8]) -> Option<DisconnectReason> {
+        let Some(policy) = &self.ctx.auth else {
+            return self.reply(Frame::error(ErrorCode::Unsupported, req_id, "AUTH is not enabled")).await.err();
+        };
+        match Grant::verify(token, &policy.root_key, unix_now()) {
+            Ok(grant) => {
+                tracing::debug!(identifier = %grant.identifier, "AUTH accepted");
+                self.grant = Some(grant);
+                if let Err(reason) = self.reply(ack(req_id)).await {
+                    return Some(reason);
+                }
+                self.revoke_uncovered("no longer granted").await.err()
+            }
+            Err(e) => {
+                self.ctx.metrics.reject(e.reason());
+                self.reply(Frame::error(e.error_code(), req_id, e.to_string())).await.err()
+            }
+        }
+    }
+
+    /// `None` when the request may go ahead; otherwise the `ERROR` (401
+    /// without a grant, 403 when the grant does not cover it). Only enforced
+    /// when `auth.required`.
+    fn authorize(&self, req_id: u32, check: impl FnOnce(&Grant, u64) -> Result<(), AuthError>) -> Option<Frame> {
+        self.ctx.auth.as_ref().filter(|p| p.required)?;
+        let verdict = match &self.grant {
+            None => Err(AuthError::Missing),
+            Some(g) => check(g, unix_now()),
+        };
+        let e = verdict.err()?;
+        self.ctx.metrics.reject(e.reason());
+        Some(Frame::error(e.error_code(), req_id, e.to_string()))
+    }
+
+    /// When the current grant stops being valid, if auth is enforced.
+    fn grant_expiry(&self) -> Option<Instant> {
+        let at = self.ctx.auth.as_ref().filter(|p| p.required).and(self.grant.as_ref())?.expires()?;
+        let left = at.saturating_sub(unix_now());
+        Some(Instant::now() + std::time::Duration::from_secs(left))
+    }
+
+    /// The grant expired: every subscription ends with `ERROR 403`; the
+    /// session stays open for a fresh `AUTH`.
+    async fn expire(&mut self) -> Result<(), DisconnectReason> {
+        if self.grant.as_ref().and_then(Grant::expires).is_some_and(|at| unix_now() >= at) {
+            tracing::debug!("grant expired");
+            self.grant = None;
+            self.revoke_uncovered("token expired").await?;
+        }
+        Ok(())
+    }
+
+    /// Ends each subscription the current grant (or its absence) no longer
+    /// covers, answering its `SUB`'s req_id with `ERROR 403`.
+    async fn revoke_uncovered(&mut self, why: &str) -> Result<(), DisconnectReason> {
+        if !self.ctx.auth.as_ref().is_some_and(|p| p.required) {
+            return Ok(());
+        }
+        let now = unix_now();
+        let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subs)
+            .into_iter()
+            .partition(|(p, _)| self.grant.as_ref().is_some_and(|g| g.subscribe(p, now).is_ok()));
+        self.subs = keep;
+        for (pattern, req_id) in drop {
+            if let Consumer::Client(Some(sub)) = self.consumer {
+                self.ctx.registry.unsubscribe(*sub, &pattern);
+            }
+            self.ctx.metrics.reject("revoked");
+            self.reply(Frame::error(ErrorCode::Forbidden, req_id, format!("{why}: {pattern}"))).await?;
+        }
+        Ok(())
     }
 
     /// `ERROR 415` when `kind` needs a cap this session did not negotiate.
@@ -448,4 +568,9 @@ fn req_id(frame: &Frame) -> u32 {
         | Frame::Auth { req_id, .. } => *req_id,
         _ => 0,
     }
+}
+
+/// Unix seconds now, for token expiry.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -163,7 +163,7 @@ pub fn pub_frame(req_id: u32, topic: &str, payload: impl Into<Bytes>) -> Frame {
 pub async fn peer_node(peers: Vec<std::net::SocketAddr>, tweak: impl FnOnce(&mut OverlayConfig)) -> Overlay {
     node(|c| {
         c.admin.enabled = false;
-        c.peers = peers;
+        c.peers = peers.into_iter().map(overlay_core::Peer::from).collect();
         tweak(c);
     })
     .await

@@ -1,0 +1,167 @@
+//! Capability tokens over real sockets: OAP-1 section 6.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use oap_codec::{Ack, Caps, Frame};
+use overlay_core::auth::{Op, mint};
+use overlay_core::client::Client;
+use overlay_core::{Delivery, Overlay, Peer, StartError};
+
+const KEY: &[u8] = b"overlay test root key";
+
+fn key_file(mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("overlay-root-key-{}-{n}", std::process::id()));
+    std::fs::write(&path, [KEY, b"\n"].concat()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+async fn secured(tweak: impl FnOnce(&mut overlay_core::OverlayConfig)) -> Overlay {
+    let path = key_file(0o600);
+    node(|c| {
+        c.auth.required = true;
+        c.auth.root_key_file = Some(path);
+        tweak(c);
+    })
+    .await
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(ops: &[Op], topics: &[&str], expires: Option<u64>) -> String {
+    let topics: Vec<_> = topics.iter().map(|t| t.parse().unwrap()).collect();
+    mint(KEY, "test-client", ops, &topics, expires)
+}
+
+async fn auth(c: &mut Client, req_id: u32, token: &str) -> Frame {
+    c.send(&Frame::Auth { req_id, token: token.as_bytes().to_vec().into() }).await.unwrap();
+    within(c.recv()).await.unwrap()
+}
+
+async fn error_code(c: &mut Client, frame: Frame) -> (u16, u32) {
+    c.send(&frame).await.unwrap();
+    match within(c.recv()).await.unwrap() {
+        Frame::Error(e) => (e.code, e.req_id),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+}
+
+fn sub_frame(req_id: u32, pattern: &str) -> Frame {
+    Frame::Sub { req_id, pattern: pattern.parse().unwrap() }
+}
+
+#[tokio::test]
+async fn requests_before_auth_get_401_and_grants_are_enforced() {
+    let node = secured(|_| {}).await;
+    let mut c = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    assert!(c.negotiated().caps.contains(Caps::AUTH_V1), "a node with a root key offers AUTH_V1");
+    assert_eq!(error_code(&mut c, sub_frame(1, "dht.>")).await, (401, 1));
+    assert_eq!(error_code(&mut c, pub_frame(2, "dht.put", "v")).await, (401, 2));
+    // DATA and CTRL stay open.
+    c.send(&Frame::data("echo")).await.unwrap();
+    assert_eq!(within(c.recv()).await.unwrap(), Frame::data("echo"));
+
+    let mut tampered = token(&[Op::Subscribe], &["dht.>"], None).into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let Frame::Error(e) = auth(&mut c, 3, std::str::from_utf8(&tampered).unwrap()).await else { panic!() };
+    assert_eq!((e.code, e.req_id), (401, 3));
+    let expired = token(&[Op::Subscribe], &["dht.>"], Some(now() - 1));
+    let Frame::Error(e) = auth(&mut c, 4, &expired).await else { panic!() };
+    assert_eq!(e.code, 401);
+
+    let ok = token(&[Op::Subscribe], &["dht.>"], None);
+    assert!(matches!(auth(&mut c, 5, &ok).await, Frame::Ack(Ack { req_id: 5, .. })));
+    sub(&mut c, 6, "dht.*").await;
+    assert_eq!(error_code(&mut c, sub_frame(7, "other.>")).await, (403, 7), "wrong topic");
+    assert_eq!(error_code(&mut c, pub_frame(8, "dht.put", "v")).await, (403, 8), "wrong op");
+    wait_metric(&node, "overlay_oap_rejects_total", &[("reason", "forbidden_topic")], 1.0).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_narrower_refresh_revokes_exactly_the_uncovered_subscriptions() {
+    let node = secured(|_| {}).await;
+    let mut c = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    assert!(matches!(auth(&mut c, 1, &token(&[Op::Subscribe], &["dht.>"], None)).await, Frame::Ack(_)));
+    sub(&mut c, 10, "dht.a").await;
+    sub(&mut c, 11, "dht.b.>").await;
+    sub(&mut c, 12, "dht.b.x").await;
+    c.send(&Frame::Auth { req_id: 2, token: token(&[Op::Subscribe], &["dht.b.>"], None).into_bytes().into() })
+        .await
+        .unwrap();
+    assert!(matches!(within(c.recv()).await.unwrap(), Frame::Ack(Ack { req_id: 2, .. })));
+    let Frame::Error(e) = within(c.recv()).await.unwrap() else { panic!("expected the revocation") };
+    assert_eq!((e.code, e.req_id), (403, 10));
+    // The covered subscriptions still deliver; the revoked one does not.
+    node.publish("dht.a", "gone").unwrap();
+    node.publish("dht.b.x", "kept").unwrap();
+    let Frame::Msg(m) = within(c.recv()).await.unwrap() else { panic!("expected MSG") };
+    assert_eq!(&m.payload[..], b"kept");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expiring_grant_ends_its_subscriptions_but_not_the_session() {
+    let node = secured(|_| {}).await;
+    let mut c = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    let soon = token(&[Op::Subscribe], &[], Some(now() + 2));
+    assert!(matches!(auth(&mut c, 1, &soon).await, Frame::Ack(_)));
+    sub(&mut c, 9, "ticks").await;
+    let Frame::Error(e) = tokio::time::timeout(Duration::from_secs(10), c.recv()).await.unwrap().unwrap() else {
+        panic!("expected the expiry")
+    };
+    assert_eq!((e.code, e.req_id), (403, 9));
+    c.send(&Frame::ping(1)).await.unwrap();
+    assert_eq!(within(c.recv()).await.unwrap(), Frame::pong(1), "the session stays");
+    assert_eq!(error_code(&mut c, sub_frame(10, "ticks")).await, (401, 10), "no grant any more");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn relay_links_present_their_relay_token() {
+    let b = secured(|c| c.admin.enabled = false).await;
+    let mut at_b = b.subscribe("relayed.>").unwrap();
+    let relay = token(&[Op::Relay], &[], None);
+    let a = peer_node(vec![], |_| {}).await;
+    a.add_peer(Peer::WithToken { addr: b.local_addr(), token: relay });
+    wait_links(&a, 1).await;
+    wait_links(&b, 1).await;
+    a.publish("relayed.x", "through").unwrap();
+    let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!() };
+    assert_eq!(&m.payload[..], b"through");
+
+    // Without a token the link comes up but B refuses what it relays.
+    let c = peer_node(vec![], |_| {}).await;
+    c.add_peer(b.local_addr());
+    wait_links(&c, 1).await;
+    c.publish("relayed.x", "refused").unwrap();
+    a.publish("relayed.x", "after").unwrap();
+    let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!() };
+    assert_eq!(&m.payload[..], b"after", "the unauthenticated relay was dropped");
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_readable_root_key_file_refuses_to_start() {
+    let path = key_file(0o644);
+    let mut cfg = overlay_core::OverlayConfig::default();
+    cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.enabled = false;
+    cfg.auth.root_key_file = Some(path.clone());
+    let err = Overlay::start(cfg).await.err().unwrap();
+    assert!(matches!(err, StartError::RootKey(_)));
+    assert!(err.to_string().contains("readable by others"), "{err}");
+}
