@@ -103,15 +103,12 @@ pub struct PubArgs {
     pub topic: String,
     /// The message (sent as its UTF-8 bytes).
     pub message: String,
-    /// Node address.
-    #[arg(long, default_value = "127.0.0.1:9500")]
-    pub addr: SocketAddr,
     /// How many times to publish it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub count: u32,
-    /// Capability token to present first (AUTH).
-    #[arg(long)]
-    pub token: Option<String>,
+    /// Where the node is and how to reach it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `svc-overlay sub`.
@@ -119,23 +116,17 @@ pub struct PubArgs {
 pub struct SubArgs {
     /// Pattern to subscribe to: `*` matches one token, a trailing `>` one or more.
     pub pattern: String,
-    /// Node address.
-    #[arg(long, default_value = "127.0.0.1:9500")]
-    pub addr: SocketAddr,
     /// Exit after this many messages (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
-    /// Capability token to present first (AUTH).
-    #[arg(long)]
-    pub token: Option<String>,
+    /// Where the node is and how to reach it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `svc-overlay ping`.
 #[derive(Debug, Clone, Args)]
 pub struct PingArgs {
-    /// Node address.
-    #[arg(long, default_value = "127.0.0.1:9500")]
-    pub addr: SocketAddr,
     /// DATA frames to send.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
@@ -145,7 +136,27 @@ pub struct PingArgs {
     /// Pause between pings, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub interval_ms: u64,
+    /// Where the node is and how to reach it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// How a client command reaches a node.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Node address.
+    #[arg(long, default_value = "127.0.0.1:9500")]
+    pub addr: SocketAddr,
     /// Capability token to present first (AUTH).
     #[arg(long)]
     pub token: Option<String>,
+    /// Connect with TLS 1.3, trusting the certificates in --ca.
+    #[arg(long, requires = "ca")]
+    pub tls: bool,
+    /// PEM file of certificates to trust (with --tls).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Name the node's certificate must carry (default: the address's IP).
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
 }

@@ -41,8 +41,8 @@ pub enum PingError {
 
 /// Runs the pings, printing one line each through `out`.
 pub async fn run(args: &PingArgs, mut out: impl FnMut(&str)) -> Result<PingReport, PingError> {
-    let mut client = crate::pubsub::connect(args.addr, Caps::GOSSIP_V1, args.token.as_deref()).await?;
-    out(&format!("connected to {} ({:?})", args.addr, client.negotiated().caps));
+    let mut client = crate::pubsub::connect(&args.connect, Caps::GOSSIP_V1).await?;
+    out(&format!("connected to {} ({:?})", args.connect.addr, client.negotiated().caps));
     let mut rtts = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
         let payload = payload(seq, args.size as usize);

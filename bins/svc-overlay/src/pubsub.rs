@@ -3,7 +3,7 @@
 use oap_codec::{Ack, Caps, Ctrl, Frame, PubAck};
 use overlay_core::client::{Client, ClientError};
 
-use crate::cli::{PubArgs, SubArgs};
+use crate::cli::{ConnectArgs, PubArgs, SubArgs};
 
 /// Requests in flight before `pub` waits for receipts.
 const PUB_WINDOW: u32 = 256;
@@ -43,7 +43,7 @@ pub enum PubSubError {
 /// for each receipt.
 pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
     let topic: oap_codec::Topic = args.topic.parse()?;
-    let mut client = connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1, args.token.as_deref()).await?;
+    let mut client = connect(&args.connect, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
     let payload = bytes::Bytes::from(args.message.clone().into_bytes());
     let (mut sent, mut acked) = (0u32, 0u32);
     while acked < args.count {
@@ -68,10 +68,10 @@ pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), Pu
 /// UTF-8, or hex when it is not text) and `LAGGED dropped=N` on loss.
 pub async fn subscribe(args: &SubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
     let pattern: oap_codec::Pattern = args.pattern.parse()?;
-    let mut client = connect(args.addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1, args.token.as_deref()).await?;
+    let mut client = connect(&args.connect, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
     client.send(&Frame::Sub { req_id: 1, pattern }).await?;
     match next(&mut client).await? {
-        Frame::Ack(_) => out(&format!("subscribed to {} on {}", args.pattern, args.addr)),
+        Frame::Ack(_) => out(&format!("subscribed to {} on {}", args.pattern, args.connect.addr)),
         other => return Err(PubSubError::Unexpected(other.kind())),
     }
     let mut received = 0u64;
@@ -89,11 +89,20 @@ pub async fn subscribe(args: &SubArgs, mut out: impl FnMut(&str)) -> Result<(), 
     Ok(())
 }
 
-/// Connects with `caps` and, given a token, presents it before anything else.
-pub async fn connect(addr: std::net::SocketAddr, caps: Caps, token: Option<&str>) -> Result<Client, ClientError> {
-    let caps = if token.is_some() { caps | Caps::AUTH_V1 } else { caps };
-    let mut client = Client::connect(addr, caps).await?;
-    if let Some(token) = token {
+/// Connects with `caps` (over TLS when asked) and, given a token, presents
+/// it before anything else.
+pub async fn connect(to: &ConnectArgs, caps: Caps) -> Result<Client, ClientError> {
+    let caps = if to.token.is_some() { caps | Caps::AUTH_V1 } else { caps };
+    let mut client = match (&to.ca, to.tls) {
+        (Some(ca), true) => {
+            let config = ron_transport::tls::client_config(ca, ron_transport::tls::PqMode::Prefer)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let name = to.tls_name.clone().unwrap_or_else(|| to.addr.ip().to_string());
+            Client::connect_tls(to.addr, caps, config, &name).await?
+        }
+        _ => Client::connect(to.addr, caps).await?,
+    };
+    if let Some(token) = &to.token {
         client.authenticate(token).await?;
     }
     Ok(client)

@@ -4,12 +4,17 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use oap_codec::{Caps, DecodeError, EncodeError, Frame, HELLO_LEN, Hello, HelloError, Negotiated, OapCodec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ron_transport::tls::TlsInfo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Time allowed for connect plus the hello exchange.
@@ -45,6 +50,9 @@ pub enum ClientError {
     /// The node closed the connection.
     #[error("connection closed by node")]
     Closed,
+    /// The TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The node refused the token.
     #[error("node refused the token: ERROR {code} {reason}")]
     Refused {
@@ -55,36 +63,81 @@ pub enum ClientError {
     },
 }
 
+/// A byte stream a client can run over: TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A connected, negotiated session.
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
+    addr: SocketAddr,
     codec: OapCodec,
     rx: BytesMut,
     tx: BytesMut,
     negotiated: Negotiated,
+    tls: Option<TlsInfo>,
 }
 
 impl Client {
-    /// Connects, sends our hello with `caps`, and checks the node's.
+    /// Connects over TCP, sends our hello with `caps`, and checks the node's.
     pub async fn connect(addr: SocketAddr, caps: Caps) -> Result<Client, ClientError> {
         let setup = async {
-            let mut stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
-            stream.set_nodelay(true)?;
-            stream.write_all(&Hello::new(caps).encode()).await?;
-            let mut theirs = [0u8; HELLO_LEN];
-            stream.read_exact(&mut theirs).await?;
-            let negotiated = Hello::negotiate(caps, &Hello::decode(&theirs)?)?;
-            Ok::<_, ClientError>((stream, negotiated))
+            let stream = tcp(addr).await?;
+            Client::hello(Box::new(stream), addr, caps, None).await
         };
-        let (stream, negotiated) =
-            tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))??;
+        tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))?
+    }
+
+    /// Connects over TLS 1.3, checking the node's certificate for `name`;
+    /// sets `PQ_HYBRID` in our hello when the key exchange was hybrid.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        caps: Caps,
+        tls: Arc<ClientConfig>,
+        name: &str,
+    ) -> Result<Client, ClientError> {
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|e| ClientError::Tls(format!("bad TLS name {name:?}: {e}")))?;
+        let setup = async {
+            let stream = tcp(addr).await?;
+            let stream = TlsConnector::from(tls)
+                .connect(server_name, stream)
+                .await
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let info = TlsInfo::from_group(stream.get_ref().1.negotiated_key_exchange_group().map(|g| g.name()));
+            let caps = if info.hybrid { caps | Caps::PQ_HYBRID } else { caps };
+            Client::hello(Box::new(stream), addr, caps, Some(info)).await
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))?
+    }
+
+    async fn hello(
+        mut stream: Box<dyn Io>,
+        addr: SocketAddr,
+        caps: Caps,
+        tls: Option<TlsInfo>,
+    ) -> Result<Client, ClientError> {
+        stream.write_all(&Hello::new(caps).encode()).await?;
+        let mut theirs = [0u8; HELLO_LEN];
+        stream.read_exact(&mut theirs).await?;
+        let hello = Hello::decode(&theirs)?;
+        let mut negotiated = Hello::negotiate(caps, &hello)?;
+        // PQ_HYBRID describes each side's own TLS session: keep the node's bit.
+        negotiated.caps = negotiated.caps | (hello.caps & Caps::PQ_HYBRID);
         Ok(Client {
             stream,
+            addr,
             codec: OapCodec::new(),
             rx: BytesMut::with_capacity(8192),
             tx: BytesMut::new(),
             negotiated,
+            tls,
         })
+    }
+
+    /// What the TLS handshake negotiated; `None` over plain TCP.
+    pub fn tls(&self) -> Option<TlsInfo> {
+        self.tls
     }
 
     /// Presents a capability token (`AUTH`) and waits for the node's answer.
@@ -153,7 +206,7 @@ impl Client {
     /// Closes our side and waits (at most [`CONNECT_TIMEOUT`]) for the node
     /// to close its own, discarding what it still sends.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        let addr = self.stream.peer_addr()?;
+        let addr = self.addr;
         let closing = async {
             self.stream.shutdown().await?;
             let mut sink = [0u8; 1024];
@@ -162,4 +215,10 @@ impl Client {
         };
         tokio::time::timeout(CONNECT_TIMEOUT, closing).await.map_err(|_| ClientError::Timeout(addr))?
     }
+}
+
+async fn tcp(addr: SocketAddr) -> Result<TcpStream, ClientError> {
+    let stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

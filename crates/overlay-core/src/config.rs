@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, RangeInclusive};
 use std::time::Duration;
 
+use ron_transport::tls::PqMode;
 use serde::{Deserialize, Serialize};
 
 /// Every node setting. Unknown keys are refused when deserializing.
@@ -24,6 +25,8 @@ pub struct OverlayConfig {
     pub peers: Vec<Peer>,
     /// Capability tokens.
     pub auth: AuthSection,
+    /// TLS 1.3 on the data plane and relay links.
+    pub tls: TlsSection,
     /// The admin HTTP plane.
     pub admin: AdminSection,
     /// Time shutdown gives sessions to take their `GOAWAY` and flush.
@@ -93,19 +96,24 @@ pub struct GossipSection {
     pub seen_ttl_ms: u64,
 }
 
-/// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "..." }`
-/// when that node requires an `op = relay` token.
+/// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "...",
+/// name = "..." }` with the `op = relay` token that node requires and the
+/// name its TLS certificate must carry (default: the address's IP).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Peer {
     /// A peer that needs no token.
     Addr(SocketAddr),
-    /// A peer and the token to present to it.
-    WithToken {
+    /// A peer with a token and/or a TLS name.
+    Detailed {
         /// Its data-plane address.
         addr: SocketAddr,
         /// An `op = relay` token minted with that node's root key.
-        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// The name checked against its certificate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
 }
 
@@ -113,7 +121,7 @@ impl Peer {
     /// The peer's address.
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Peer::Addr(addr) | Peer::WithToken { addr, .. } => *addr,
+            Peer::Addr(addr) | Peer::Detailed { addr, .. } => *addr,
         }
     }
 
@@ -121,7 +129,15 @@ impl Peer {
     pub fn token(&self) -> Option<&str> {
         match self {
             Peer::Addr(_) => None,
-            Peer::WithToken { token, .. } => Some(token),
+            Peer::Detailed { token, .. } => token.as_deref(),
+        }
+    }
+
+    /// The name its TLS certificate must carry.
+    pub fn tls_name(&self) -> String {
+        match self {
+            Peer::Detailed { name: Some(name), .. } => name.clone(),
+            _ => self.addr().ip().to_string(),
         }
     }
 }
@@ -129,6 +145,29 @@ impl Peer {
 impl From<SocketAddr> for Peer {
     fn from(addr: SocketAddr) -> Peer {
         Peer::Addr(addr)
+    }
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Serve TLS 1.3 instead of plain TCP.
+    pub enabled: bool,
+    /// PEM certificate chain (required when enabled).
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key (required when enabled).
+    pub key: Option<std::path::PathBuf>,
+    /// PEM certificates trusted when dialing relay peers; with it, relay
+    /// links dial with TLS and check the peer's name.
+    pub ca: Option<std::path::PathBuf>,
+    /// Post-quantum posture: `prefer`, `require` or `off`.
+    pub pq: String,
+}
+
+impl Default for TlsSection {
+    fn default() -> TlsSection {
+        TlsSection { enabled: false, cert: None, key: None, ca: None, pq: "prefer".into() }
     }
 }
 
@@ -162,6 +201,7 @@ impl Default for OverlayConfig {
             gossip: GossipSection::default(),
             peers: Vec::new(),
             auth: AuthSection::default(),
+            tls: TlsSection::default(),
             admin: AdminSection::default(),
             drain_timeout_ms: 5000,
         }
@@ -227,6 +267,16 @@ pub enum ConfigError {
         /// The allowed range, as text.
         range: String,
     },
+    /// A value outside a fixed set.
+    #[error("{key} = {value:?} is not one of {allowed}")]
+    OneOf {
+        /// Dotted key, as in `overlay.toml`.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed values.
+        allowed: &'static str,
+    },
     /// A value that must be set (or must not be empty).
     #[error("{key} must be set and not empty")]
     Empty {
@@ -239,7 +289,7 @@ impl ConfigError {
     /// The offending key.
     pub fn key(&self) -> &'static str {
         match self {
-            ConfigError::OutOfRange { key, .. } | ConfigError::Empty { key } => key,
+            ConfigError::OutOfRange { key, .. } | ConfigError::Empty { key } | ConfigError::OneOf { key, .. } => key,
         }
     }
 }
@@ -314,6 +364,15 @@ impl OverlayConfig {
         if c.auth.required && c.auth.root_key_file.is_none() {
             return Err(ConfigError::Empty { key: "auth.root_key_file" });
         }
+        if c.tls.pq.parse::<PqMode>().is_err() {
+            return Err(ConfigError::OneOf { key: "tls.pq", value: c.tls.pq.clone(), allowed: "prefer, require, off" });
+        }
+        if c.tls.enabled && c.tls.cert.is_none() {
+            return Err(ConfigError::Empty { key: "tls.cert" });
+        }
+        if c.tls.enabled && c.tls.key.is_none() {
+            return Err(ConfigError::Empty { key: "tls.key" });
+        }
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
         Ok(ValidConfig { config: self, sources: BTreeMap::new() })
     }
@@ -364,6 +423,11 @@ impl ValidConfig {
             seen_ttl: Duration::from_millis(c.gossip.seen_ttl_ms),
             max_frame: c.oap.max_frame,
         }
+    }
+
+    /// `tls.pq` (validated).
+    pub fn pq(&self) -> PqMode {
+        self.tls.pq.parse().unwrap_or_default()
     }
 
     /// `session.publish_stall_ms` as a duration.
@@ -472,6 +536,8 @@ mod tests {
             ("gossip.seen_cache", |c| c.gossip.seen_cache = 0),
             ("gossip.seen_ttl_ms", |c| c.gossip.seen_ttl_ms = 999),
             ("auth.root_key_file", |c| c.auth.required = true),
+            ("tls.pq", |c| c.tls.pq = "maybe".into()),
+            ("tls.cert", |c| c.tls.enabled = true),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 99),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 600_001),
             ("transport.name", |c| c.transport.name = " ".into()),
@@ -495,7 +561,7 @@ mod tests {
         let cfg = OverlayConfig {
             peers: vec![
                 Peer::Addr("127.0.0.1:1".parse().unwrap()),
-                Peer::WithToken { addr: "127.0.0.1:2".parse().unwrap(), token: "s3cret".into() },
+                Peer::Detailed { addr: "127.0.0.1:2".parse().unwrap(), token: Some("s3cret".into()), name: None },
             ],
             ..OverlayConfig::default()
         };

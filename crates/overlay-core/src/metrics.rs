@@ -96,6 +96,11 @@ impl OverlayMetrics {
         self.handshake_fail[reason as usize].increment(1);
     }
 
+    /// `overlay_tls_sessions_total{kx_group}`: one TLS session, by group.
+    pub(crate) fn tls_session(&self, kx_group: &'static str) {
+        counter!("overlay_tls_sessions_total", "service" => self.service.clone(), "kx_group" => kx_group).increment(1);
+    }
+
     /// `overlay_oap_rejects_total{reason}`: a frame answered with `ERROR`
     /// or ignored. Rare, so looked up on use.
     pub(crate) fn reject(&self, reason: &'static str) {

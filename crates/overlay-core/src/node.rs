@@ -11,7 +11,9 @@ use bytes::Bytes;
 use oap_codec::{Caps, MsgId, Pattern, Topic, TopicError};
 use overlay_admin::{AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, gate, install_recorder};
 use overlay_gossip::Registry;
+use ron_transport::tls::{self, PqMode, TlsError};
 use ron_transport::{BindError, TransportConfig, TransportHandle, spawn_transport_with_cancel};
+use rustls::ClientConfig;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +27,8 @@ use crate::peer;
 use crate::session::{self, Limits, Meta, SessionCtx};
 use crate::subscription::Subscription;
 
+/// The readiness gate of `tls.pq = require`.
+const PQ_READY: &str = "pq_ready";
 /// Node events buffered for slow subscribers before they lag.
 const EVENT_CAPACITY: usize = 1024;
 /// Ids of outbound relay sessions start here, apart from accepted ones.
@@ -84,6 +88,9 @@ pub enum StartError {
     /// The root key file was refused.
     #[error(transparent)]
     RootKey(#[from] RootKeyError),
+    /// A TLS file was missing or unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Options for [`Overlay::builder`].
@@ -129,6 +136,7 @@ struct Inner {
     admin_addr: Option<SocketAddr>,
     dialing: Mutex<HashSet<SocketAddr>>,
     outbound_ids: Arc<AtomicU64>,
+    tls_client: Option<Arc<ClientConfig>>,
     running: Mutex<Option<Running>>,
     stopped: CancellationToken,
 }
@@ -168,7 +176,24 @@ impl Overlay {
             Some(path) => Some(AuthPolicy { root_key: load_root_key(path)?, required: config.auth.required }),
             None => None,
         };
-        let readiness = Readiness::new(&[gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING]);
+        let pq = config.pq();
+        let tls_server = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) if config.tls.enabled => Some(tls::server_config(cert, key, pq)?),
+            _ => None,
+        };
+        let tls_client = match &config.tls.ca {
+            Some(ca) => Some(tls::client_config(ca, pq)?),
+            None => None,
+        };
+        let mut gates = vec![gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING];
+        if pq == PqMode::Require {
+            gates.push(PQ_READY);
+        }
+        let readiness = Readiness::new(&gates);
+        if pq == PqMode::Require {
+            // Ready only when the provider can negotiate a hybrid group.
+            readiness.set(PQ_READY, tls::supports_hybrid(&tls::provider(pq)));
+        }
         let recorder = install_recorder();
         let metrics = OverlayMetrics::new(&service);
         metrics.build_info(&version.version, &version.git);
@@ -226,10 +251,13 @@ impl Overlay {
             read_timeout: config.read_timeout(),
             write_timeout: config.write_timeout(),
             idle_timeout: config.idle_timeout(),
+            handshake_timeout: config.handshake_timeout(),
+            tls: tls_server,
         };
         let session_ctx = ctx.clone();
         let accept = move |conn: ron_transport::Conn| {
-            let meta = Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened() };
+            let meta =
+                Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened(), tls: conn.tls(), dialed: false };
             let ctx = session_ctx.clone();
             async move { session::run(conn, meta, ctx, None).await.reason }
         };
@@ -255,6 +283,7 @@ impl Overlay {
                 admin_addr,
                 dialing: Mutex::new(HashSet::new()),
                 outbound_ids: Arc::new(AtomicU64::new(OUTBOUND_IDS)),
+                tls_client,
                 running: Mutex::new(Some(Running { transport, admin })),
                 stopped: CancellationToken::new(),
                 config,
@@ -322,7 +351,8 @@ impl Overlay {
         }
         let new = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(peer.addr());
         if new {
-            peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone());
+            let tls = self.inner.tls_client.clone();
+            peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone(), tls);
         }
     }
 

@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ron_transport::tls::TlsInfo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::config::Peer;
 use crate::session::{self, Meta, SessionCtx};
@@ -20,8 +24,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps a relay link to `peer` up until the node drains.
-pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>) {
+pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>, tls: Option<Arc<ClientConfig>>) {
     let addr = peer.addr();
+    let tls_name = peer.tls_name();
     let token = peer.token().map(|t| Bytes::copy_from_slice(t.trim().as_bytes()));
     let links = ctx.links.clone();
     links.spawn(async move {
@@ -36,12 +41,32 @@ pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>
             match connected {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    let meta = Meta { id: ids.fetch_add(1, Ordering::Relaxed), peer: addr, opened: Instant::now() };
-                    let outcome = session::run(stream, meta, ctx.clone(), token.clone()).await;
-                    if outcome.established {
-                        backoff = BACKOFF_MIN;
+                    let meta = Meta {
+                        id: ids.fetch_add(1, Ordering::Relaxed),
+                        peer: addr,
+                        opened: Instant::now(),
+                        tls: None,
+                        dialed: true,
+                    };
+                    let outcome = match &tls {
+                        None => Some(session::run(stream, meta, ctx.clone(), token.clone()).await),
+                        Some(config) => match secure(stream, config, &tls_name, ctx.limits.handshake_timeout).await {
+                            Ok((stream, info)) => {
+                                let meta = Meta { tls: Some(info), ..meta };
+                                Some(session::run(stream, meta, ctx.clone(), token.clone()).await)
+                            }
+                            Err(e) => {
+                                tracing::warn!(%addr, name = %tls_name, error = %e, "TLS to peer failed");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(outcome) = outcome {
+                        if outcome.established {
+                            backoff = BACKOFF_MIN;
+                        }
+                        tracing::info!(%addr, reason = outcome.reason.label(), "relay link to peer ended");
                     }
-                    tracing::info!(%addr, reason = outcome.reason.label(), "relay link to peer ended");
                 }
                 Ok(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed"),
                 Err(_) => tracing::debug!(%addr, "dial timed out"),
@@ -55,6 +80,23 @@ pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     });
+}
+
+/// The TLS client handshake to a peer, checking its certificate for `name`.
+async fn secure(
+    tcp: TcpStream,
+    config: &Arc<ClientConfig>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, TlsInfo), String> {
+    let name = ServerName::try_from(name.to_string()).map_err(|e| format!("bad TLS name: {e}"))?;
+    let connect = TlsConnector::from(config.clone()).connect(name, tcp);
+    let stream = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let group = stream.get_ref().1.negotiated_key_exchange_group().map(|g| g.name());
+    Ok((stream, TlsInfo::from_group(group)))
 }
 
 /// Uniform jitter in `[d/2, d]` from a xorshift generator seeded by std's

@@ -134,12 +134,17 @@ async fn relay_links_present_their_relay_token() {
     let mut at_b = b.subscribe("relayed.>").unwrap();
     let relay = token(&[Op::Relay], &[], None);
     let a = peer_node(vec![], |_| {}).await;
-    a.add_peer(Peer::WithToken { addr: b.local_addr(), token: relay });
+    a.add_peer(Peer::Detailed { addr: b.local_addr(), token: Some(relay), name: None });
     wait_links(&a, 1).await;
     wait_links(&b, 1).await;
     a.publish("relayed.x", "through").unwrap();
     let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!() };
     assert_eq!(&m.payload[..], b"through");
+    // And back over the same link: A dialed B, so it takes what B relays.
+    let mut at_a = a.subscribe("back.>").unwrap();
+    b.publish("back.x", "returned").unwrap();
+    let Some(Delivery::Message(m)) = within(at_a.recv()).await else { panic!() };
+    assert_eq!(&m.payload[..], b"returned");
 
     // Without a token the link comes up but B refuses what it relays.
     let c = peer_node(vec![], |_| {}).await;

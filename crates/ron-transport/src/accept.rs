@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{LISTEN_BACKLOG, TransportConfig};
 use crate::conn::{Conn, ConnParts};
 use crate::metrics::TransportMetrics;
+use crate::stream::Stream;
 use crate::{DisconnectReason, TransportEvent};
 
 /// First pause after `accept` fails for lack of fds or memory.
@@ -25,6 +26,10 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Lifecycle events buffered for slow subscribers before they lag.
 const EVENT_CAPACITY: usize = 1024;
+/// TLS handshakes in progress at once; more wait (within their timeout), so
+/// a connection storm cannot take every core.
+#[cfg(feature = "tls")]
+const MAX_TLS_HANDSHAKES: usize = 64;
 
 /// Why the listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,8 @@ where
     let tracker = TaskTracker::new();
     let accept = AcceptLoop {
         listener,
+        #[cfg(feature = "tls")]
+        handshakes: Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES)),
         local: addr,
         permits: Arc::new(Semaphore::new(cfg.max_conns)),
         metrics: TransportMetrics::new(&cfg.name),
@@ -113,6 +120,8 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 struct AcceptLoop {
     listener: TcpListener,
+    #[cfg(feature = "tls")]
+    handshakes: Arc<Semaphore>,
     local: SocketAddr,
     permits: Arc<Semaphore>,
     metrics: TransportMetrics,
@@ -129,7 +138,8 @@ impl AcceptLoop {
         F: Fn(Conn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = DisconnectReason> + Send + 'static,
     {
-        tracing::info!(service = %self.cfg.name, addr = %self.local, "transport listening");
+        let handler = Arc::new(handler);
+        tracing::info!(service = %self.cfg.name, addr = %self.local, tls = self.cfg.tls_enabled(), "transport listening");
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let accepted = tokio::select! {
@@ -150,26 +160,27 @@ impl AcceptLoop {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let conn = Conn::new(
-                        stream,
-                        ConnParts {
-                            id,
-                            peer,
-                            local: self.local,
-                            read_timeout: self.cfg.read_timeout,
-                            write_timeout: self.cfg.write_timeout,
-                            idle_timeout: self.cfg.idle_timeout,
-                            metrics: self.metrics.clone(),
-                            permit,
-                        },
-                    );
-                    // No receiver is fine: events are for whoever listens.
-                    let _ = self.events.send(TransportEvent::Connected { id, peer });
-                    let report = Disconnect { events: self.events.clone(), id, peer, reason: DisconnectReason::Io };
-                    let session = handler(conn);
+                    let parts = ConnParts {
+                        id,
+                        peer,
+                        local: self.local,
+                        read_timeout: self.cfg.read_timeout,
+                        write_timeout: self.cfg.write_timeout,
+                        idle_timeout: self.cfg.idle_timeout,
+                        metrics: self.metrics.clone(),
+                        permit,
+                    };
+                    let secure = self.secure(stream, peer);
+                    let events = self.events.clone();
+                    let handler = handler.clone();
                     self.tracker.spawn(async move {
-                        let mut report = report;
-                        report.reason = session.await;
+                        // The TLS handshake (if any) runs here, off the accept loop.
+                        let Some(stream) = secure.await else { return };
+                        let conn = Conn::new(stream, parts);
+                        // No receiver is fine: events are for whoever listens.
+                        let _ = events.send(TransportEvent::Connected { id, peer });
+                        let mut report = Disconnect { events, id, peer, reason: DisconnectReason::Io };
+                        report.reason = handler(conn).await;
                     });
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -206,6 +217,41 @@ struct Disconnect {
 impl Drop for Disconnect {
     fn drop(&mut self) {
         let _ = self.events.send(TransportEvent::Disconnected { id: self.id, peer: self.peer, reason: self.reason });
+    }
+}
+
+impl AcceptLoop {
+    /// The stream a connection's handler gets: plain at once, or TLS after
+    /// a handshake bounded by `handshake_timeout` and by the cap on
+    /// concurrent handshakes. `None` when the handshake failed (counted).
+    fn secure(&self, tcp: TcpStream, peer: SocketAddr) -> impl Future<Output = Option<Stream>> + Send + 'static {
+        #[cfg(feature = "tls")]
+        let tls = self.cfg.tls.clone().map(|config| {
+            (tokio_rustls::TlsAcceptor::from(config), self.handshakes.clone(), self.metrics.rejected_tls.clone())
+        });
+        let timeout = self.cfg.handshake_timeout;
+        async move {
+            #[cfg(feature = "tls")]
+            if let Some((acceptor, handshakes, rejected)) = tls {
+                let handshake = async {
+                    let _permit = handshakes.acquire_owned().await.ok()?;
+                    acceptor
+                        .accept(tcp)
+                        .await
+                        .map_err(|e| tracing::debug!(%peer, error = %e, "TLS handshake failed"))
+                        .ok()
+                };
+                return match tokio::time::timeout(timeout, handshake).await {
+                    Ok(Some(tls)) => Some(Stream::Tls(Box::new(tls))),
+                    Ok(None) | Err(_) => {
+                        rejected.increment(1);
+                        None
+                    }
+                };
+            }
+            let _ = (peer, timeout);
+            Some(Stream::Plain(tcp))
+        }
     }
 }
 

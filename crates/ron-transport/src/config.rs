@@ -12,6 +12,8 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a connection may stay silent.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a TLS handshake may take.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pending connections the kernel queues before `accept`.
 pub const LISTEN_BACKLOG: u32 = 1024;
 
@@ -19,7 +21,7 @@ pub const LISTEN_BACKLOG: u32 = 1024;
 ///
 /// The timeouts are carried to every [`crate::Conn`] so the protocol on top
 /// applies them where it knows message boundaries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// Address to listen on; port 0 picks a free port.
     pub addr: SocketAddr,
@@ -33,6 +35,11 @@ pub struct TransportConfig {
     pub write_timeout: Duration,
     /// Time a connection may stay silent.
     pub idle_timeout: Duration,
+    /// Time a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Serve TLS 1.3 with this config instead of plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl TransportConfig {
@@ -45,6 +52,17 @@ impl TransportConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// True when connections are served with TLS.
+    pub fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }

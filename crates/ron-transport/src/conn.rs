@@ -8,16 +8,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::metrics::TransportMetrics;
+use crate::stream::Stream;
 
 /// An accepted connection, readable and writable as a byte stream.
 ///
 /// Dropping it closes the stream, returns its permit and records its
 /// lifetime in `transport_conn_latency_seconds`.
-pub struct Conn<S = TcpStream> {
+pub struct Conn<S = Stream> {
     io: S,
     id: u64,
     peer: SocketAddr,
@@ -97,6 +97,19 @@ impl<S> Conn<S> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.io
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Conn<Stream> {
+    /// What the TLS handshake negotiated; `None` on plain TCP.
+    pub fn tls(&self) -> Option<crate::tls::TlsInfo> {
+        match &self.io {
+            Stream::Tls(tls) => {
+                Some(crate::tls::TlsInfo::from_group(tls.get_ref().1.negotiated_key_exchange_group().map(|g| g.name())))
+            }
+            Stream::Plain(_) => None,
+        }
     }
 }
 

@@ -31,13 +31,17 @@ mod accept;
 mod config;
 mod conn;
 mod metrics;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use accept::{BindError, TransportHandle, spawn_transport_with_cancel};
 pub use config::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, LISTEN_BACKLOG,
-    TransportConfig,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    LISTEN_BACKLOG, TransportConfig,
 };
 pub use conn::Conn;
+pub use stream::Stream;
 
 use std::net::SocketAddr;
 

@@ -10,6 +10,8 @@ pub(crate) struct TransportMetrics {
     pub(crate) bytes_out: Counter,
     pub(crate) rejected_max_conns: Counter,
     pub(crate) rejected_resource: Counter,
+    #[cfg(feature = "tls")]
+    pub(crate) rejected_tls: Counter,
     pub(crate) conn_latency: Histogram,
 }
 
@@ -22,6 +24,8 @@ impl TransportMetrics {
             bytes_out: counter!("transport_bytes_out_total", "service" => service.clone()),
             rejected_max_conns: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "max_conns"),
             rejected_resource: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "resource"),
+            #[cfg(feature = "tls")]
+            rejected_tls: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "tls"),
             conn_latency: histogram!("transport_conn_latency_seconds", "service" => service),
         }
     }

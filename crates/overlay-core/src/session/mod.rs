@@ -19,6 +19,7 @@ use bytes::BytesMut;
 use oap_codec::{Caps, ErrorCode, Frame, HELLO_LEN, Hello, HelloError, Negotiated};
 use overlay_gossip::{LinkId, Registry, SubscriberId};
 use ron_transport::DisconnectReason;
+use ron_transport::tls::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,10 @@ pub(crate) struct Meta {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
     pub(crate) opened: Instant,
+    /// What the TLS handshake negotiated; `None` on plain TCP.
+    pub(crate) tls: Option<TlsInfo>,
+    /// This node dialed the connection (a relay link to a configured peer).
+    pub(crate) dialed: bool,
 }
 
 /// What a dialed relay session presents first: its `op = relay` token.
@@ -135,7 +140,8 @@ pub(crate) async fn run<S>(io: S, meta: Meta, ctx: Arc<SessionCtx>, credential: 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id);
+    let kx_group = meta.tls.map(|t| t.kx_group);
+    let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id, kx_group);
     serve(io, meta, ctx, credential).instrument(span).await
 }
 
@@ -145,19 +151,23 @@ where
 {
     let m = &ctx.metrics;
     m.connections_total.increment(1);
+    if let Some(tls) = meta.tls {
+        m.tls_session(tls.kx_group);
+    }
     let _active = Active::new(m, meta.opened);
     let info = SessionInfo { id: meta.id, peer: meta.peer, caps: Caps::empty() };
     let shaken = tokio::select! {
         biased;
         () = ctx.kill.cancelled() => Err(None),
-        r = handshake(&mut io, &ctx, credential.is_some()) => r.map_err(Some),
+        r = handshake(&mut io, &ctx, credential.is_some(), meta.tls.is_some_and(|t| t.hybrid)) => r.map_err(Some),
     };
     let outcome = match shaken {
         Err(None) => Outcome { reason: DisconnectReason::Shutdown, established: false },
         Ok(negotiated) => {
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
-            let reason = established(io, SessionInfo { caps: negotiated.caps, ..info }, &ctx, credential).await;
+            let info = SessionInfo { caps: negotiated.caps, ..info };
+            let reason = established(io, info, &ctx, credential, meta.dialed).await;
             Outcome { reason, established: true }
         }
         Err(Some(fail)) => {
@@ -193,13 +203,25 @@ impl Drop for Active<'_> {
 
 /// Spec section 1: send our hello at once, read theirs within the timeout,
 /// check magic, version and caps in that order.
-async fn handshake<S>(io: &mut S, ctx: &SessionCtx, presents_token: bool) -> Result<Negotiated, HandshakeFail>
+async fn handshake<S>(
+    io: &mut S,
+    ctx: &SessionCtx,
+    presents_token: bool,
+    hybrid_tls: bool,
+) -> Result<Negotiated, HandshakeFail>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &ctx.limits;
+    let mut caps = limits.caps;
     // A dialer with a token speaks AUTH even when this node checks none.
-    let caps = if presents_token { limits.caps | Caps::AUTH_V1 } else { limits.caps };
+    if presents_token {
+        caps = caps | Caps::AUTH_V1;
+    }
+    // Section 7: PQ_HYBRID exactly when this connection's TLS is hybrid.
+    if hybrid_tls {
+        caps = caps | Caps::PQ_HYBRID;
+    }
     let ours = Hello::new(caps).encode();
     let exchange = async {
         io.write_all(&ours).await?;
@@ -236,7 +258,13 @@ where
     })
 }
 
-async fn established<S>(io: S, info: SessionInfo, ctx: &Arc<SessionCtx>, credential: Credential) -> DisconnectReason
+async fn established<S>(
+    io: S,
+    info: SessionInfo,
+    ctx: &Arc<SessionCtx>,
+    credential: Credential,
+    dialed: bool,
+) -> DisconnectReason
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -273,7 +301,7 @@ where
         ctx.metrics.reply_queue_depth.increment(1.0);
         let _ = tx.send(Frame::Auth { req_id: 1, token }).await;
     }
-    let reason = reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed).await;
+    let reason = reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed, dialed).await;
     // The reply sender is gone with the reader: the writer flushes what is
     // queued, shuts the stream down and returns.
     let reason = match writer.await {

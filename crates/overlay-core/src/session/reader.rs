@@ -55,6 +55,9 @@ struct Reader<'a> {
     /// The session's subscriptions with the `req_id` of their `SUB`, so a
     /// revocation can name them.
     subs: Vec<(Pattern, u32)>,
+    /// This node dialed the link: what the configured peer relays back over
+    /// it needs no token (the peer authenticated nothing to us; we chose it).
+    dialed: bool,
 }
 
 /// Reads and dispatches until the session ends; returns why.
@@ -68,6 +71,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     info: SessionInfo,
     ctx: &Arc<SessionCtx>,
     writer_failed: &CancellationToken,
+    dialed: bool,
 ) -> DisconnectReason {
     let mut reader = Reader {
         tx,
@@ -84,6 +88,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         bytes: 0,
         grant: None,
         subs: Vec::new(),
+        dialed,
     };
     reader.read_loop(rd).await
 }
@@ -237,6 +242,7 @@ impl Reader<'_> {
                 Some(refusal) => Some(refusal),
                 None => return self.publish(req_id, &topic, payload).await,
             },
+            Frame::Msg(msg) if self.dialed => return self.relay(msg).await,
             Frame::Msg(msg) => match self.authorize(0, |g, now| g.relay(now)) {
                 Some(refusal) => Some(refusal),
                 None => return self.relay(msg).await,

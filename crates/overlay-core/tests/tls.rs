@@ -1,0 +1,136 @@
+//! TLS 1.3 and the post-quantum posture over real sockets (OAP-1 section 7),
+//! with certificates made by rcgen in the test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use oap_codec::{Caps, Frame};
+use overlay_core::client::Client;
+use overlay_core::{Delivery, Overlay, OverlayConfig, Peer, StartError};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use ron_transport::tls::{PqMode, client_config};
+
+/// A CA and a server certificate for `localhost` and 127.0.0.1, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki() -> Pki {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("overlay-tls-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
+}
+
+fn tls_on(c: &mut OverlayConfig, pki: &Pki, pq: &str) {
+    c.tls.enabled = true;
+    c.tls.cert = Some(pki.cert.clone());
+    c.tls.key = Some(pki.key.clone());
+    c.tls.ca = Some(pki.ca.clone());
+    c.tls.pq = pq.into();
+}
+
+async fn tls_client(node: &Overlay, pki: &Pki, pq: PqMode) -> Result<Client, overlay_core::client::ClientError> {
+    let config = client_config(&pki.ca, pq).unwrap();
+    Client::connect_tls(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1, config, "localhost").await
+}
+
+#[tokio::test]
+async fn echo_and_pub_sub_over_tls() {
+    let pki = pki();
+    let node = node(|c| tls_on(c, &pki, "prefer")).await;
+    let mut c = tls_client(&node, &pki, PqMode::Prefer).await.unwrap();
+    c.send(&Frame::data("over tls")).await.unwrap();
+    assert_eq!(within(c.recv()).await.unwrap(), Frame::data("over tls"));
+    sub(&mut c, 1, "secure.>").await;
+    let mut p = tls_client(&node, &pki, PqMode::Prefer).await.unwrap();
+    p.send(&pub_frame(2, "secure.x", "hi")).await.unwrap();
+    let Frame::Msg(m) = within(c.recv()).await.unwrap() else { panic!("expected MSG") };
+    assert_eq!(&m.payload[..], b"hi");
+    // A plain-TCP client cannot speak to a TLS node.
+    assert!(Client::connect(node.local_addr(), Caps::GOSSIP_V1).await.is_err());
+    wait_metric(&node, "transport_rejected_total", &[("reason", "tls")], 1.0).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn pq_require_refuses_classical_clients_and_accepts_hybrid_ones() {
+    let pki = pki();
+    let node = node(|c| tls_on(c, &pki, "require")).await;
+    assert!(tls_client(&node, &pki, PqMode::Off).await.is_err(), "classical-only client must fail the handshake");
+    wait_metric(&node, "transport_rejected_total", &[("reason", "tls")], 1.0).await;
+
+    let c = tls_client(&node, &pki, PqMode::Prefer).await.unwrap();
+    let info = c.tls().unwrap();
+    assert_eq!((info.kx_group, info.hybrid), ("X25519MLKEM768", true));
+    assert!(c.negotiated().caps.contains(Caps::PQ_HYBRID), "the node set PQ_HYBRID in its hello");
+    wait_metric(&node, "overlay_tls_sessions_total", &[("kx_group", "X25519MLKEM768")], 1.0).await;
+    let (status, body) = get(&node, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"pq_ready\":{\"ok\":true"), "{body}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn pq_off_negotiates_a_classical_group_without_pq_hybrid() {
+    let pki = pki();
+    let node = node(|c| tls_on(c, &pki, "off")).await;
+    let c = tls_client(&node, &pki, PqMode::Prefer).await.unwrap();
+    assert!(!c.tls().unwrap().hybrid);
+    assert!(!c.negotiated().caps.contains(Caps::PQ_HYBRID));
+    wait_metric(&node, "overlay_tls_sessions_total", &[("kx_group", "X25519")], 1.0).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn relay_links_dial_with_tls_and_check_the_peer_name() {
+    let pki = pki();
+    let b = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
+    let mut at_b = b.subscribe(">").unwrap();
+    let a = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
+    a.add_peer(b.local_addr());
+    wait_links(&a, 1).await;
+    a.publish("tls.relay", "sealed").unwrap();
+    let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!() };
+    assert_eq!(&m.payload[..], b"sealed");
+
+    // A name the certificate does not carry: the link never comes up.
+    let c = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
+    c.add_peer(Peer::Detailed { addr: b.local_addr(), token: None, name: Some("elsewhere.example".into()) });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(c.peers_connected(), 0);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_missing_certificate_file_is_named_in_the_error() {
+    let mut cfg = OverlayConfig::default();
+    cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.enabled = false;
+    cfg.tls.enabled = true;
+    cfg.tls.cert = Some("/nonexistent/cert.pem".into());
+    cfg.tls.key = Some("/nonexistent/key.pem".into());
+    let err = Overlay::start(cfg).await.err().unwrap();
+    assert!(matches!(err, StartError::Tls(_)));
+    assert!(err.to_string().contains("tls.cert /nonexistent/cert.pem"), "{err}");
+}

@@ -1,0 +1,153 @@
+//! TLS 1.3 with rustls and the aws-lc-rs provider: server and client configs
+//! from PEM files, the post-quantum posture, and what a handshake negotiated.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, NamedGroup, RootCertStore, ServerConfig};
+
+/// Which key exchanges a TLS endpoint offers or accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PqMode {
+    /// The hybrid `X25519MLKEM768` first; classical groups accepted.
+    #[default]
+    Prefer,
+    /// Hybrid groups only: classical peers fail the handshake.
+    Require,
+    /// Classical groups only.
+    Off,
+}
+
+impl PqMode {
+    /// The config spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PqMode::Prefer => "prefer",
+            PqMode::Require => "require",
+            PqMode::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for PqMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PqMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PqMode, String> {
+        match s {
+            "prefer" => Ok(PqMode::Prefer),
+            "require" => Ok(PqMode::Require),
+            "off" => Ok(PqMode::Off),
+            other => Err(format!("{other:?} is not prefer, require or off")),
+        }
+    }
+}
+
+/// Why a TLS config could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file is missing, unreadable or holds nothing usable.
+    #[error("{what} {path}: {reason}")]
+    File {
+        /// Which file: `tls.cert`, `tls.key`, `tls.ca`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls refused the combination (key does not match the certificate, ...).
+    #[error("TLS config: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// What one TLS handshake negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The key exchange group, as a closed label (`X25519MLKEM768`, `X25519`, ...).
+    pub kx_group: &'static str,
+    /// True for a hybrid post-quantum group.
+    pub hybrid: bool,
+}
+
+impl TlsInfo {
+    /// The info for a negotiated group (`None`: nothing negotiated).
+    pub fn from_group(group: Option<NamedGroup>) -> TlsInfo {
+        let (kx_group, hybrid) = match group {
+            Some(NamedGroup::X25519MLKEM768) => ("X25519MLKEM768", true),
+            Some(NamedGroup::secp256r1MLKEM768) => ("SECP256R1MLKEM768", true),
+            Some(NamedGroup::MLKEM768) => ("MLKEM768", false),
+            Some(NamedGroup::X25519) => ("X25519", false),
+            Some(NamedGroup::secp256r1) => ("SECP256R1", false),
+            Some(NamedGroup::secp384r1) => ("SECP384R1", false),
+            Some(_) => ("other", false),
+            None => ("none", false),
+        };
+        TlsInfo { kx_group, hybrid }
+    }
+}
+
+/// The aws-lc-rs provider with the key exchange groups `pq` allows.
+pub fn provider(pq: PqMode) -> Arc<CryptoProvider> {
+    let kx_groups = match pq {
+        PqMode::Prefer => vec![kx_group::X25519MLKEM768, kx_group::X25519, kx_group::SECP256R1],
+        PqMode::Require => vec![kx_group::X25519MLKEM768, kx_group::SECP256R1MLKEM768],
+        PqMode::Off => vec![kx_group::X25519, kx_group::SECP256R1],
+    };
+    Arc::new(CryptoProvider { kx_groups, ..aws_lc_rs::default_provider() })
+}
+
+/// True when the provider can negotiate a hybrid group (the `pq_ready` gate).
+pub fn supports_hybrid(provider: &CryptoProvider) -> bool {
+    provider.kx_groups.iter().any(|g| TlsInfo::from_group(Some(g.name())).hybrid)
+}
+
+/// A TLS 1.3-only server config from a PEM certificate chain and key.
+pub fn server_config(cert: &Path, key: &Path, pq: PqMode) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs("tls.cert", cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("tls.key", key, e))?;
+    let config = ServerConfig::builder_with_provider(provider(pq))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3-only client config trusting the certificates in `ca` (PEM).
+pub fn client_config(ca: &Path, pq: PqMode) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs("tls.ca", ca)? {
+        roots.add(cert).map_err(|e| file_error("tls.ca", ca, e))?;
+    }
+    let config = ClientConfig::builder_with_provider(provider(pq))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(what, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(what, path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::File { what, path: path.to_path_buf(), reason: "no certificate in the file".into() });
+    }
+    Ok(certs)
+}
+
+fn file_error(what: &'static str, path: &Path, e: impl fmt::Display) -> TlsError {
+    TlsError::File { what, path: path.to_path_buf(), reason: e.to_string() }
+}
