@@ -320,3 +320,49 @@ fn pub_with_a_wildcard_topic_is_refused_locally() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wildcards"));
 }
+
+#[test]
+fn token_mint_and_inspect_round_trip_and_refuse_bad_input() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = workdir();
+    let key = dir.join("root.key");
+    std::fs::write(&key, "k3y\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(
+        &dir,
+        &[],
+        &[
+            "token",
+            "mint",
+            "--root-key-file",
+            "root.key",
+            "--op",
+            "publish",
+            "--topic",
+            "dht.>",
+            "--ttl",
+            "1h",
+            "--id",
+            "me",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = run(&dir, &[], &["token", "inspect", &token]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("identifier: me")
+            && text.contains("caveat: op = publish")
+            && text.contains("caveat: topic = dht.>"),
+        "{text}"
+    );
+    assert!(text.contains("caveat: expires = "), "{text}");
+    assert_rejected(
+        &run(&dir, &[], &["token", "mint", "--root-key-file", "root.key", "--op", "delete"]),
+        &["--op delete"],
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_rejected(&run(&dir, &[], &["token", "mint", "--root-key-file", "root.key"]), &["readable by others"]);
+    assert_rejected(&run(&dir, &[], &["--set", "auth.required=true", "--print-config"]), &["auth.root_key_file"]);
+    assert_rejected(&run(&dir, &[], &["--set", "tls.pq=maybe", "--print-config"]), &["tls.pq", "prefer, require, off"]);
+}
