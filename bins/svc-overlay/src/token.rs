@@ -41,7 +41,8 @@ pub fn mint_token(args: &MintArgs) -> Result<String, TokenError> {
     let expires = match &args.ttl {
         Some(ttl) => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            Some(now + parse_ttl(ttl).ok_or_else(|| TokenError::Ttl(ttl.clone()))?.as_secs())
+            let ttl_secs = parse_ttl(ttl).ok_or_else(|| TokenError::Ttl(ttl.clone()))?.as_secs();
+            Some(now.checked_add(ttl_secs).ok_or_else(|| TokenError::Ttl(ttl.clone()))?)
         }
         None => None,
     };

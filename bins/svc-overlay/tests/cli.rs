@@ -326,7 +326,7 @@ fn token_mint_and_inspect_round_trip_and_refuse_bad_input() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = workdir();
     let key = dir.join("root.key");
-    std::fs::write(&key, "k3y\n").unwrap();
+    std::fs::write(&key, "a root key of 28 bytes long\n").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = run(
         &dir,

@@ -99,7 +99,7 @@ pub struct GossipSection {
 /// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "...",
 /// name = "..." }` with the `op = relay` token that node requires and the
 /// name its TLS certificate must carry (default: the address's IP).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Peer {
     /// A peer that needs no token.
@@ -139,6 +139,17 @@ impl Peer {
             Peer::Detailed { name: Some(name), .. } => name.clone(),
             _ => self.addr().ip().to_string(),
         }
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token().map(|_| "<redacted>");
+        f.debug_struct("Peer")
+            .field("addr", &self.addr())
+            .field("token", &token)
+            .field("name", &self.tls_name())
+            .finish()
     }
 }
 
@@ -373,6 +384,17 @@ impl OverlayConfig {
         if c.tls.enabled && c.tls.key.is_none() {
             return Err(ConfigError::Empty { key: "tls.key" });
         }
+        // A TLS node dials its peers with TLS too, so it needs their trust.
+        if c.tls.enabled && !c.peers.is_empty() && c.tls.ca.is_none() {
+            return Err(ConfigError::Empty { key: "tls.ca" });
+        }
+        if c.tls.pq == "require" && !c.tls.enabled {
+            return Err(ConfigError::OneOf {
+                key: "tls.pq",
+                value: c.tls.pq.clone(),
+                allowed: "prefer or off while tls.enabled is false",
+            });
+        }
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
         Ok(ValidConfig { config: self, sources: BTreeMap::new() })
     }
@@ -538,6 +560,13 @@ mod tests {
             ("auth.root_key_file", |c| c.auth.required = true),
             ("tls.pq", |c| c.tls.pq = "maybe".into()),
             ("tls.cert", |c| c.tls.enabled = true),
+            ("tls.pq", |c| c.tls.pq = "require".into()),
+            ("tls.ca", |c| {
+                c.tls.enabled = true;
+                c.tls.cert = Some("c.pem".into());
+                c.tls.key = Some("k.pem".into());
+                c.peers = vec![Peer::Addr("127.0.0.1:1".parse().unwrap())];
+            }),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 99),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 600_001),
             ("transport.name", |c| c.transport.name = " ".into()),

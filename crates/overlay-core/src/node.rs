@@ -350,10 +350,16 @@ impl Overlay {
             return;
         }
         let new = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(peer.addr());
-        if new {
-            let tls = self.inner.tls_client.clone();
-            peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone(), tls);
+        if !new {
+            return;
         }
+        let tls = self.inner.tls_client.clone();
+        if tls.is_none() && self.inner.config.tls.enabled {
+            // Never send a relay token or traffic in clear from a TLS node.
+            tracing::error!(peer = %peer.addr(), "not dialing: tls.enabled needs tls.ca to dial peers");
+            return;
+        }
+        peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone(), tls);
     }
 
     /// Relay links up now (both directions).

@@ -170,3 +170,34 @@ async fn a_readable_root_key_file_refuses_to_start() {
     assert!(matches!(err, StartError::RootKey(_)));
     assert!(err.to_string().contains("readable by others"), "{err}");
 }
+
+#[tokio::test]
+async fn a_peer_v1_client_gets_nothing_until_a_relay_grant_and_then_only_its_topics() {
+    let node = secured(|_| {}).await;
+    let mut fake = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::AUTH_V1).await.unwrap();
+    assert!(fake.negotiated().caps.contains(Caps::PEER_V1));
+    node.publish("secret.x", "not for you").unwrap();
+    fake.send(&Frame::ping(1)).await.unwrap();
+    assert_eq!(within(fake.recv()).await.unwrap(), Frame::pong(1), "no MSG before the PONG: the link is not attached");
+    assert_eq!(node.peers_connected(), 0);
+
+    let relay = token(&[Op::Relay], &["open.>"], None);
+    assert!(matches!(auth(&mut fake, 1, &relay).await, Frame::Ack(_)));
+    wait_links(&node, 1).await;
+    node.publish("secret.x", "still not").unwrap();
+    node.publish("open.x", "yours").unwrap();
+    let Frame::Msg(m) = within(fake.recv()).await.unwrap() else { panic!("expected MSG") };
+    assert_eq!((m.topic.as_str(), &m.payload[..]), ("open.x", &b"yours"[..]), "the grant's topics filter the flood");
+    // Relayed MSGs outside the grant's topics are refused.
+    fake.send(&Frame::Msg(oap_codec::Msg {
+        topic: "secret.y".parse().unwrap(),
+        msg_id: Default::default(),
+        hops: 1,
+        payload: "x".into(),
+    }))
+    .await
+    .unwrap();
+    let Frame::Error(e) = within(fake.recv()).await.unwrap() else { panic!("expected ERROR") };
+    assert_eq!(e.code, 403);
+    node.shutdown().await;
+}

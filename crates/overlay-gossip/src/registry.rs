@@ -103,7 +103,14 @@ pub struct Fanout {
 struct Index {
     trie: Trie,
     subscribers: HashMap<SubscriberId, Subscriber>,
-    links: Vec<(LinkId, Arc<DeliveryQueue>)>,
+    links: Vec<Link>,
+}
+
+struct Link {
+    id: LinkId,
+    queue: Arc<DeliveryQueue>,
+    /// Topics the link may receive (every pattern must match); empty: all.
+    filter: Vec<Pattern>,
 }
 
 struct Subscriber {
@@ -205,19 +212,20 @@ impl Registry {
         self.read().subscribers.get(&id).map(|s| s.patterns.clone()).unwrap_or_default()
     }
 
-    /// Registers a relay link that receives every message into `queue`.
-    pub fn attach_link(&self, queue: Arc<DeliveryQueue>) -> LinkId {
+    /// Registers a relay link that receives into `queue` every message
+    /// whose topic matches all of `filter` (an empty filter: every message).
+    pub fn attach_link(&self, queue: Arc<DeliveryQueue>, filter: Vec<Pattern>) -> LinkId {
         let id = LinkId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.write().links.push((id, queue));
+        self.write().links.push(Link { id, queue, filter });
         id
     }
 
-    /// Removes a relay link; its queue is closed.
+    /// Removes a relay link. Its queue stays open (the link's session may
+    /// attach it again); the session closes it when it ends.
     pub fn detach_link(&self, id: LinkId) {
         let mut index = self.write();
-        if let Some(at) = index.links.iter().position(|(l, _)| *l == id) {
-            let (_, queue) = index.links.swap_remove(at);
-            queue.close();
+        if let Some(at) = index.links.iter().position(|l| l.id == id) {
+            index.links.swap_remove(at);
         }
     }
 
@@ -238,7 +246,7 @@ impl Registry {
     pub fn close_all(&self) {
         let index = self.read();
         index.subscribers.values().for_each(|s| s.queue.close());
-        index.links.iter().for_each(|(_, q)| q.close());
+        index.links.iter().for_each(|l| l.queue.close());
     }
 
     /// Relay links attached now.
@@ -284,12 +292,11 @@ impl Registry {
             }
         }
         let hops = msg.hops.saturating_add(1);
-        if forward && index.links.iter().any(|(l, _)| Some(*l) != from) {
+        let wants = |l: &&Link| Some(l.id) != from && l.filter.iter().all(|p| p.matches(&msg.topic));
+        if forward && index.links.iter().any(|l| wants(&l)) {
             let relayed = encode(msg, hops);
-            for (link, queue) in &index.links {
-                if Some(*link) != from {
-                    self.offer(queue, relayed.clone(), now, "relay", &mut fanout);
-                }
+            for link in index.links.iter().filter(wants) {
+                self.offer(&link.queue, relayed.clone(), now, "relay", &mut fanout);
             }
         }
         drop(index);

@@ -109,8 +109,8 @@ fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
     let id = reg.attach(local.clone());
     reg.subscribe(id, &">".parse().unwrap()).unwrap();
     let (a, b) = (reg.queue(), reg.queue());
-    let link_a = reg.attach_link(a.clone());
-    let _link_b = reg.attach_link(b.clone());
+    let link_a = reg.attach_link(a.clone(), Vec::new());
+    let _link_b = reg.attach_link(b.clone(), Vec::new());
     let now = Instant::now();
 
     let origin = reg.publish(&"x".parse().unwrap(), Bytes::from_static(b"p"), now).unwrap();
@@ -155,10 +155,20 @@ fn oversize_messages_are_refused_before_fanout() {
 #[test]
 fn seen_ttl_bounds_dedup() {
     let reg = Registry::new(GossipConfig { seen_ttl: Duration::from_secs(1), ..GossipConfig::default() }, "t");
-    let link = reg.attach_link(reg.queue());
+    let link = reg.attach_link(reg.queue(), Vec::new());
     let now = Instant::now();
     let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now).unwrap();
     let msg = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
     assert!(reg.relay(msg.clone(), link, now).is_none());
     assert!(reg.relay(msg, link, now + Duration::from_secs(2)).is_some());
+}
+
+#[test]
+fn a_filtered_link_receives_only_its_topics() {
+    let reg = Registry::new(GossipConfig::default(), "t");
+    let q = reg.queue();
+    reg.attach_link(q.clone(), vec!["x.>".parse().unwrap()]);
+    let now = Instant::now();
+    assert_eq!(reg.publish(&"x.a".parse().unwrap(), Bytes::new(), now).unwrap().queued, 1);
+    assert_eq!(reg.publish(&"y.a".parse().unwrap(), Bytes::new(), now).unwrap().queued, 0);
 }

@@ -226,17 +226,21 @@ impl AcceptLoop {
     /// concurrent handshakes. `None` when the handshake failed (counted).
     fn secure(&self, tcp: TcpStream, peer: SocketAddr) -> impl Future<Output = Option<Stream>> + Send + 'static {
         #[cfg(feature = "tls")]
-        let tls = self.cfg.tls.clone().map(|config| {
-            (tokio_rustls::TlsAcceptor::from(config), self.handshakes.clone(), self.metrics.rejected_tls.clone())
-        });
+        let tls =
+            self.cfg.tls.clone().map(|config| (config, self.handshakes.clone(), self.metrics.rejected_tls.clone()));
         let timeout = self.cfg.handshake_timeout;
         async move {
             #[cfg(feature = "tls")]
-            if let Some((acceptor, handshakes, rejected)) = tls {
+            if let Some((config, handshakes, rejected)) = tls {
                 let handshake = async {
+                    // Read the ClientHello before taking a handshake slot, so
+                    // idle connections cannot hold the slots.
+                    let hello = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                    let start =
+                        hello.await.map_err(|e| tracing::debug!(%peer, error = %e, "no TLS ClientHello")).ok()?;
                     let _permit = handshakes.acquire_owned().await.ok()?;
-                    acceptor
-                        .accept(tcp)
+                    start
+                        .into_stream(config)
                         .await
                         .map_err(|e| tracing::debug!(%peer, error = %e, "TLS handshake failed"))
                         .ok()

@@ -93,7 +93,7 @@ impl Macaroon {
     #[cfg(test)]
     pub(crate) fn add_third_party(&mut self, location: &[u8], vid: &[u8], id: &[u8]) {
         let caveat = Caveat { location: Some(location.to_vec()), id: id.to_vec(), vid: Some(vid.to_vec()) };
-        self.signature = hmac(&self.signature, &caveat_input(&caveat));
+        self.signature = chain(&self.signature, &caveat);
         self.caveats.push(caveat);
     }
 
@@ -107,19 +107,19 @@ impl Macaroon {
     /// `vid || cid`), though the node refuses them anyway.
     pub fn verify(&self, root_key: &[u8]) -> Result<(), MacaroonError> {
         let key = hmac(KEY_GENERATOR, root_key);
-        let (last, chained) = match self.caveats.split_last() {
-            None => (self.identifier.clone(), key),
-            Some((last, rest)) => {
-                let mut sig = hmac(&key, &self.identifier);
-                for c in rest {
-                    sig = hmac(&sig, &caveat_input(c));
-                }
-                (caveat_input(last), sig)
-            }
+        let (last, rest) = match self.caveats.split_last() {
+            None => return verify_mac(&key, &self.identifier, &self.signature),
+            Some(split) => split,
         };
-        let mut mac = HmacSha256::new_from_slice(&chained).map_err(|_| MacaroonError::Signature)?;
-        mac.update(&last);
-        mac.verify_slice(&self.signature).map_err(|_| MacaroonError::Signature)
+        let mut sig = hmac(&key, &self.identifier);
+        for c in rest {
+            sig = chain(&sig, c);
+        }
+        // The last link is compared in constant time inside the MAC.
+        match &last.vid {
+            None => verify_mac(&sig, &last.id, &self.signature),
+            Some(vid) => verify_mac(&sig, &[hmac(&sig, vid), hmac(&sig, &last.id)].concat(), &self.signature),
+        }
     }
 
     /// The v2 binary serialization.
@@ -220,11 +220,20 @@ impl Macaroon {
     }
 }
 
-fn caveat_input(c: &Caveat) -> Vec<u8> {
+/// What a caveat adds to the signature chain. First-party: its text.
+/// Third-party: libmacaroons' `hash2`, HMAC(sig, HMAC(sig, vid) || HMAC(sig, cid)),
+/// so tokens from other implementations verify before being refused.
+fn chain(sig: &[u8; 32], c: &Caveat) -> [u8; 32] {
     match &c.vid {
-        Some(vid) => [vid.as_slice(), c.id.as_slice()].concat(),
-        None => c.id.clone(),
+        None => hmac(sig, &c.id),
+        Some(vid) => hmac(sig, &[hmac(sig, vid), hmac(sig, &c.id)].concat()),
     }
+}
+
+fn verify_mac(key: &[u8], data: &[u8], expected: &[u8; 32]) -> Result<(), MacaroonError> {
+    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| MacaroonError::Signature)?;
+    mac.update(data);
+    mac.verify_slice(expected).map_err(|_| MacaroonError::Signature)
 }
 
 fn field(out: &mut Vec<u8>, kind: u8, data: &[u8]) {

@@ -125,7 +125,8 @@ impl Grant {
             if c.vid.is_some() || c.location.is_some() {
                 return Err(AuthError::ThirdParty);
             }
-            let text = String::from_utf8_lossy(&c.id);
+            // Not UTF-8 is not a caveat this node understands: fail closed.
+            let text = std::str::from_utf8(&c.id).map_err(|_| AuthError::UnknownCaveat(format!("{:?}", c.id)))?;
             let unknown = || AuthError::UnknownCaveat(text.to_string());
             let (name, value) = text.split_once('=').ok_or_else(unknown)?;
             let value = value.trim();
@@ -161,9 +162,20 @@ impl Grant {
         if self.topics.iter().all(|p| p.covers(pattern)) { Ok(()) } else { Err(AuthError::Topic(pattern.to_string())) }
     }
 
-    /// Whether relaying `MSG` is allowed at `now`.
-    pub fn relay(&self, now: u64) -> Result<(), AuthError> {
-        self.allow(Op::Relay, now)
+    /// Whether relaying a `MSG` on `topic` is allowed at `now`.
+    pub fn relay(&self, topic: &Topic, now: u64) -> Result<(), AuthError> {
+        self.allow(Op::Relay, now)?;
+        if self.topics.iter().all(|p| p.matches(topic)) { Ok(()) } else { Err(AuthError::Topic(topic.to_string())) }
+    }
+
+    /// Whether `op` is allowed at `now`, whatever the topic.
+    pub fn allows(&self, op: Op, now: u64) -> bool {
+        self.allow(op, now).is_ok()
+    }
+
+    /// The `topic` caveats: a message must match every one.
+    pub fn topics(&self) -> &[Pattern] {
+        &self.topics
     }
 
     fn allow(&self, op: Op, now: u64) -> Result<(), AuthError> {
@@ -181,12 +193,18 @@ impl Grant {
 }
 
 /// How a node checks tokens.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthPolicy {
     /// The key every token's signature chain starts from.
     pub root_key: Vec<u8>,
     /// Whether `SUB`, `UNSUB`, `PUB` and relay `MSG` need a granting token.
     pub required: bool,
+}
+
+impl fmt::Debug for AuthPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthPolicy").field("root_key", &"<redacted>").field("required", &self.required).finish()
+    }
 }
 
 /// Why the root key file was refused.
@@ -201,7 +219,7 @@ pub enum RootKeyError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Others may read it.
+    /// Group or others may use it.
     #[error("auth.root_key_file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
     WorldReadable {
         /// The file.
@@ -209,29 +227,41 @@ pub enum RootKeyError {
         /// Its permission bits.
         mode: u32,
     },
-    /// It holds no key.
-    #[error("auth.root_key_file {path} is empty")]
-    Empty {
+    /// It holds too short a key.
+    #[error("auth.root_key_file {path} holds {len} bytes; a root key needs at least 16")]
+    Short {
         /// The file.
         path: PathBuf,
+        /// Bytes found.
+        len: usize,
     },
 }
 
-/// Reads a root key file: its bytes, trailing white space trimmed. Refuses
-/// a file that others may read.
+/// Shortest root key accepted, in bytes.
+pub const MIN_ROOT_KEY: usize = 16;
+
+/// Reads a root key file: its bytes, one trailing newline dropped. Refuses a
+/// file that group or others may access (checked on the open handle, so the
+/// file cannot be swapped in between) and keys under [`MIN_ROOT_KEY`] bytes.
 pub fn load_root_key(path: &Path) -> Result<Vec<u8>, RootKeyError> {
+    use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt as _;
     let read = |source| RootKeyError::Read { path: path.to_path_buf(), source };
-    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
-    if mode & 0o004 != 0 {
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let mode = file.metadata().map_err(read)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
         return Err(RootKeyError::WorldReadable { path: path.to_path_buf(), mode });
     }
-    let mut key = std::fs::read(path).map_err(read)?;
-    while key.last().is_some_and(u8::is_ascii_whitespace) {
+    let mut key = Vec::new();
+    file.read_to_end(&mut key).map_err(read)?;
+    if key.ends_with(b"\n") {
         key.pop();
+        if key.ends_with(b"\r") {
+            key.pop();
+        }
     }
-    if key.is_empty() {
-        return Err(RootKeyError::Empty { path: path.to_path_buf() });
+    if key.len() < MIN_ROOT_KEY {
+        return Err(RootKeyError::Short { path: path.to_path_buf(), len: key.len() });
     }
     Ok(key)
 }
@@ -276,7 +306,12 @@ mod tests {
         assert!(s.subscribe(&"dht.*".parse().unwrap(), 1000).is_ok());
         assert!(s.subscribe(&">".parse().unwrap(), 1000).is_err(), "a wider pattern is not covered");
         let any = grant(&[]).unwrap();
-        assert!(any.relay(0).is_ok() && any.publish(&"x".parse().unwrap(), 0).is_ok());
+        assert!(any.relay(&"x".parse().unwrap(), 0).is_ok() && any.publish(&"x".parse().unwrap(), 0).is_ok());
+        let relay = grant(&["op = relay", "topic = x.>"]).unwrap();
+        assert!(relay.relay(&"x.y".parse().unwrap(), 0).is_ok());
+        assert!(relay.relay(&"z.y".parse().unwrap(), 0).is_err(), "topic caveats bind relays too");
+        let far = grant(&["expires = 18446744073709551615"]).unwrap();
+        assert!(far.publish(&"x".parse().unwrap(), 1000).is_ok());
         let both = grant(&["op = publish", "op = subscribe"]).unwrap();
         assert!(both.publish(&"x".parse().unwrap(), 0).is_err(), "all op caveats must hold");
     }

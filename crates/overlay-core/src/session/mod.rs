@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use oap_codec::Pattern;
 use oap_codec::{Caps, ErrorCode, Frame, HELLO_LEN, Hello, HelloError, Negotiated};
-use overlay_gossip::{LinkId, Registry, SubscriberId};
+use overlay_gossip::{DeliveryQueue, LinkId, Registry, SubscriberId};
 use ron_transport::DisconnectReason;
 use ron_transport::tls::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -100,8 +101,27 @@ pub(crate) struct Outcome {
 pub(crate) enum Consumer {
     /// A client: a subscriber, attached at its first `SUB`.
     Client(Option<SubscriberId>),
-    /// A relay link (`PEER_V1` on both sides): every message is flooded to it.
-    Link(LinkId),
+    /// A relay link (`PEER_V1` on both sides): every message (its grant
+    /// covers) is flooded to it once attached. An inbound link to a node
+    /// that requires tokens stays detached until an `AUTH` grants `relay`.
+    Link(Option<LinkId>),
+}
+
+/// Attaches a relay link receiving what `filter` (all must match) allows.
+pub(crate) fn link_up(ctx: &SessionCtx, queue: &Arc<DeliveryQueue>, peer: SocketAddr, filter: Vec<Pattern>) -> LinkId {
+    let link = ctx.registry.attach_link(queue.clone(), filter);
+    ctx.metrics.peers_connected.increment(1.0);
+    let _ = ctx.events.send(OverlayEvent::PeerUp { peer });
+    tracing::info!("relay link up");
+    link
+}
+
+/// Detaches a relay link.
+pub(crate) fn link_down(ctx: &SessionCtx, link: LinkId, peer: SocketAddr) {
+    ctx.registry.detach_link(link);
+    ctx.metrics.peers_connected.decrement(1.0);
+    let _ = ctx.events.send(OverlayEvent::PeerDown { peer });
+    tracing::info!("relay link down");
 }
 
 /// The reply queue's shared state beside the channel: bytes queued (the
@@ -167,7 +187,7 @@ where
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
             let info = SessionInfo { caps: negotiated.caps, ..info };
-            let reason = established(io, info, &ctx, credential, meta.dialed).await;
+            let reason = established(io, info, &ctx, credential, meta.dialed, meta.tls.is_some()).await;
             Outcome { reason, established: true }
         }
         Err(Some(fail)) => {
@@ -264,6 +284,7 @@ async fn established<S>(
     ctx: &Arc<SessionCtx>,
     credential: Credential,
     dialed: bool,
+    tls: bool,
 ) -> DisconnectReason
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -272,14 +293,14 @@ where
     let (tx, rx) = mpsc::channel(ctx.limits.tx_queue);
     let queue = Arc::new(ReplyQueue::new(ctx.limits.max_frame));
     let deliveries = ctx.registry.queue();
-    let mut consumer = if info.caps.contains(Caps::PEER_V1) {
-        let link = ctx.registry.attach_link(deliveries.clone());
-        ctx.metrics.peers_connected.increment(1.0);
-        let _ = ctx.events.send(OverlayEvent::PeerUp { peer: info.peer });
-        tracing::info!("relay link up");
-        Consumer::Link(link)
-    } else {
+    let auth_required = ctx.auth.as_ref().is_some_and(|a| a.required);
+    let mut consumer = if !info.caps.contains(Caps::PEER_V1) {
         Consumer::Client(None)
+    } else if dialed || !auth_required {
+        // A peer we dialed (or any, on an open node) gets the flood at once.
+        Consumer::Link(Some(link_up(ctx, &deliveries, info.peer, Vec::new())))
+    } else {
+        Consumer::Link(None)
     };
     let link = matches!(consumer, Consumer::Link(_));
     let writer_failed = CancellationToken::new();
@@ -301,7 +322,8 @@ where
         ctx.metrics.reply_queue_depth.increment(1.0);
         let _ = tx.send(Frame::Auth { req_id: 1, token }).await;
     }
-    let reason = reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed, dialed).await;
+    let reason =
+        reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed, dialed, tls).await;
     // The reply sender is gone with the reader: the writer flushes what is
     // queued, shuts the stream down and returns.
     let reason = match writer.await {
@@ -315,13 +337,10 @@ where
     match consumer {
         Consumer::Client(Some(sub)) => ctx.registry.detach(sub),
         Consumer::Client(None) => deliveries.close(),
-        Consumer::Link(link) => {
-            ctx.registry.detach_link(link);
-            ctx.metrics.peers_connected.decrement(1.0);
-            let _ = ctx.events.send(OverlayEvent::PeerDown { peer: info.peer });
-            tracing::info!(reason = reason.label(), "relay link down");
-        }
+        Consumer::Link(Some(link)) => link_down(ctx, link, info.peer),
+        Consumer::Link(None) => {}
     }
+    deliveries.close();
     if node_initiated(reason) {
         linger(&mut rd, &ctx.kill).await;
     }

@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
 use overlay_gossip::{DeliveryQueue, Fanout, PublishError, SubscribeError};
 
-use crate::auth::{AuthError, Grant};
+use super::{link_down, link_up};
+use crate::auth::{AuthError, Grant, Op};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Consumer, ReplyQueue, SessionCtx, reconnect_after};
 use crate::handler::SessionInfo;
 
+/// Longest single wait for a grant's expiry; later ones are re-armed.
+const MAX_EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(86_400);
 /// Smallest read issued; the read size doubles while reads fill it.
 const MIN_READ: usize = 4 * 1024;
 /// Largest read issued.
@@ -55,6 +58,8 @@ struct Reader<'a> {
     /// The session's subscriptions with the `req_id` of their `SUB`, so a
     /// revocation can name them.
     subs: Vec<(Pattern, u32)>,
+    /// The connection runs over verified TLS.
+    info_tls: bool,
     /// This node dialed the link: what the configured peer relays back over
     /// it needs no token (the peer authenticated nothing to us; we chose it).
     dialed: bool,
@@ -72,6 +77,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     ctx: &Arc<SessionCtx>,
     writer_failed: &CancellationToken,
     dialed: bool,
+    tls: bool,
 ) -> DisconnectReason {
     let mut reader = Reader {
         tx,
@@ -88,6 +94,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         bytes: 0,
         grant: None,
         subs: Vec::new(),
+        info_tls: tls,
         dialed,
     };
     reader.read_loop(rd).await
@@ -242,8 +249,10 @@ impl Reader<'_> {
                 Some(refusal) => Some(refusal),
                 None => return self.publish(req_id, &topic, payload).await,
             },
-            Frame::Msg(msg) if self.dialed => return self.relay(msg).await,
-            Frame::Msg(msg) => match self.authorize(0, |g, now| g.relay(now)) {
+            // A peer we dialed over verified TLS relays to us without a token
+            // of its own: we chose it and checked its certificate.
+            Frame::Msg(msg) if self.dialed && (self.info_tls || !self.auth_required()) => return self.relay(msg).await,
+            Frame::Msg(msg) => match self.authorize(0, |g, now| g.relay(&msg.topic, now)) {
                 Some(refusal) => Some(refusal),
                 None => return self.relay(msg).await,
             },
@@ -352,7 +361,7 @@ impl Reader<'_> {
 
     /// `MSG` over a relay link: dedup, deliver, forward.
     async fn relay(&mut self, msg: Msg) -> Option<DisconnectReason> {
-        let Consumer::Link(link) = *self.consumer else {
+        let Consumer::Link(Some(link)) = *self.consumer else {
             // Unreachable while MSG requires PEER_V1, which makes the session a link.
             return self
                 .reply(Frame::error(ErrorCode::Unsupported, 0, "MSG is accepted on relay links only"))
@@ -396,6 +405,7 @@ impl Reader<'_> {
                 if let Err(reason) = self.reply(ack(req_id)).await {
                     return Some(reason);
                 }
+                self.regrant();
                 self.revoke_uncovered("no longer granted").await.err()
             }
             Err(e) => {
@@ -419,11 +429,34 @@ impl Reader<'_> {
         Some(Frame::error(e.error_code(), req_id, e.to_string()))
     }
 
-    /// When the current grant stops being valid, if auth is enforced.
+    fn auth_required(&self) -> bool {
+        self.ctx.auth.as_ref().is_some_and(|p| p.required)
+    }
+
+    /// An inbound relay link follows its grant: attached (with the grant's
+    /// topics as its filter) while the grant allows `relay`, detached when
+    /// it no longer does.
+    fn regrant(&mut self) {
+        if self.dialed || !self.auth_required() {
+            return;
+        }
+        let Consumer::Link(slot) = self.consumer else { return };
+        let relay = self.grant.as_ref().filter(|g| g.allows(Op::Relay, unix_now())).map(|g| g.topics().to_vec());
+        if let Some(link) = slot.take() {
+            link_down(self.ctx, link, self.info.peer);
+        }
+        if let Some(filter) = relay {
+            *slot = Some(link_up(self.ctx, self.deliveries, self.info.peer, filter));
+        }
+    }
+
+    /// When the current grant stops being valid, if auth is enforced; `None`
+    /// for far-off expiries (they are checked again on the next AUTH).
     fn grant_expiry(&self) -> Option<Instant> {
         let at = self.ctx.auth.as_ref().filter(|p| p.required).and(self.grant.as_ref())?.expires()?;
-        let left = at.saturating_sub(unix_now());
-        Some(Instant::now() + std::time::Duration::from_secs(left))
+        let until = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(at))?;
+        let left = until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        Instant::now().checked_add(left.min(MAX_EXPIRY_WAIT))
     }
 
     /// The grant expired: every subscription ends with `ERROR 403`; the
@@ -432,6 +465,7 @@ impl Reader<'_> {
         if self.grant.as_ref().and_then(Grant::expires).is_some_and(|at| unix_now() >= at) {
             tracing::debug!("grant expired");
             self.grant = None;
+            self.regrant();
             self.revoke_uncovered("token expired").await?;
         }
         Ok(())
