@@ -143,9 +143,22 @@ impl Drop for Node {
 }
 
 fn spawn_node(extra: &[&str]) -> Node {
+    spawn_node_via(None, extra)
+}
+
+/// A node started through `wrapper` (e.g. `prlimit --nofile=128:128`).
+fn spawn_node_via(wrapper: Option<&[&str]>, extra: &[&str]) -> Node {
     let mut args = vec!["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--name", "cli-test"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(BIN)
+    let mut command = match wrapper {
+        Some([program, rest @ ..]) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(BIN);
+            c
+        }
+        _ => Command::new(BIN),
+    };
+    let mut child = command
         .current_dir(workdir())
         .env_clear()
         .env("RUST_LOG", "info")
@@ -365,4 +378,38 @@ fn token_mint_and_inspect_round_trip_and_refuse_bad_input() {
     assert_rejected(&run(&dir, &[], &["token", "mint", "--root-key-file", "root.key"]), &["readable by others"]);
     assert_rejected(&run(&dir, &[], &["--set", "auth.required=true", "--print-config"]), &["auth.root_key_file"]);
     assert_rejected(&run(&dir, &[], &["--set", "tls.pq=maybe", "--print-config"]), &["tls.pq", "prefer, require, off"]);
+}
+
+#[test]
+fn fd_pressure_flips_fd_headroom_and_it_recovers() {
+    use std::io::Write;
+    // A child whose fd limit is 128: sessions push it past 90 %.
+    let node = spawn_node_via(Some(&["prlimit", "--nofile=128:128"]), &["--set", "readiness.sample_ms=50"]);
+    let readyz =
+        || http_get(node.admin, "/readyz").map(|(s, b)| (s, serde_json::from_str::<serde_json::Value>(&b).unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sessions = Vec::new();
+    loop {
+        let (status, body) = readyz().expect("admin answers");
+        if status == 503 && body["missing"] == serde_json::json!(["fd_headroom"]) {
+            assert!(body["gates"]["fd_headroom"]["observed"].as_f64().unwrap() >= 0.9);
+            break;
+        }
+        assert!(Instant::now() < deadline && sessions.len() < 128, "fd_headroom never tripped: {body}");
+        for _ in 0..4 {
+            let mut s = std::net::TcpStream::connect(node.addr).unwrap();
+            s.write_all(b"OAP1\x01\x00\x00\x00\x01").unwrap();
+            sessions.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(http_get(node.admin, "/healthz").unwrap().0, 200, "/healthz stays 200");
+    }
+    drop(sessions);
+    loop {
+        if readyz().is_some_and(|(s, _)| s == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fd_headroom never recovered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -27,6 +27,8 @@ pub struct OverlayConfig {
     pub auth: AuthSection,
     /// TLS 1.3 on the data plane and relay links.
     pub tls: TlsSection,
+    /// The readiness sampler.
+    pub readiness: ReadinessSection,
     /// The admin HTTP plane.
     pub admin: AdminSection,
     /// Time shutdown gives sessions to take their `GOAWAY` and flush.
@@ -159,6 +161,25 @@ impl From<SocketAddr> for Peer {
     }
 }
 
+/// `[readiness]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessSection {
+    /// How often the load gates are re-checked.
+    pub sample_ms: u64,
+    /// Rejected connections plus dropped deliveries per second above which
+    /// `shed_rate_ok` goes missing.
+    pub shed_rate_max: u64,
+    /// Relay links below which `peers_ok` goes missing (0: no such gate).
+    pub min_peers: u32,
+}
+
+impl Default for ReadinessSection {
+    fn default() -> ReadinessSection {
+        ReadinessSection { sample_ms: 500, shed_rate_max: 1000, min_peers: 0 }
+    }
+}
+
 /// `[tls]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -213,6 +234,7 @@ impl Default for OverlayConfig {
             peers: Vec::new(),
             auth: AuthSection::default(),
             tls: TlsSection::default(),
+            readiness: ReadinessSection::default(),
             admin: AdminSection::default(),
             drain_timeout_ms: 5000,
         }
@@ -372,6 +394,9 @@ impl OverlayConfig {
         check("gossip.max_hops", c.gossip.max_hops, 1..=64)?;
         check("gossip.seen_cache", c.gossip.seen_cache, 1..=16_777_216)?;
         check("gossip.seen_ttl_ms", c.gossip.seen_ttl_ms, 1000..=3_600_000)?;
+        check("readiness.sample_ms", c.readiness.sample_ms, 50..=60_000)?;
+        check("readiness.shed_rate_max", c.readiness.shed_rate_max, 1..=100_000_000)?;
+        check("readiness.min_peers", c.readiness.min_peers, 0..=10_000)?;
         if c.auth.required && c.auth.root_key_file.is_none() {
             return Err(ConfigError::Empty { key: "auth.root_key_file" });
         }
@@ -567,6 +592,9 @@ mod tests {
                 c.tls.key = Some("k.pem".into());
                 c.peers = vec![Peer::Addr("127.0.0.1:1".parse().unwrap())];
             }),
+            ("readiness.sample_ms", |c| c.readiness.sample_ms = 49),
+            ("readiness.shed_rate_max", |c| c.readiness.shed_rate_max = 0),
+            ("readiness.min_peers", |c| c.readiness.min_peers = 10_001),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 99),
             ("drain_timeout_ms", |c| c.drain_timeout_ms = 600_001),
             ("transport.name", |c| c.transport.name = " ".into()),

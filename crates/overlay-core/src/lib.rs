@@ -23,12 +23,13 @@ mod handler;
 mod metrics;
 mod node;
 mod peer;
+mod readiness;
 mod session;
 mod subscription;
 
 pub use config::{
-    AdminSection, AuthSection, ConfigError, GossipSection, OapSection, OverlayConfig, Peer, SessionSection, Source,
-    TransportSection, ValidConfig, flatten,
+    AdminSection, AuthSection, ConfigError, GossipSection, OapSection, OverlayConfig, Peer, ReadinessSection,
+    SessionSection, Source, TransportSection, ValidConfig, flatten,
 };
 pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};

@@ -24,6 +24,7 @@ use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, Echo};
 use crate::metrics::OverlayMetrics;
 use crate::peer;
+use crate::readiness::Sampler;
 use crate::session::{self, Limits, Meta, SessionCtx};
 use crate::subscription::Subscription;
 
@@ -186,6 +187,7 @@ impl Overlay {
             None => None,
         };
         let mut gates = vec![gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING];
+        gates.extend(Sampler::gates(config.readiness.min_peers as usize));
         if pq == PqMode::Require {
             gates.push(PQ_READY);
         }
@@ -272,6 +274,16 @@ impl Overlay {
         };
         readiness.set(gate::LISTENERS_BOUND, true);
         forward_events(&transport, &ctx);
+        let sampler = Sampler {
+            ctx: ctx.clone(),
+            readiness: readiness.clone(),
+            period: Duration::from_millis(config.readiness.sample_ms),
+            shed_rate_max: config.readiness.shed_rate_max as f64,
+            min_peers: config.readiness.min_peers as usize,
+            rejected: transport.rejected(),
+            service: service.clone(),
+        };
+        ctx.tasks.spawn(sampler.start(ctx.kill.clone()));
         let admin_addr = admin.as_ref().map(AdminHandle::addr);
         let admin_field = admin_addr.map_or_else(|| "disabled".to_string(), |a| a.to_string());
         tracing::info!(addr = %transport.addr, admin_addr = %admin_field, "overlay node started");

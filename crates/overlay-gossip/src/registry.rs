@@ -128,6 +128,7 @@ pub struct Registry {
     budget: Arc<Budget>,
     next_id: AtomicU64,
     metrics: GossipMetrics,
+    dropped: AtomicU64,
 }
 
 impl Registry {
@@ -140,6 +141,7 @@ impl Registry {
             ids: MsgIdGen::new(),
             next_id: AtomicU64::new(1),
             metrics: GossipMetrics::new(service),
+            dropped: AtomicU64::new(0),
             cfg,
         }
     }
@@ -236,6 +238,11 @@ impl Registry {
         matched.len()
     }
 
+    /// Deliveries dropped so far (full queues and budget), for shed rates.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Publishes the bytes queued across all queues to
     /// `overlay_queue_depth{queue="delivery"}`; consumers call it after taking.
     pub fn note_pending(&self) {
@@ -315,6 +322,7 @@ impl Registry {
             Offer::Dropped(reason) => {
                 if reason != DropReason::Closed {
                     fanout.dropped += 1;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 self.metrics.dropped(kind, reason);
             }

@@ -67,12 +67,18 @@ pub struct TransportHandle {
     /// Lifecycle events; call `subscribe()` for a receiver.
     pub events: broadcast::Sender<TransportEvent>,
     tracker: TaskTracker,
+    rejected: Arc<AtomicU64>,
 }
 
 impl TransportHandle {
     /// Connection handlers still running.
     pub fn live_connections(&self) -> usize {
         self.tracker.len()
+    }
+
+    /// A live count of every connection rejected so far (any reason).
+    pub fn rejected(&self) -> Arc<AtomicU64> {
+        self.rejected.clone()
     }
 }
 
@@ -94,13 +100,15 @@ where
     let cancel = CancellationToken::new();
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let tracker = TaskTracker::new();
+    let metrics = TransportMetrics::new(&cfg.name);
+    let rejected = metrics.rejected.clone();
     let accept = AcceptLoop {
         listener,
         #[cfg(feature = "tls")]
         handshakes: Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES)),
         local: addr,
         permits: Arc::new(Semaphore::new(cfg.max_conns)),
-        metrics: TransportMetrics::new(&cfg.name),
+        metrics,
         next_id: AtomicU64::new(1),
         cfg,
         events: events.clone(),
@@ -108,7 +116,7 @@ where
         cancel: cancel.clone(),
     };
     let task = tokio::spawn(accept.run(handler));
-    Ok(TransportHandle { task, addr, cancel, events, tracker })
+    Ok(TransportHandle { task, addr, cancel, events, tracker, rejected })
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -151,7 +159,7 @@ impl AcceptLoop {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
                     let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                        self.metrics.rejected_max_conns.increment(1);
+                        self.metrics.reject(&self.metrics.rejected_max_conns);
                         tracing::debug!(%peer, max_conns = self.cfg.max_conns, "over max_conns, closing");
                         drop(stream);
                         continue;
@@ -184,7 +192,7 @@ impl AcceptLoop {
                     });
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
-                    self.metrics.rejected_resource.increment(1);
+                    self.metrics.reject(&self.metrics.rejected_resource);
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept out of resources, backing off");
                     tokio::select! {
                         biased;
@@ -226,12 +234,11 @@ impl AcceptLoop {
     /// concurrent handshakes. `None` when the handshake failed (counted).
     fn secure(&self, tcp: TcpStream, peer: SocketAddr) -> impl Future<Output = Option<Stream>> + Send + 'static {
         #[cfg(feature = "tls")]
-        let tls =
-            self.cfg.tls.clone().map(|config| (config, self.handshakes.clone(), self.metrics.rejected_tls.clone()));
+        let tls = self.cfg.tls.clone().map(|config| (config, self.handshakes.clone(), self.metrics.clone()));
         let timeout = self.cfg.handshake_timeout;
         async move {
             #[cfg(feature = "tls")]
-            if let Some((config, handshakes, rejected)) = tls {
+            if let Some((config, handshakes, metrics)) = tls {
                 let handshake = async {
                     // Read the ClientHello before taking a handshake slot, so
                     // idle connections cannot hold the slots.
@@ -248,7 +255,7 @@ impl AcceptLoop {
                 return match tokio::time::timeout(timeout, handshake).await {
                     Ok(Some(tls)) => Some(Stream::Tls(Box::new(tls))),
                     Ok(None) | Err(_) => {
-                        rejected.increment(1);
+                        metrics.reject(&metrics.rejected_tls);
                         None
                     }
                 };

@@ -1,5 +1,8 @@
 //! The transport_* series, resolved once per transport with its `service` label.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 /// Pre-registered handles, so the hot path is an atomic add.
@@ -13,6 +16,8 @@ pub(crate) struct TransportMetrics {
     #[cfg(feature = "tls")]
     pub(crate) rejected_tls: Counter,
     pub(crate) conn_latency: Histogram,
+    /// Every rejection, readable back for the readiness sampler.
+    pub(crate) rejected: Arc<AtomicU64>,
 }
 
 impl TransportMetrics {
@@ -27,6 +32,15 @@ impl TransportMetrics {
             #[cfg(feature = "tls")]
             rejected_tls: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "tls"),
             conn_latency: histogram!("transport_conn_latency_seconds", "service" => service),
+            rejected: Arc::new(AtomicU64::new(0)),
         }
+    }
+}
+
+impl TransportMetrics {
+    /// Counts one rejection in `counter` and in the readable total.
+    pub(crate) fn reject(&self, counter: &Counter) {
+        counter.increment(1);
+        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 }
