@@ -1,8 +1,9 @@
 //! Project automation, std-only so it compiles in a second.
 //!
-//! - `cargo xtask ci`: what `.ci/run` runs (fmt, clippy, tests, smoke).
+//! - `cargo xtask ci`: what `.ci/run` runs (fmt, clippy, tests, smoke, a 30 s soak).
 //! - `cargo xtask smoke`: the real binary end to end on free loopback ports.
 //! - `cargo xtask roundtrip N [--addr A --admin A]`: N ping/pub/sub round trips.
+//! - `cargo xtask soak [--secs S] [--conc C] [--nodes K]`: a mesh under mixed load.
 
 mod node;
 
@@ -21,10 +22,15 @@ const CI_STEPS: &[(&str, &[&str])] = &[
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                 fmt --check, clippy -D warnings, test --workspace, smoke (what .ci/run runs)
+  ci                 fmt --check, clippy -D warnings, test --workspace, smoke, soak --secs 30
+                     (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
-                     (or a running one: --addr HOST:PORT --admin HOST:PORT)";
+                     (or a running one: --addr HOST:PORT --admin HOST:PORT)
+  soak [--secs S] [--conc C] [--nodes K]
+                     K linked nodes (3), C clients (16) for S seconds (30): echoes,
+                     cross-node pub/sub, stalls, churn; checks loss accounting,
+                     readiness, sessions back to 0 and RSS growth after warm-up";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +38,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("smoke") => smoke(),
         Some("roundtrip") => roundtrip(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -67,12 +74,16 @@ fn ci() -> Result<(), Failure> {
     eprintln!("==> smoke");
     smoke()?;
     eprintln!("==> smoke: ok in {:.0?}", started.elapsed());
+    let started = Instant::now();
+    eprintln!("==> soak --secs 30");
+    soak(&["--secs".into(), "30".into()])?;
+    eprintln!("==> soak: ok in {:.0?}", started.elapsed());
     Ok(())
 }
 
 fn smoke() -> Result<(), Failure> {
     let bin = node::build()?;
-    let mut node = Node::start(&bin, &[])?;
+    let mut node = Node::start(&bin, "smoke", &[])?;
     node.wait_ready()?;
     let before = node.metrics()?;
 
@@ -121,7 +132,7 @@ fn roundtrip(args: &[String]) -> Result<(), Failure> {
     let bin = node::build()?;
     let mut node = match (flag("--addr"), flag("--admin")) {
         (Some(addr), Some(admin)) => Node::existing(&bin, &addr, &admin)?,
-        _ => Node::start(&bin, &[])?,
+        _ => Node::start(&bin, "smoke", &[])?,
     };
     node.wait_ready()?;
     let started = Instant::now();
@@ -142,4 +153,108 @@ fn roundtrip(args: &[String]) -> Result<(), Failure> {
         node.terminate()?;
     }
     Ok(())
+}
+
+fn soak(args: &[String]) -> Result<(), Failure> {
+    let flag = |name: &str, default: u64| -> Result<u64, Failure> {
+        match args.windows(2).find(|w| w[0] == name) {
+            Some(w) => w[1].parse().map_err(|_| Failure::new(format!("{name} {}: not a number", w[1]))),
+            None => Ok(default),
+        }
+    };
+    let (secs, conc, count) = (flag("--secs", 30)?, flag("--conc", 16)?, flag("--nodes", 3)?.max(1));
+    let bin = node::build()?;
+    let driver = node::build_example("soak", false)?;
+
+    // A mesh: each node dials every node started before it (links are two-way).
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 1..=count {
+        let peers = nodes.iter().map(|n| n.addr().to_string()).collect::<Vec<_>>().join(",");
+        // A 5 s seen-cache TTL lets the cache reach its steady size within
+        // the warm-up, so the RSS check measures leaks, not a filling cache.
+        let mut extra = vec!["--set", "readiness.sample_ms=100", "--set", "gossip.seen_ttl_ms=5000"];
+        if !peers.is_empty() {
+            extra.extend(["--peers", peers.as_str()]);
+        }
+        nodes.push(Node::start(&bin, &format!("soak-{i}"), &extra)?);
+    }
+    for n in &nodes {
+        n.wait_ready()?;
+    }
+    let links_wanted = (count - 1) as f64;
+    for n in &nodes {
+        wait_until(n, "relay links up", |m| node::sum(m, "overlay_peers_connected") >= links_wanted)?;
+    }
+    let start_res: Vec<_> = nodes.iter().map(Node::resources).collect();
+
+    let addrs = nodes.iter().map(|n| n.addr().to_string()).collect::<Vec<_>>().join(",");
+    let mut child = Command::new(&driver)
+        .args(["--nodes", &addrs, "--secs", &secs.to_string(), "--conc", &conc.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::new(format!("cannot start the soak driver: {e}")))?;
+    // Warm-up is the first third; memory is measured from there.
+    std::thread::sleep(std::time::Duration::from_secs(secs / 3));
+    let warm_res: Vec<_> = nodes.iter().map(Node::resources).collect();
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        use std::io::Read as _;
+        let _ = s.read_to_string(&mut out);
+    }
+    let status = child.wait().map_err(|e| Failure::new(format!("soak driver: {e}")))?;
+    let report = out.lines().last().unwrap_or_default().to_string();
+    let get = |key: &str| -> u64 {
+        report.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
+    };
+    println!("soak: {secs}s, {conc} clients, {count} nodes");
+    println!("  {report}");
+
+    for n in &nodes {
+        // Relay links are sessions too: only they may remain.
+        wait_until(n, "client sessions (overlay_sessions_active minus relay links) back to 0", |m| {
+            node::sum(m, "overlay_sessions_active") == node::sum(m, "overlay_peers_connected")
+        })?;
+        n.wait_ready()?;
+    }
+    let end_res: Vec<_> = nodes.iter().map(Node::resources).collect();
+    let mut rss_ok = true;
+    for (i, ((s, w), e)) in start_res.iter().zip(&warm_res).zip(&end_res).enumerate() {
+        let (Some((s_rss, s_fd)), Some((w_rss, w_fd)), Some((e_rss, e_fd))) = (s, w, e) else { continue };
+        let growth = *e_rss as f64 / (*w_rss).max(1) as f64 - 1.0;
+        println!(
+            "  node {}: RSS {s_rss} -> {w_rss} (warm) -> {e_rss} KiB ({:+.1} % after warm-up); fds {s_fd} -> {w_fd} -> {e_fd}",
+            i + 1,
+            growth * 100.0
+        );
+        rss_ok &= growth <= 0.10;
+    }
+
+    let first = &nodes[0];
+    first.expect(status.success(), "the soak driver failed")?;
+    first.expect(get("failures") == 0, &format!("{} unexplained failures", get("failures")))?;
+    first.expect(get("published") > 0, "nothing was published")?;
+    first.expect(
+        get("delivered") + get("dropped") == get("published"),
+        "delivered + dropped != published: a loss was not reported",
+    )?;
+    first.expect(rss_ok, "RSS grew more than 10 % after warm-up")?;
+    for mut n in nodes {
+        let drain = n.terminate()?;
+        n.expect(drain.exit_code == Some(0), &format!("exit code {:?}", drain.exit_code))?;
+    }
+    println!("soak ok");
+    Ok(())
+}
+
+fn wait_until(node: &Node, what: &str, ok: impl Fn(&str) -> bool) -> Result<(), Failure> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if ok(&node.metrics()?) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(node.fail(format!("timed out waiting for {what}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -47,13 +47,28 @@ pub(crate) struct Node {
 
 /// Builds the binary (debug, sharing the workspace's target) and returns its path.
 pub(crate) fn build() -> Result<PathBuf, Failure> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(&cargo).args(["build", "--quiet", "-p", "svc-overlay"]).status().is_ok_and(|s| s.success());
-    if !ok {
-        return Err(Failure::new("cargo build -p svc-overlay failed"));
+    cargo_build(&["-p", "svc-overlay"])?;
+    Ok(target_dir().join("debug").join("svc-overlay"))
+}
+
+/// Builds an example of overlay-core in `profile` and returns its path.
+pub(crate) fn build_example(name: &str, release: bool) -> Result<PathBuf, Failure> {
+    let mut args = vec!["-p", "overlay-core", "--example", name];
+    if release {
+        args.push("--release");
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
-    Ok(target.join("debug").join("svc-overlay"))
+    cargo_build(&args)?;
+    Ok(target_dir().join(if release { "release" } else { "debug" }).join("examples").join(name))
+}
+
+fn cargo_build(args: &[&str]) -> Result<(), Failure> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(&cargo).args(["build", "--quiet"]).args(args).status().is_ok_and(|s| s.success());
+    if ok { Ok(()) } else { Err(Failure::new(format!("cargo build {} failed", args.join(" ")))) }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"))
 }
 
 fn workspace() -> PathBuf {
@@ -63,9 +78,9 @@ fn workspace() -> PathBuf {
 impl Node {
     /// Starts the binary on free loopback ports and reads its addresses
     /// from the start-up log line.
-    pub(crate) fn start(bin: &Path, extra: &[&str]) -> Result<Node, Failure> {
+    pub(crate) fn start(bin: &Path, name: &str, extra: &[&str]) -> Result<Node, Failure> {
         let mut child = Command::new(bin)
-            .args(["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--name", "smoke"])
+            .args(["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--name", name])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -100,6 +115,20 @@ impl Node {
     /// A node someone else runs.
     pub(crate) fn existing(bin: &Path, addr: &str, admin: &str) -> Result<Node, Failure> {
         Ok(Node { bin: bin.to_path_buf(), child: None, addr: addr.into(), admin: admin.into(), log: Arc::default() })
+    }
+
+    /// The data-plane address.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Resident memory in KiB and open fds of the node process.
+    pub(crate) fn resources(&self) -> Option<(u64, usize)> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        Some((rss, fds))
     }
 
     /// True when this process started the node.
@@ -263,6 +292,14 @@ pub(crate) fn value(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of every series of metric family `name` (any labels).
+pub(crate) fn sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// GET over HTTP/1.1 with `Connection: close`: (status, body).

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use oap_codec::MsgId;
 
+/// Ids whose space is allocated when the cache is made; larger caches grow.
+pub const PREALLOCATE_MAX: usize = 1 << 20;
+
 /// Recently seen ids, oldest evicted first.
 #[derive(Debug)]
 pub struct SeenCache {
@@ -17,8 +20,12 @@ pub struct SeenCache {
 
 impl SeenCache {
     /// Remembers at most `capacity` ids, each for at most `ttl`.
+    ///
+    /// Space for the bound (up to [`PREALLOCATE_MAX`] ids) is taken up front:
+    /// a cache that fills under load never reallocates, so memory stays flat.
     pub fn new(capacity: usize, ttl: Duration) -> SeenCache {
-        SeenCache { seen: HashMap::with_capacity(capacity.min(4096)), order: VecDeque::new(), capacity, ttl }
+        let upfront = capacity.min(PREALLOCATE_MAX);
+        SeenCache { seen: HashMap::with_capacity(upfront), order: VecDeque::with_capacity(upfront), capacity, ttl }
     }
 
     /// Records `id`; false when it was seen within the bounds already.
