@@ -4,6 +4,7 @@
 //! - `cargo xtask smoke`: the real binary end to end on free loopback ports.
 //! - `cargo xtask roundtrip N [--addr A --admin A]`: N ping/pub/sub round trips.
 //! - `cargo xtask soak [--secs S] [--conc C] [--nodes K]`: a mesh under mixed load.
+//! - `cargo xtask bench [--secs S]`: throughput, latency, connect rate and memory.
 
 mod node;
 
@@ -27,6 +28,8 @@ commands:
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
                      (or a running one: --addr HOST:PORT --admin HOST:PORT)
+  bench [--secs S]   release build; a load generator in its own process against a plain node,
+                     a TLS node and a 3-node line; prints a table, writes target/bench.json
   soak [--secs S] [--conc C] [--nodes K]
                      K linked nodes (3), C clients (16) for S seconds (30): echoes,
                      cross-node pub/sub, stalls, churn; checks loss accounting,
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("smoke") => smoke(),
         Some("roundtrip") => roundtrip(&args[1..]),
         Some("soak") => soak(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -257,4 +261,45 @@ fn wait_until(node: &Node, what: &str, ok: impl Fn(&str) -> bool) -> Result<(), 
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+fn bench(args: &[String]) -> Result<(), Failure> {
+    let secs = args.windows(2).find(|w| w[0] == "--secs").map_or("3".to_string(), |w| w[1].clone());
+    let bin = node::build_release()?;
+    let load = node::build_example("bench", true)?;
+    let pki = node::target().join("bench-pki");
+    let status = Command::new(&load).args(["--make-certs", &pki.to_string_lossy()]).status();
+    if !status.is_ok_and(|s| s.success()) {
+        return Err(Failure::new("cannot make the bench certificates"));
+    }
+    let pem = |f: &str| pki.join(f).to_string_lossy().into_owned();
+    let (cert, key) = (format!("tls.cert={}", pem("cert.pem")), format!("tls.key={}", pem("key.pem")));
+    let quiet = ["--set", "transport.max_conns=20000"];
+    let plain = Node::start(&bin, "bench", &quiet)?;
+    let tls = Node::start(
+        &bin,
+        "bench-tls",
+        &[&quiet[..], &["--set", "tls.enabled=true", "--set", &cert, "--set", &key]].concat(),
+    )?;
+    let c = Node::start(&bin, "line-c", &[])?;
+    let b = Node::start(&bin, "line-b", &["--peers", c.addr()])?;
+    let a = Node::start(&bin, "line-a", &["--peers", b.addr()])?;
+    for n in [&plain, &tls, &a, &b, &c] {
+        n.wait_ready()?;
+    }
+    for (n, links) in [(&a, 1.0), (&b, 2.0), (&c, 1.0)] {
+        wait_until(n, "line links up", |m| node::sum(m, "overlay_peers_connected") >= links)?;
+    }
+    let json = node::target().join("bench.json");
+    let line = format!("{},{},{}", a.addr(), b.addr(), c.addr());
+    let (pid, tls_pid) = (plain.pid().unwrap_or(0).to_string(), tls.pid().unwrap_or(0).to_string());
+    let ok = Command::new(&load)
+        .args(["--overlay", plain.addr(), "--pid", &pid, "--secs", &secs])
+        .args(["--tls-overlay", tls.addr(), "--tls-pid", &tls_pid, "--ca", &pem("ca.pem")])
+        .args(["--line", &line, "--json", &json.to_string_lossy()])
+        .status()
+        .is_ok_and(|s| s.success());
+    plain.expect(ok, "the load generator failed")?;
+    println!("JSON: {}", json.display());
+    Ok(())
 }

@@ -51,6 +51,17 @@ pub(crate) fn build() -> Result<PathBuf, Failure> {
     Ok(target_dir().join("debug").join("svc-overlay"))
 }
 
+/// Builds the release binary and returns its path.
+pub(crate) fn build_release() -> Result<PathBuf, Failure> {
+    cargo_build(&["--release", "-p", "svc-overlay"])?;
+    Ok(target_dir().join("release").join("svc-overlay"))
+}
+
+/// The workspace's target directory.
+pub(crate) fn target() -> PathBuf {
+    target_dir()
+}
+
 /// Builds an example of overlay-core in `profile` and returns its path.
 pub(crate) fn build_example(name: &str, release: bool) -> Result<PathBuf, Failure> {
     let mut args = vec!["-p", "overlay-core", "--example", name];
@@ -115,6 +126,11 @@ impl Node {
     /// A node someone else runs.
     pub(crate) fn existing(bin: &Path, addr: &str, admin: &str) -> Result<Node, Failure> {
         Ok(Node { bin: bin.to_path_buf(), child: None, addr: addr.into(), admin: admin.into(), log: Arc::default() })
+    }
+
+    /// The node's process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The data-plane address.

@@ -1,0 +1,423 @@
+//! The load generator of `cargo xtask bench`: runs in its own process
+//! against nodes xtask started, and prints a table (and JSON with `--json`).
+//!
+//! ```sh
+//! cargo run --release -p overlay-core --example bench -- --overlay 127.0.0.1:9500 --pid <node pid> [--secs 3]
+//!     [--tls-overlay ADDR --tls-pid PID --ca ca.pem] [--line A,B,C] [--json out.json]
+//! cargo run --release -p overlay-core --example bench -- --make-certs DIR   # CA + localhost cert for a TLS node
+//! ```
+//!
+//! Workloads: echo round trip (1 connection), pipelined echo (1 and 8
+//! connections; 64 B, 1 KiB, 64 KiB), pub/sub fanout (1 -> 1 and 1 -> 8;
+//! 64 B and 1 KiB), connect + hello rate (plain and TLS), RSS per idle
+//! session at 10,000 sessions (plain and TLS), delivery through a 3-node line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use oap_codec::{Caps, Frame, Hello};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Frames in flight per connection in pipelined echo.
+const WINDOW: u64 = 256;
+/// Messages per fanout run.
+const FANOUT_MESSAGES: u64 = 200_000;
+/// Idle sessions for the RSS measurement.
+const IDLE_SESSIONS: usize = 10_000;
+
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    if let Some(dir) = arg("--make-certs") {
+        return make_certs(&dir);
+    }
+    let overlay: SocketAddr = arg("--overlay").ok_or("--overlay ADDR is required")?.parse()?;
+    let secs: u64 = arg("--secs").map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let run_for = Duration::from_secs(secs);
+    let mut rows = Vec::new();
+
+    let (p50, p99) = echo_rtt(overlay, 5000).await?;
+    rows.push(Row {
+        name: "echo round trip, 1 conn, 64 B".into(),
+        value: 0.0,
+        unit: "",
+        p50_us: Some(p50),
+        p99_us: Some(p99),
+    });
+    for conns in [1usize, 8] {
+        for size in [64usize, 1024, 65536] {
+            let rate = pipelined_echo(overlay, conns, size, run_for).await?;
+            rows.push(Row {
+                name: format!("pipelined echo, {conns} conn, {}", human(size)),
+                value: rate,
+                unit: "echo/s",
+                p50_us: None,
+                p99_us: None,
+            });
+        }
+    }
+    for subs in [1usize, 8] {
+        for size in [64usize, 1024] {
+            let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size).await?;
+            rows.push(Row {
+                name: format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)),
+                value: rate,
+                unit: "msg/s",
+                p50_us: Some(p50),
+                p99_us: Some(p99),
+            });
+        }
+    }
+    rows.push(Row {
+        name: "connect + hello, plain".into(),
+        value: connect_rate(overlay, None, run_for).await?,
+        unit: "conn/s",
+        p50_us: None,
+        p99_us: None,
+    });
+    if let Some(pid) = arg("--pid") {
+        let kib = idle_rss(overlay, None, &pid).await?;
+        rows.push(Row {
+            name: format!("RSS per idle session, plain ({IDLE_SESSIONS})"),
+            value: kib,
+            unit: "KiB",
+            p50_us: None,
+            p99_us: None,
+        });
+    }
+    if let (Some(addr), Some(ca)) = (arg("--tls-overlay"), arg("--ca")) {
+        let addr: SocketAddr = addr.parse()?;
+        let tls = ron_transport::tls::client_config(std::path::Path::new(&ca), ron_transport::tls::PqMode::Prefer)?;
+        rows.push(Row {
+            name: "connect + hello, TLS (X25519MLKEM768)".into(),
+            value: connect_rate(addr, Some(tls.clone()), run_for).await?,
+            unit: "conn/s",
+            p50_us: None,
+            p99_us: None,
+        });
+        if let Some(pid) = arg("--tls-pid") {
+            let kib = idle_rss(addr, Some(tls), &pid).await?;
+            rows.push(Row {
+                name: format!("RSS per idle session, TLS ({IDLE_SESSIONS})"),
+                value: kib,
+                unit: "KiB",
+                p50_us: None,
+                p99_us: None,
+            });
+        }
+    }
+    if let Some(line) = arg("--line") {
+        let line: Vec<SocketAddr> = line.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        let (first, last) = (line[0], line[line.len() - 1]);
+        let (rate, p50, p99, lost) = fanout(first, last, 1, 64).await?;
+        rows.push(Row {
+            name: format!("{}-node line, 1 -> 1, 64 B (lost {lost})", line.len()),
+            value: rate,
+            unit: "msg/s",
+            p50_us: Some(p50),
+            p99_us: Some(p99),
+        });
+    }
+
+    println!("{:<46} {:>14} {:>8} {:>10} {:>10}", "workload", "value", "unit", "p50", "p99");
+    for r in &rows {
+        let us = |v: Option<u64>| v.map_or_else(String::new, |v| format!("{:.3}ms", v as f64 / 1000.0));
+        let value = if r.unit.is_empty() { String::new() } else { format!("{:.1}", r.value) };
+        println!("{:<46} {:>14} {:>8} {:>10} {:>10}", r.name, value, r.unit, us(r.p50_us), us(r.p99_us));
+    }
+    if let Some(path) = arg("--json") {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"workload\":{:?},\"value\":{},\"unit\":{:?},\"p50_us\":{},\"p99_us\":{}}}",
+                    r.name,
+                    r.value,
+                    r.unit,
+                    r.p50_us.map_or("null".into(), |v| v.to_string()),
+                    r.p99_us.map_or("null".into(), |v| v.to_string())
+                )
+            })
+            .collect();
+        std::fs::write(path, format!("[{}]\n", items.join(",\n")))?;
+    }
+    Ok(())
+}
+
+fn human(size: usize) -> String {
+    if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") }
+}
+
+fn encode(frame: &Frame) -> Bytes {
+    let mut out = BytesMut::with_capacity(frame.encoded_len());
+    frame.encode_into(&mut out);
+    out.freeze()
+}
+
+/// A TCP connection with the hello exchanged (`caps` ours).
+async fn hello(addr: SocketAddr, caps: Caps) -> Result<TcpStream, BoxError> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(&Hello::new(caps).encode()).await?;
+    let mut theirs = [0u8; 9];
+    s.read_exact(&mut theirs).await?;
+    Ok(s)
+}
+
+/// Reads whole frames; calls `each` with every frame's bytes.
+async fn read_frames(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> Result<(), BoxError> {
+    loop {
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < 4 + len {
+                break;
+            }
+            let frame = buf.split_to(4 + len);
+            if !each(&frame) {
+                return Ok(());
+            }
+        }
+        buf.reserve(64 * 1024);
+        if rd.read_buf(buf).await? == 0 {
+            return Err("node closed the connection".into());
+        }
+    }
+}
+
+fn percentile(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
+}
+
+async fn echo_rtt(addr: SocketAddr, n: usize) -> Result<(u64, u64), BoxError> {
+    let mut s = hello(addr, Caps::GOSSIP_V1).await?;
+    let frame = encode(&Frame::Data(Bytes::from(vec![7u8; 64])));
+    let mut rtts = Vec::with_capacity(n);
+    let mut buf = BytesMut::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        s.write_all(&frame).await?;
+        read_frames(&mut s, &mut buf, |_| false).await?;
+        rtts.push(started.elapsed().as_micros() as u64);
+    }
+    Ok((percentile(&mut rtts, 0.5), percentile(&mut rtts, 0.99)))
+}
+
+async fn pipelined_echo(addr: SocketAddr, conns: usize, size: usize, run_for: Duration) -> Result<f64, BoxError> {
+    let total = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + run_for;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let s = hello(addr, Caps::GOSSIP_V1).await?;
+        let total = total.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut rd, mut wr) = s.into_split();
+            let frame = encode(&Frame::Data(Bytes::from(vec![7u8; size])));
+            let received = Arc::new(AtomicU64::new(0));
+            let room = Arc::new(Notify::new());
+            let writer = {
+                let (received, room) = (received.clone(), room.clone());
+                tokio::spawn(async move {
+                    let mut sent = 0u64;
+                    let mut batch = BytesMut::new();
+                    while Instant::now() < deadline {
+                        let credit = WINDOW - (sent - received.load(Ordering::Acquire)).min(WINDOW);
+                        if credit == 0 {
+                            room.notified().await;
+                            continue;
+                        }
+                        batch.clear();
+                        for _ in 0..credit.min(64) {
+                            batch.extend_from_slice(&frame);
+                        }
+                        sent += credit.min(64);
+                        if wr.write_all(&batch).await.is_err() {
+                            break;
+                        }
+                    }
+                    sent
+                })
+            };
+            let mut buf = BytesMut::new();
+            let mut got = 0u64;
+            let _ = tokio::time::timeout_at(
+                deadline.into(),
+                read_frames(&mut rd, &mut buf, |_| {
+                    got += 1;
+                    received.store(got, Ordering::Release);
+                    room.notify_one();
+                    true
+                }),
+            )
+            .await;
+            writer.abort();
+            total.fetch_add(got, Ordering::Relaxed);
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await?;
+    }
+    Ok(total.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64().max(run_for.as_secs_f64()))
+}
+
+/// 1 publisher on `pub_at`, `subs` subscribers on `sub_at`; (delivered/s, p50 µs, p99 µs, lost).
+async fn fanout(
+    pub_at: SocketAddr,
+    sub_at: SocketAddr,
+    subs: usize,
+    size: usize,
+) -> Result<(f64, u64, u64, u64), BoxError> {
+    let epoch = Instant::now();
+    let topic: oap_codec::Topic = "bench.fanout".parse()?;
+    let mut readers = Vec::new();
+    for _ in 0..subs {
+        let mut s = hello(sub_at, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+        s.write_all(&encode(&Frame::Sub { req_id: 1, pattern: "bench.>".parse()? })).await?;
+        let mut buf = BytesMut::new();
+        read_frames(&mut s, &mut buf, |_| false).await?;
+        // MSG: len(4) kind(1) topic_len(1) topic msg_id(16) hops(1) payload
+        let at = 4 + 1 + 1 + topic.as_bytes().len() + 16 + 1;
+        readers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(FANOUT_MESSAGES as usize);
+            let (mut got, mut lost) = (0u64, 0u64);
+            let r = tokio::time::timeout(
+                Duration::from_secs(120),
+                read_frames(&mut s, &mut buf, |f| {
+                    match f[4] {
+                        0x06 => {
+                            let sent = u64::from_be_bytes(f[at..at + 8].try_into().unwrap_or_default());
+                            lat.push((epoch.elapsed().as_micros() as u64).saturating_sub(sent));
+                            got += 1;
+                        }
+                        0x0A => lost += u64::from_be_bytes(f[5..13].try_into().unwrap_or_default()),
+                        _ => {}
+                    }
+                    got + lost < FANOUT_MESSAGES
+                }),
+            )
+            .await;
+            (got, lost + FANOUT_MESSAGES.saturating_sub(got + lost) * u64::from(r.is_err()), epoch.elapsed(), lat)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut p = hello(pub_at, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+    let started = epoch.elapsed();
+    let mut batch = BytesMut::new();
+    let mut body = BytesMut::new();
+    for i in 0..FANOUT_MESSAGES {
+        body.clear();
+        body.put_u64(epoch.elapsed().as_micros() as u64);
+        body.resize(size.max(8), 0);
+        Frame::Pub { req_id: 0, topic: topic.clone(), payload: body.split().freeze() }.encode_into(&mut batch);
+        if i % 64 == 63 {
+            p.write_all(&batch).await?;
+            batch.clear();
+        }
+    }
+    p.write_all(&batch).await?;
+    let (mut delivered, mut lost, mut last, mut lat) = (0, 0, Duration::ZERO, Vec::new());
+    for r in readers {
+        let (g, l, done, mut v) = r.await?;
+        delivered += g;
+        lost += l;
+        last = last.max(done);
+        lat.append(&mut v);
+    }
+    let rate = delivered as f64 / (last - started).as_secs_f64();
+    Ok((rate, percentile(&mut lat, 0.5), percentile(&mut lat, 0.99), lost))
+}
+
+async fn connect_rate(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    run_for: Duration,
+) -> Result<f64, BoxError> {
+    let deadline = Instant::now() + run_for;
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (count, tls) = (count.clone(), tls.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let ok = match &tls {
+                    None => overlay_core::client::Client::connect(addr, Caps::GOSSIP_V1).await.is_ok(),
+                    Some(cfg) => {
+                        overlay_core::client::Client::connect_tls(addr, Caps::GOSSIP_V1, cfg.clone(), "localhost")
+                            .await
+                            .is_ok()
+                    }
+                };
+                if ok {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / run_for.as_secs_f64())
+}
+
+fn rss_kib(pid: &str) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+}
+
+async fn idle_rss(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, pid: &str) -> Result<f64, BoxError> {
+    let before = rss_kib(pid)?;
+    let mut held = Vec::with_capacity(IDLE_SESSIONS);
+    for _ in 0..IDLE_SESSIONS {
+        let c = match &tls {
+            None => overlay_core::client::Client::connect(addr, Caps::GOSSIP_V1).await?,
+            Some(cfg) => {
+                overlay_core::client::Client::connect_tls(addr, Caps::GOSSIP_V1, cfg.clone(), "localhost").await?
+            }
+        };
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid)?;
+    drop(held);
+    Ok(after.saturating_sub(before) as f64 / IDLE_SESSIONS as f64)
+}
+
+fn make_certs(dir: &str) -> Result<(), BoxError> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = std::path::Path::new(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?.signed_by(&key, &ca)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(())
+}
