@@ -290,6 +290,21 @@ fn bench(args: &[String]) -> Result<(), Failure> {
     for (n, links) in [(&a, 1.0), (&b, 2.0), (&c, 1.0)] {
         wait_until(n, "line links up", |m| node::sum(m, "overlay_peers_connected") >= links)?;
     }
+    // The systems users would otherwise pick, when installed.
+    let redis = Competitor::start("redis-server", |port| {
+        vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ]
+    });
+    let nats =
+        Competitor::start("nats-server", |port| vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
     let json = node::target().join("bench.json");
     let line = format!("{},{},{}", a.addr(), b.addr(), c.addr());
     let (pid, tls_pid) = (plain.pid().unwrap_or(0).to_string(), tls.pid().unwrap_or(0).to_string());
@@ -297,9 +312,49 @@ fn bench(args: &[String]) -> Result<(), Failure> {
         .args(["--overlay", plain.addr(), "--pid", &pid, "--secs", &secs])
         .args(["--tls-overlay", tls.addr(), "--tls-pid", &tls_pid, "--ca", &pem("ca.pem")])
         .args(["--line", &line, "--json", &json.to_string_lossy()])
+        .args(redis.iter().flat_map(|r| ["--redis".to_string(), r.addr.clone()]))
+        .args(nats.iter().flat_map(|n| ["--nats".to_string(), n.addr.clone()]))
         .status()
         .is_ok_and(|s| s.success());
     plain.expect(ok, "the load generator failed")?;
     println!("JSON: {}", json.display());
     Ok(())
+}
+
+/// A comparison server (nats-server, redis-server) on a free loopback port,
+/// stopped on drop.
+struct Competitor {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Competitor {
+    /// Starts `program` if it is on the PATH and answers on its port.
+    fn start(program: &str, args: impl Fn(u16) -> Vec<String>) -> Option<Competitor> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = Command::new(program)
+            .args(args(port))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let competitor = Competitor { child, addr: format!("127.0.0.1:{port}") };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&competitor.addr).is_err() {
+            if Instant::now() > deadline {
+                eprintln!("xtask: {program} did not come up; comparing without it");
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        println!("comparing with {program} on {}", competitor.addr);
+        Some(competitor)
+    }
+}
+
+impl Drop for Competitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

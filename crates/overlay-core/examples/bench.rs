@@ -55,45 +55,43 @@ async fn main() -> Result<(), BoxError> {
     let run_for = Duration::from_secs(secs);
     let mut rows = Vec::new();
 
-    let (p50, p99) = echo_rtt(overlay, 5000).await?;
-    rows.push(Row {
-        name: "echo round trip, 1 conn, 64 B".into(),
-        value: 0.0,
-        unit: "",
-        p50_us: Some(p50),
-        p99_us: Some(p99),
-    });
+    let redis: Option<SocketAddr> = arg("--redis").map(|a| a.parse()).transpose()?;
+    let nats: Option<SocketAddr> = arg("--nats").map(|a| a.parse()).transpose()?;
+    let (p50, p99) = echo_rtt(Echo::Overlay, overlay, 5000).await?;
+    rows.push(latency_row("echo round trip, 1 conn, 64 B", p50, p99));
+    if let Some(r) = redis {
+        let (p50, p99) = echo_rtt(Echo::Redis, r, 5000).await?;
+        rows.push(latency_row("  redis-server ECHO round trip", p50, p99));
+    }
     for conns in [1usize, 8] {
         for size in [64usize, 1024, 65536] {
-            let rate = pipelined_echo(overlay, conns, size, run_for).await?;
-            rows.push(Row {
-                name: format!("pipelined echo, {conns} conn, {}", human(size)),
-                value: rate,
-                unit: "echo/s",
-                p50_us: None,
-                p99_us: None,
-            });
+            let rate = pipelined_echo(Echo::Overlay, overlay, conns, size, run_for).await?;
+            rows.push(rate_row(&format!("pipelined echo, {conns} conn, {}", human(size)), rate, "echo/s"));
+            if let Some(r) = redis {
+                let theirs = pipelined_echo(Echo::Redis, r, conns, size, run_for).await?;
+                rows.push(ratio_row("redis-server ECHO", theirs, "echo/s", rate));
+            }
         }
     }
     for subs in [1usize, 8] {
         for size in [64usize, 1024] {
             let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size).await?;
-            rows.push(Row {
-                name: format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)),
-                value: rate,
-                unit: "msg/s",
-                p50_us: Some(p50),
-                p99_us: Some(p99),
-            });
+            let mut row = rate_row(&format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)), rate, "msg/s");
+            (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
+            rows.push(row);
+            if let Some(n) = nats {
+                let (theirs, p50, p99, lost) = nats_fanout(n, subs, size).await?;
+                let mut row = ratio_row(&format!("nats-server (lost {lost})"), theirs, "msg/s", rate);
+                (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
+                rows.push(row);
+            }
         }
     }
-    rows.push(Row {
-        name: "connect + hello, plain".into(),
-        value: connect_rate(overlay, None, run_for).await?,
-        unit: "conn/s",
-        p50_us: None,
-        p99_us: None,
-    });
+    let ours = connect_rate(overlay, None, run_for).await?;
+    rows.push(rate_row("connect + hello, plain", ours, "conn/s"));
+    if let Some(r) = redis {
+        rows.push(ratio_row("redis-server connect + PING", redis_connect_rate(r, run_for).await?, "conn/s", ours));
+    }
     if let Some(pid) = arg("--pid") {
         let kib = idle_rss(overlay, None, &pid).await?;
         rows.push(Row {
@@ -163,6 +161,21 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A throughput row.
+fn rate_row(name: &str, value: f64, unit: &'static str) -> Row {
+    Row { name: name.into(), value, unit, p50_us: None, p99_us: None }
+}
+
+/// A latency-only row.
+fn latency_row(name: &str, p50: u64, p99: u64) -> Row {
+    Row { name: name.into(), value: 0.0, unit: "", p50_us: Some(p50), p99_us: Some(p99) }
+}
+
+/// A competitor's row: its value, with ours as a ratio of it in the name.
+fn ratio_row(who: &str, theirs: f64, unit: &'static str, ours: f64) -> Row {
+    rate_row(&format!("  {who}: svc-overlay = {:.2}x", ours / theirs.max(1e-9)), theirs, unit)
+}
+
 fn human(size: usize) -> String {
     if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") }
 }
@@ -212,30 +225,103 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
     v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
 }
 
-async fn echo_rtt(addr: SocketAddr, n: usize) -> Result<(u64, u64), BoxError> {
-    let mut s = hello(addr, Caps::GOSSIP_V1).await?;
-    let frame = encode(&Frame::Data(Bytes::from(vec![7u8; 64])));
+/// Who answers the echo workloads: an overlay node (`DATA`) or Redis (`ECHO`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    Overlay,
+    Redis,
+}
+
+impl Echo {
+    async fn open(self, addr: SocketAddr) -> Result<TcpStream, BoxError> {
+        match self {
+            Echo::Overlay => hello(addr, Caps::GOSSIP_V1).await,
+            Echo::Redis => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(s)
+            }
+        }
+    }
+
+    fn request(self, size: usize) -> Bytes {
+        let payload = vec![7u8; size];
+        match self {
+            Echo::Overlay => encode(&Frame::Data(Bytes::from(payload))),
+            Echo::Redis => {
+                let mut b = BytesMut::new();
+                b.extend_from_slice(format!("*2\r\n$4\r\nECHO\r\n${size}\r\n").as_bytes());
+                b.extend_from_slice(&payload);
+                b.extend_from_slice(b"\r\n");
+                b.freeze()
+            }
+        }
+    }
+
+    /// Consumes the complete replies at the front of `buf`; how many.
+    fn take(self, buf: &mut BytesMut) -> u64 {
+        let mut n = 0;
+        loop {
+            let whole = match self {
+                Echo::Overlay => (buf.len() >= 4)
+                    .then(|| 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize)
+                    .filter(|len| buf.len() >= *len),
+                Echo::Redis => resp_len(buf),
+            };
+            let Some(len) = whole else { return n };
+            let _ = buf.split_to(len);
+            n += 1;
+        }
+    }
+}
+
+/// Bytes of the RESP reply at the front of `buf` (`$n\r\n...\r\n` or `+...\r\n`), once whole.
+fn resp_len(buf: &[u8]) -> Option<usize> {
+    let eol = buf.windows(2).position(|w| w == b"\r\n")?;
+    if buf.first() == Some(&b'$') {
+        let n: usize = std::str::from_utf8(&buf[1..eol]).ok()?.parse().ok()?;
+        let total = eol + 2 + n + 2;
+        (buf.len() >= total).then_some(total)
+    } else {
+        Some(eol + 2)
+    }
+}
+
+async fn echo_rtt(proto: Echo, addr: SocketAddr, n: usize) -> Result<(u64, u64), BoxError> {
+    let mut s = proto.open(addr).await?;
+    let request = proto.request(64);
     let mut rtts = Vec::with_capacity(n);
     let mut buf = BytesMut::new();
     for _ in 0..n {
         let started = Instant::now();
-        s.write_all(&frame).await?;
-        read_frames(&mut s, &mut buf, |_| false).await?;
+        s.write_all(&request).await?;
+        while proto.take(&mut buf) == 0 {
+            buf.reserve(4096);
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err("closed".into());
+            }
+        }
         rtts.push(started.elapsed().as_micros() as u64);
     }
     Ok((percentile(&mut rtts, 0.5), percentile(&mut rtts, 0.99)))
 }
 
-async fn pipelined_echo(addr: SocketAddr, conns: usize, size: usize, run_for: Duration) -> Result<f64, BoxError> {
+async fn pipelined_echo(
+    proto: Echo,
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    run_for: Duration,
+) -> Result<f64, BoxError> {
     let total = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + run_for;
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let s = hello(addr, Caps::GOSSIP_V1).await?;
+        let s = proto.open(addr).await?;
         let total = total.clone();
         tasks.push(tokio::spawn(async move {
             let (mut rd, mut wr) = s.into_split();
-            let frame = encode(&Frame::Data(Bytes::from(vec![7u8; size])));
+            let frame = proto.request(size);
             let received = Arc::new(AtomicU64::new(0));
             let room = Arc::new(Notify::new());
             let writer = {
@@ -263,16 +349,18 @@ async fn pipelined_echo(addr: SocketAddr, conns: usize, size: usize, run_for: Du
             };
             let mut buf = BytesMut::new();
             let mut got = 0u64;
-            let _ = tokio::time::timeout_at(
-                deadline.into(),
-                read_frames(&mut rd, &mut buf, |_| {
-                    got += 1;
+            let reading = async {
+                loop {
+                    buf.reserve(64 * 1024);
+                    if rd.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    got += proto.take(&mut buf);
                     received.store(got, Ordering::Release);
                     room.notify_one();
-                    true
-                }),
-            )
-            .await;
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), reading).await;
             writer.abort();
             total.fetch_add(got, Ordering::Relaxed);
         }));
@@ -420,4 +508,130 @@ fn make_certs(dir: &str) -> Result<(), BoxError> {
     std::fs::write(dir.join("cert.pem"), cert.pem())?;
     std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
     Ok(())
+}
+
+/// Reads from `s` into `buf` until `line` has been seen; drops up to it.
+async fn until_line(s: &mut TcpStream, buf: &mut BytesMut, line: &[u8]) -> Result<(), BoxError> {
+    loop {
+        if let Some(at) = buf.windows(line.len()).position(|w| w == line) {
+            let _ = buf.split_to(at + line.len());
+            return Ok(());
+        }
+        buf.reserve(4096);
+        if s.read_buf(buf).await? == 0 {
+            return Err("closed".into());
+        }
+    }
+}
+
+/// A NATS connection: INFO read, CONNECT (and `extra`) sent, PONG seen.
+async fn nats_open(addr: SocketAddr, extra: &str) -> Result<(TcpStream, BytesMut), BoxError> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut buf = BytesMut::new();
+    until_line(&mut s, &mut buf, b"\r\n").await?;
+    s.write_all(format!("CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\n{extra}PING\r\n").as_bytes()).await?;
+    until_line(&mut s, &mut buf, b"PONG\r\n").await?;
+    Ok((s, buf))
+}
+
+/// NATS fanout as `fanout` does it: (delivered/s, p50 µs, p99 µs, lost).
+async fn nats_fanout(addr: SocketAddr, subs: usize, size: usize) -> Result<(f64, u64, u64, u64), BoxError> {
+    let epoch = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..subs {
+        let (mut s, mut buf) = nats_open(addr, "SUB bench.fanout 1\r\n").await?;
+        readers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(FANOUT_MESSAGES as usize);
+            let mut got = 0u64;
+            let reading = async {
+                while got < FANOUT_MESSAGES {
+                    // MSG <subject> <sid> <#bytes>\r\n<payload>\r\n
+                    while let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+                        if buf.starts_with(b"MSG ") {
+                            let n: usize = std::str::from_utf8(&buf[..eol])
+                                .ok()
+                                .and_then(|h| h.rsplit(' ').next()?.parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() < eol + 2 + n + 2 {
+                                break;
+                            }
+                            let body = &buf[eol + 2..eol + 2 + n];
+                            let sent = u64::from_be_bytes(body[..8].try_into().unwrap_or_default());
+                            lat.push((epoch.elapsed().as_micros() as u64).saturating_sub(sent));
+                            got += 1;
+                            let _ = buf.split_to(eol + 2 + n + 2);
+                        } else {
+                            let ping = &buf[..eol] == b"PING";
+                            let _ = buf.split_to(eol + 2);
+                            if ping {
+                                let _ = s.write_all(b"PONG\r\n").await;
+                            }
+                        }
+                    }
+                    buf.reserve(64 * 1024);
+                    if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(120), reading).await;
+            (got, FANOUT_MESSAGES - got.min(FANOUT_MESSAGES), epoch.elapsed(), lat)
+        }));
+    }
+    let (mut p, _) = nats_open(addr, "").await?;
+    let started = epoch.elapsed();
+    let mut batch = BytesMut::new();
+    let mut body = BytesMut::new();
+    for i in 0..FANOUT_MESSAGES {
+        body.clear();
+        body.put_u64(epoch.elapsed().as_micros() as u64);
+        body.resize(size.max(8), 0);
+        batch.extend_from_slice(format!("PUB bench.fanout {}\r\n", body.len()).as_bytes());
+        batch.extend_from_slice(&body);
+        batch.extend_from_slice(b"\r\n");
+        if i % 64 == 63 {
+            p.write_all(&batch).await?;
+            batch.clear();
+        }
+    }
+    p.write_all(&batch).await?;
+    let (mut delivered, mut lost, mut last, mut lat) = (0, 0, Duration::ZERO, Vec::new());
+    for r in readers {
+        let (g, l, done, mut v) = r.await?;
+        delivered += g;
+        lost += l;
+        last = last.max(done);
+        lat.append(&mut v);
+    }
+    let rate = delivered as f64 / (last - started).as_secs_f64();
+    Ok((rate, percentile(&mut lat, 0.5), percentile(&mut lat, 0.99), lost))
+}
+
+/// Redis: connect, `PING`, `+PONG`, as fast as 4 clients can.
+async fn redis_connect_rate(addr: SocketAddr, run_for: Duration) -> Result<f64, BoxError> {
+    let deadline = Instant::now() + run_for;
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let once = async {
+                    let mut s = TcpStream::connect(addr).await?;
+                    s.set_nodelay(true)?;
+                    s.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+                    let mut buf = BytesMut::new();
+                    until_line(&mut s, &mut buf, b"+PONG\r\n").await
+                };
+                if once.await.is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / run_for.as_secs_f64())
 }
