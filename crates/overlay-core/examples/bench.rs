@@ -5,6 +5,7 @@
 //! cargo run --release -p overlay-core --example bench -- --overlay 127.0.0.1:9500 --pid <node pid> [--secs 3]
 //!     [--tls-overlay ADDR --tls-pid PID --ca ca.pem] [--line A,B,C] [--json out.json]
 //! cargo run --release -p overlay-core --example bench -- --make-certs DIR   # CA + localhost cert for a TLS node
+//! cargo run --release -p overlay-core --example bench -- --nats-only ADDR    # only the NATS fanout driver
 //! ```
 //!
 //! Workloads: echo round trip (1 connection), pipelined echo (1 and 8
@@ -49,6 +50,14 @@ fn arg(name: &str) -> Option<String> {
 async fn main() -> Result<(), BoxError> {
     if let Some(dir) = arg("--make-certs") {
         return make_certs(&dir);
+    }
+    if let Some(n) = arg("--nats-only") {
+        // Only the NATS fanout runs (for checking the driver alone).
+        for (subs, size) in [(1, 64), (8, 64)] {
+            let (rate, p50, p99, lost) = nats_fanout(n.parse()?, subs, size).await?;
+            println!("nats 1 -> {subs}, {size} B: {rate:.0} msg/s, p50 {p50} us, p99 {p99} us, lost {lost}");
+        }
+        return Ok(());
     }
     let overlay: SocketAddr = arg("--overlay").ok_or("--overlay ADDR is required")?.parse()?;
     let secs: u64 = arg("--secs").map(|s| s.parse()).transpose()?.unwrap_or(3);
