@@ -355,7 +355,9 @@ fn node_initiated(reason: DisconnectReason) -> bool {
 /// bounded time, so our last frame is not destroyed by a reset.
 async fn linger<R: AsyncRead + Unpin>(rd: &mut R, kill: &CancellationToken) {
     let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
+    // On the heap: a 4 KiB array here would sit in every session's future
+    // for its whole life, not only while it lingers.
+    let mut sink = vec![0u8; 4096];
     let mut discarded = 0;
     while discarded < LINGER_MAX_BYTES {
         let read = tokio::select! {

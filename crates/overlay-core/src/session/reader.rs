@@ -23,7 +23,7 @@ use crate::handler::SessionInfo;
 /// Longest single wait for a grant's expiry; later ones are re-armed.
 const MAX_EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(86_400);
 /// Smallest read issued; the read size doubles while reads fill it.
-const MIN_READ: usize = 4 * 1024;
+const MIN_READ: usize = 512;
 /// Largest read issued.
 const MAX_READ: usize = 64 * 1024;
 
