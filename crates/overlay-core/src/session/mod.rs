@@ -9,10 +9,11 @@
 mod reader;
 mod writer;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -22,7 +23,7 @@ use overlay_gossip::{DeliveryQueue, LinkId, Registry, SubscriberId};
 use ron_transport::DisconnectReason;
 use ron_transport::tls::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -32,6 +33,8 @@ use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::{HandshakeFail, OverlayMetrics};
 
+/// Reply slots a drained queue keeps; a larger buffer is released.
+const KEEP_REPLY_SLOTS: usize = 64;
 /// Longest a node-closed session keeps reading (and discarding) so its last
 /// frame is not lost to a TCP reset.
 const LINGER: Duration = Duration::from_secs(1);
@@ -124,34 +127,137 @@ pub(crate) fn link_down(ctx: &SessionCtx, link: LinkId, peer: SocketAddr) {
     tracing::info!("relay link down");
 }
 
-/// The reply queue's shared state beside the channel: bytes queued (the
-/// channel bounds frames) and the writer's wake-up for a paused reader.
+/// The reply queue of spec section 4: the node's answers to the session's
+/// own requests (echo, PONG, ACK, ERROR), bounded by `tx_queue` frames and
+/// never dropped. One reader pushes, one writer takes; the storage grows
+/// only as replies queue up, so an idle session holds none.
 pub(crate) struct ReplyQueue {
+    state: Mutex<Replies>,
+    /// Wakes the writer: something was queued, or the reader is done.
+    ready: Notify,
+    /// Wakes the reader: the writer took something, or is gone.
     drained: Notify,
-    bytes: AtomicUsize,
+    capacity: usize,
     /// Queued reply bytes at which the reader pauses, like `tx_watermark`
     /// does for frames; resumes below half.
     byte_watermark: usize,
 }
 
+#[derive(Default)]
+struct Replies {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    reader_done: bool,
+    writer_gone: bool,
+}
+
+/// What the writer took.
+pub(crate) struct TakenReplies {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
+    /// The reader is done and nothing is left: no reply will come again.
+    pub(crate) finished: bool,
+}
+
 impl ReplyQueue {
-    fn new(max_frame: u32) -> ReplyQueue {
-        ReplyQueue { drained: Notify::new(), bytes: AtomicUsize::new(0), byte_watermark: 2 * max_frame as usize }
+    fn new(capacity: usize, max_frame: u32) -> ReplyQueue {
+        ReplyQueue {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            drained: Notify::new(),
+            capacity,
+            byte_watermark: 2 * max_frame as usize,
+        }
     }
 
-    /// The reader queued `bytes` more.
-    pub(crate) fn queued(&self, bytes: usize) {
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Replies> {
+        // Every critical section leaves the queue consistent before anything
+        // that could panic, so a poisoned lock still guards valid data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The writer took `bytes` off the queue.
-    pub(crate) fn taken(&self, bytes: usize) {
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        self.drained.notify_one();
+    /// Frames queued now.
+    pub(crate) fn depth(&self) -> usize {
+        self.lock().frames.len()
     }
 
+    /// Bytes queued now.
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
+        self.lock().bytes
+    }
+
+    /// Queues a reply, waiting while `tx_queue` frames are queued (replies
+    /// are never dropped); `Err` once the writer is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled push queued nothing.
+    pub(crate) async fn push(&self, frame: Frame) -> Result<(), Frame> {
+        loop {
+            let room = self.drained.notified();
+            {
+                let mut st = self.lock();
+                if st.writer_gone {
+                    return Err(frame);
+                }
+                if st.frames.len() < self.capacity {
+                    st.bytes += frame.encoded_len();
+                    st.frames.push_back(frame);
+                    drop(st);
+                    self.ready.notify_one();
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// The reader is done: the writer flushes what is queued, then stops.
+    pub(crate) fn close_reader(&self) {
+        self.lock().reader_done = true;
+        self.ready.notify_one();
+    }
+
+    /// Moves up to `max_frames` replies (about `max_bytes`) into `out`.
+    pub(crate) fn take(&self, max_frames: usize, max_bytes: usize, out: &mut Vec<Frame>) -> TakenReplies {
+        let mut st = self.lock();
+        let (mut frames, mut bytes) = (0, 0);
+        while frames < max_frames && bytes < max_bytes {
+            let Some(f) = st.frames.pop_front() else { break };
+            frames += 1;
+            bytes += f.encoded_len();
+            out.push(f);
+        }
+        st.bytes -= bytes;
+        let finished = st.reader_done && st.frames.is_empty();
+        if st.frames.is_empty() && st.frames.capacity() > KEEP_REPLY_SLOTS {
+            st.frames = VecDeque::new();
+        }
+        drop(st);
+        if frames > 0 {
+            self.drained.notify_one();
+        }
+        TakenReplies { frames, bytes, finished }
+    }
+
+    /// Waits until something may have been queued (or the reader is done).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a wake-up that arrives while not waiting is kept.
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// The writer is gone: queued replies are dropped (how many is
+    /// returned) and the reader's pushes fail from now on.
+    pub(crate) fn close_writer(&self) -> usize {
+        let mut st = self.lock();
+        st.writer_gone = true;
+        let left = st.frames.len();
+        st.frames = VecDeque::new();
+        st.bytes = 0;
+        drop(st);
+        self.drained.notify_one();
+        left
     }
 }
 
@@ -290,8 +396,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, wr) = tokio::io::split(io);
-    let (tx, rx) = mpsc::channel(ctx.limits.tx_queue);
-    let queue = Arc::new(ReplyQueue::new(ctx.limits.max_frame));
+    let queue = Arc::new(ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame));
     let deliveries = ctx.registry.queue();
     let auth_required = ctx.auth.as_ref().is_some_and(|a| a.required);
     let mut consumer = if !info.caps.contains(Caps::PEER_V1) {
@@ -304,26 +409,19 @@ where
     };
     let link = matches!(consumer, Consumer::Link(_));
     let writer_failed = CancellationToken::new();
-    let writer = ctx.tasks.spawn(writer::run(
-        wr,
-        rx,
-        queue.clone(),
-        deliveries.clone(),
-        ctx.clone(),
-        writer_failed.clone(),
-        link,
-    ));
+    let writer =
+        ctx.tasks.spawn(writer::run(wr, queue.clone(), deliveries.clone(), ctx.clone(), writer_failed.clone(), link));
 
     // A dialed link presents its token ahead of everything else it sends.
     if let Some(token) = credential
         && info.caps.contains(Caps::AUTH_V1)
+        && queue.push(Frame::Auth { req_id: 1, token }).await.is_ok()
     {
-        queue.queued(Frame::Auth { req_id: 1, token: token.clone() }.encoded_len());
         ctx.metrics.reply_queue_depth.increment(1.0);
-        let _ = tx.send(Frame::Auth { req_id: 1, token }).await;
     }
     let reason =
-        reader::run(&mut rd, tx, queue, &deliveries, &mut consumer, info, ctx, &writer_failed, dialed, tls).await;
+        reader::run(&mut rd, queue.clone(), &deliveries, &mut consumer, info, ctx, &writer_failed, dialed, tls).await;
+    queue.close_reader();
     // The reply sender is gone with the reader: the writer flushes what is
     // queued, shuts the stream down and returns.
     let reason = match writer.await {

@@ -13,7 +13,6 @@ use super::{link_down, link_up};
 use crate::auth::{AuthError, Grant, Op};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +40,6 @@ enum Deadline {
 }
 
 struct Reader<'a> {
-    tx: mpsc::Sender<Frame>,
     queue: Arc<ReplyQueue>,
     deliveries: &'a Arc<DeliveryQueue>,
     consumer: &'a mut Consumer,
@@ -69,7 +67,6 @@ struct Reader<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run<R: AsyncRead + Unpin>(
     rd: &mut R,
-    tx: mpsc::Sender<Frame>,
     queue: Arc<ReplyQueue>,
     deliveries: &Arc<DeliveryQueue>,
     consumer: &mut Consumer,
@@ -80,7 +77,6 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     tls: bool,
 ) -> DisconnectReason {
     let mut reader = Reader {
-        tx,
         queue,
         deliveries,
         consumer,
@@ -504,17 +500,13 @@ impl Reader<'_> {
 
     /// Queues a reply; waits while the queue is full (replies are never dropped).
     async fn reply(&self, frame: Frame) -> Result<(), DisconnectReason> {
-        let len = frame.encoded_len();
-        self.queue.queued(len);
-        self.ctx.metrics.reply_queue_depth.increment(1.0);
         let sent = tokio::select! {
             biased;
             () = self.ctx.kill.cancelled() => Err(DisconnectReason::Shutdown),
-            sent = self.tx.send(frame) => sent.map_err(|_| DisconnectReason::Io),
+            sent = self.queue.push(frame) => sent.map_err(|_| DisconnectReason::Io),
         };
-        if sent.is_err() {
-            self.queue.taken(len);
-            self.ctx.metrics.reply_queue_depth.decrement(1.0);
+        if sent.is_ok() {
+            self.ctx.metrics.reply_queue_depth.increment(1.0);
         }
         sent
     }
@@ -561,7 +553,7 @@ impl Reader<'_> {
     }
 
     fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.depth()
     }
 
     fn count_in(&mut self, frame: &Frame) {

@@ -11,7 +11,6 @@ use oap_codec::{Ctrl, ErrorCode, Frame, Kind};
 use overlay_gossip::DeliveryQueue;
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ReplyQueue, SessionCtx};
@@ -40,7 +39,6 @@ enum Out {
 /// links, which get no `LAGGED` (the loss is counted here instead).
 pub(super) async fn run<W>(
     wr: W,
-    mut rx: mpsc::Receiver<Frame>,
     replies: Arc<ReplyQueue>,
     deliveries: Arc<DeliveryQueue>,
     ctx: Arc<SessionCtx>,
@@ -51,22 +49,17 @@ where
     W: AsyncWrite + Unpin,
 {
     let _stop_reader = failed.clone().drop_guard();
-    let ended = write_loop(wr, &mut rx, &replies, &deliveries, &ctx, link).await;
+    let ended = write_loop(wr, &replies, &deliveries, &ctx, link).await;
     // Replies that will never be written are no longer queued.
-    rx.close();
-    let mut left = 0;
-    while rx.try_recv().is_ok() {
-        left += 1;
-    }
+    let left = replies.close_writer();
     if left > 0 {
-        ctx.metrics.reply_queue_depth.decrement(f64::from(left));
+        ctx.metrics.reply_queue_depth.decrement(left as f64);
     }
     ended
 }
 
 async fn write_loop<W>(
     mut wr: W,
-    rx: &mut mpsc::Receiver<Frame>,
     replies: &ReplyQueue,
     deliveries: &DeliveryQueue,
     ctx: &SessionCtx,
@@ -80,38 +73,23 @@ where
     let mut out = BytesMut::new();
     let mut batch: Vec<Out> = Vec::new();
     let mut encoded = Vec::new();
-    let mut carry: Option<Frame> = None;
-    let mut open = true;
+    let mut frames = Vec::new();
     loop {
         // 1. Replies first: they answer this session's own requests. A
-        //    GOAWAY is held back to go out last.
-        let mut goaway = None;
-        let (mut reply_frames, mut reply_bytes) = (0u32, 0usize);
-        while batch.len() < WRITE_BATCH_FRAMES && reply_bytes < WRITE_BATCH_BYTES {
-            let next = match carry.take() {
-                Some(f) => Ok(f),
-                None => rx.try_recv(),
-            };
-            match next {
-                Ok(f) => {
-                    reply_frames += 1;
-                    reply_bytes += f.encoded_len();
-                    if matches!(f, Frame::Ctrl(Ctrl::Goaway { .. })) {
-                        goaway = Some(f);
-                        break;
-                    }
-                    batch.push(Out::Frame(f));
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
+        //    GOAWAY (always the reader's last reply) is held back to go out last.
+        let taken_replies = replies.take(WRITE_BATCH_FRAMES, WRITE_BATCH_BYTES, &mut frames);
+        let open = !taken_replies.finished;
+        let reply_bytes = taken_replies.bytes;
+        if taken_replies.frames > 0 {
+            m.reply_queue_depth.decrement(taken_replies.frames as f64);
         }
-        if reply_frames > 0 {
-            replies.taken(reply_bytes);
-            m.reply_queue_depth.decrement(f64::from(reply_frames));
+        let mut goaway = None;
+        for f in frames.drain(..) {
+            if matches!(f, Frame::Ctrl(Ctrl::Goaway { .. })) {
+                goaway = Some(f);
+            } else {
+                batch.push(Out::Frame(f));
+            }
         }
         // 2. Deliveries: in the room left; everything queued ahead of a
         //    GOAWAY (the drain flushes it); none once the reader is gone.
@@ -145,10 +123,7 @@ where
             tokio::select! {
                 biased;
                 () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
-                f = rx.recv() => match f {
-                    Some(f) => carry = Some(f),
-                    None => open = false,
-                },
+                () = replies.ready() => {}
                 () = deliveries.ready() => {}
             }
             continue;
