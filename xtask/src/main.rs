@@ -276,15 +276,14 @@ fn bench(args: &[String]) -> Result<(), Failure> {
     let (cert, key) = (format!("tls.cert={}", pem("cert.pem")), format!("tls.key={}", pem("key.pem")));
     let quiet = ["--set", "transport.max_conns=20000"];
     let plain = Node::start(&bin, "bench", &quiet)?;
-    let tls = Node::start(
-        &bin,
-        "bench-tls",
-        &[&quiet[..], &["--set", "tls.enabled=true", "--set", &cert, "--set", &key]].concat(),
-    )?;
+    let tls_args = [&quiet[..], &["--set", "tls.enabled=true", "--set", &cert, "--set", &key]].concat();
+    let tls = Node::start(&bin, "bench-tls", &tls_args)?;
+    let fresh = Node::start(&bin, "bench-idle", &quiet)?;
+    let fresh_tls = Node::start(&bin, "bench-idle-tls", &tls_args)?;
     let c = Node::start(&bin, "line-c", &[])?;
     let b = Node::start(&bin, "line-b", &["--peers", c.addr()])?;
     let a = Node::start(&bin, "line-a", &["--peers", b.addr()])?;
-    for n in [&plain, &tls, &a, &b, &c] {
+    for n in [&plain, &tls, &fresh, &fresh_tls, &a, &b, &c] {
         n.wait_ready()?;
     }
     for (n, links) in [(&a, 1.0), (&b, 2.0), (&c, 1.0)] {
@@ -307,10 +306,11 @@ fn bench(args: &[String]) -> Result<(), Failure> {
         Competitor::start("nats-server", |port| vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
     let json = node::target().join("bench.json");
     let line = format!("{},{},{}", a.addr(), b.addr(), c.addr());
-    let (pid, tls_pid) = (plain.pid().unwrap_or(0).to_string(), tls.pid().unwrap_or(0).to_string());
+    let rss = format!("{}/{}", fresh.addr(), fresh.pid().unwrap_or(0));
+    let rss_tls = format!("{}/{}", fresh_tls.addr(), fresh_tls.pid().unwrap_or(0));
     let ok = Command::new(&load)
-        .args(["--overlay", plain.addr(), "--pid", &pid, "--secs", &secs])
-        .args(["--tls-overlay", tls.addr(), "--tls-pid", &tls_pid, "--ca", &pem("ca.pem")])
+        .args(["--overlay", plain.addr(), "--rss", &rss, "--secs", &secs])
+        .args(["--tls-overlay", tls.addr(), "--rss-tls", &rss_tls, "--ca", &pem("ca.pem")])
         .args(["--line", &line, "--json", &json.to_string_lossy()])
         .args(redis.iter().flat_map(|r| ["--redis".to_string(), r.addr.clone()]))
         .args(nats.iter().flat_map(|n| ["--nats".to_string(), n.addr.clone()]))

@@ -2,8 +2,9 @@
 //! against nodes xtask started, and prints a table (and JSON with `--json`).
 //!
 //! ```sh
-//! cargo run --release -p overlay-core --example bench -- --overlay 127.0.0.1:9500 --pid <node pid> [--secs 3]
-//!     [--tls-overlay ADDR --tls-pid PID --ca ca.pem] [--line A,B,C] [--json out.json]
+//! cargo run --release -p overlay-core --example bench -- --overlay 127.0.0.1:9500 [--secs 3]
+//!     [--rss ADDR/PID] [--tls-overlay ADDR --ca ca.pem [--rss-tls ADDR/PID]] [--line A,B,C]
+//!     [--redis ADDR] [--nats ADDR] [--json out.json]
 //! cargo run --release -p overlay-core --example bench -- --make-certs DIR   # CA + localhost cert for a TLS node
 //! cargo run --release -p overlay-core --example bench -- --nats-only ADDR    # only the NATS fanout driver
 //! ```
@@ -101,15 +102,12 @@ async fn main() -> Result<(), BoxError> {
     if let Some(r) = redis {
         rows.push(ratio_row("redis-server connect + PING", redis_connect_rate(r, run_for).await?, "conn/s", ours));
     }
-    if let Some(pid) = arg("--pid") {
-        let kib = idle_rss(overlay, None, &pid).await?;
-        rows.push(Row {
-            name: format!("RSS per idle session, plain ({IDLE_SESSIONS})"),
-            value: kib,
-            unit: "KiB",
-            p50_us: None,
-            p99_us: None,
-        });
+    // Idle memory is measured on fresh nodes (`ADDR/PID`): a node that ran
+    // the other workloads reuses memory it freed and would under-report.
+    if let Some(fresh) = arg("--rss") {
+        let (addr, pid) = fresh.split_once('/').ok_or("--rss ADDR/PID")?;
+        let kib = idle_rss(addr.parse()?, None, pid).await?;
+        rows.push(rate_row(&format!("RSS per idle session, plain ({IDLE_SESSIONS})"), kib, "KiB"));
     }
     if let (Some(addr), Some(ca)) = (arg("--tls-overlay"), arg("--ca")) {
         let addr: SocketAddr = addr.parse()?;
@@ -121,15 +119,10 @@ async fn main() -> Result<(), BoxError> {
             p50_us: None,
             p99_us: None,
         });
-        if let Some(pid) = arg("--tls-pid") {
-            let kib = idle_rss(addr, Some(tls), &pid).await?;
-            rows.push(Row {
-                name: format!("RSS per idle session, TLS ({IDLE_SESSIONS})"),
-                value: kib,
-                unit: "KiB",
-                p50_us: None,
-                p99_us: None,
-            });
+        if let Some(fresh) = arg("--rss-tls") {
+            let (addr, pid) = fresh.split_once('/').ok_or("--rss-tls ADDR/PID")?;
+            let kib = idle_rss(addr.parse()?, Some(tls), pid).await?;
+            rows.push(rate_row(&format!("RSS per idle session, TLS ({IDLE_SESSIONS})"), kib, "KiB"));
         }
     }
     if let Some(line) = arg("--line") {
