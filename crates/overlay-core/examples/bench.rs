@@ -416,19 +416,10 @@ async fn fanout(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut p = hello(pub_at, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
     let started = epoch.elapsed();
-    let mut batch = BytesMut::new();
-    let mut body = BytesMut::new();
-    for i in 0..FANOUT_MESSAGES {
-        body.clear();
-        body.put_u64(epoch.elapsed().as_micros() as u64);
-        body.resize(size.max(8), 0);
-        Frame::Pub { req_id: 0, topic: topic.clone(), payload: body.split().freeze() }.encode_into(&mut batch);
-        if i % 64 == 63 {
-            p.write_all(&batch).await?;
-            batch.clear();
-        }
-    }
-    p.write_all(&batch).await?;
+    publish_all(&mut p, epoch, size, |batch, payload| {
+        Frame::Pub { req_id: 0, topic: topic.clone(), payload }.encode_into(batch);
+    })
+    .await?;
     summarize(readers, started).await
 }
 
@@ -574,21 +565,12 @@ async fn nats_fanout(addr: SocketAddr, subs: usize, size: usize) -> Result<(f64,
     }
     let (mut p, _) = nats_open(addr, "").await?;
     let started = epoch.elapsed();
-    let mut batch = BytesMut::new();
-    let mut body = BytesMut::new();
-    for i in 0..FANOUT_MESSAGES {
-        body.clear();
-        body.put_u64(epoch.elapsed().as_micros() as u64);
-        body.resize(size.max(8), 0);
-        batch.extend_from_slice(format!("PUB bench.fanout {}\r\n", body.len()).as_bytes());
-        batch.extend_from_slice(&body);
+    publish_all(&mut p, epoch, size, |batch, payload| {
+        batch.extend_from_slice(format!("PUB bench.fanout {}\r\n", payload.len()).as_bytes());
+        batch.extend_from_slice(&payload);
         batch.extend_from_slice(b"\r\n");
-        if i % 64 == 63 {
-            p.write_all(&batch).await?;
-            batch.clear();
-        }
-    }
-    p.write_all(&batch).await?;
+    })
+    .await?;
     summarize(readers, started).await
 }
 
@@ -638,4 +620,28 @@ async fn summarize(
     }
     let rate = delivered as f64 / (last - started).as_secs_f64();
     Ok((rate, percentile(&mut lat, 0.5), percentile(&mut lat, 0.99), lost))
+}
+
+/// Publishes `FANOUT_MESSAGES` payloads of `size` bytes (a send timestamp
+/// first), encoded by `put`, written 64 at a time.
+async fn publish_all(
+    p: &mut TcpStream,
+    epoch: Instant,
+    size: usize,
+    mut put: impl FnMut(&mut BytesMut, Bytes),
+) -> Result<(), BoxError> {
+    let mut batch = BytesMut::new();
+    let mut body = BytesMut::new();
+    for i in 0..FANOUT_MESSAGES {
+        body.clear();
+        body.put_u64(epoch.elapsed().as_micros() as u64);
+        body.resize(size.max(8), 0);
+        put(&mut batch, body.split().freeze());
+        if i % 64 == 63 {
+            p.write_all(&batch).await?;
+            batch.clear();
+        }
+    }
+    p.write_all(&batch).await?;
+    Ok(())
 }

@@ -121,6 +121,19 @@ async fn one_publisher_to_100_subscribers_10_000_messages_each_in_order() {
     node.shutdown().await;
 }
 
+/// A node with 64 KiB delivery queues, writes that may wait for minutes
+/// (so a stuck reader meets the slow-consumer rule, not the write timeout),
+/// and the given slow-consumer timeout.
+async fn small_queue_node(slow_consumer_timeout_ms: u64) -> Overlay {
+    node(|c| {
+        c.oap.max_frame = 4096;
+        c.session.delivery_queue_bytes = 64 << 10;
+        c.session.slow_consumer_timeout_ms = slow_consumer_timeout_ms;
+        c.transport.write_timeout_ms = 300_000;
+    })
+    .await
+}
+
 /// A subscriber socket with a tiny receive window that never reads.
 async fn stuck_subscriber(node: &Overlay, pattern: &str) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -159,13 +172,7 @@ async fn publish_acked(p: &mut overlay_core::client::Client, topic: &str, n: u32
 #[tokio::test]
 async fn a_stuck_subscriber_never_holds_back_others_and_learns_its_loss_from_lagged() {
     const MSGS: u32 = 20_000;
-    let node = node(|c| {
-        c.oap.max_frame = 4096;
-        c.session.delivery_queue_bytes = 64 << 10;
-        c.session.slow_consumer_timeout_ms = 600_000;
-        c.transport.write_timeout_ms = 300_000;
-    })
-    .await;
+    let node = small_queue_node(600_000).await;
     let mut stuck = stuck_subscriber(&node, "t").await;
     let mut good = pubsub(&node).await;
     sub(&mut good, 1, "t").await;
@@ -211,13 +218,7 @@ async fn a_stuck_subscriber_never_holds_back_others_and_learns_its_loss_from_lag
 
 #[tokio::test]
 async fn a_subscriber_stuck_past_slow_consumer_timeout_gets_goaway_429() {
-    let node = node(|c| {
-        c.oap.max_frame = 4096;
-        c.session.delivery_queue_bytes = 64 << 10;
-        c.session.slow_consumer_timeout_ms = 300;
-        c.transport.write_timeout_ms = 300_000;
-    })
-    .await;
+    let node = small_queue_node(300).await;
     let mut stuck = stuck_subscriber(&node, "t").await;
     let mut p = pubsub(&node).await;
     // Publish until the node gives up on the subscriber.

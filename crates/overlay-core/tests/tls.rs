@@ -115,8 +115,16 @@ async fn relay_links_dial_with_tls_and_check_the_peer_name() {
     // A name the certificate does not carry: the link never comes up.
     let c = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
     c.add_peer(Peer::Detailed { addr: b.local_addr(), token: None, name: Some("elsewhere.example".into()) });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The dial is attempted (B counts the handshake the dialer abandoned) and
+    // never links; B keeps exactly the one link from A.
+    let rejected = format!("transport_rejected_total{{service=\"{}\",reason=\"tls\"}}", b.config().transport.name);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !overlay_admin::install_recorder().render().lines().any(|l| l.starts_with(&rejected) && !l.ends_with(" 0")) {
+        assert!(tokio::time::Instant::now() < deadline, "the dial to the wrong name was never attempted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(c.peers_connected(), 0);
+    assert_eq!(b.peers_connected(), 1);
     for n in [a, b, c] {
         n.shutdown().await;
     }
