@@ -553,6 +553,9 @@ async fn nats_fanout(addr: SocketAddr, subs: usize, size: usize) -> Result<(f64,
                             }
                         }
                     }
+                    if got >= FANOUT_MESSAGES {
+                        break;
+                    }
                     buf.reserve(64 * 1024);
                     if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
                         break;
