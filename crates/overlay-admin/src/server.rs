@@ -242,7 +242,8 @@ fn route(state: &AdminState, method: &Method, path: &str) -> (&'static str, Resp
         "/configz" => json(StatusCode::OK, &*state.configz),
         "/version" => json(StatusCode::OK, &state.version),
         _ => {
-            let body = state.metrics.render();
+            let mut body = state.metrics.render();
+            crate::metrics::render_size_histograms(&mut body);
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

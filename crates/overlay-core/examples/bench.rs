@@ -7,6 +7,7 @@
 //!     [--redis ADDR] [--nats ADDR] [--json out.json]
 //! cargo run --release -p overlay-core --example bench -- --make-certs DIR   # CA + localhost cert for a TLS node
 //! cargo run --release -p overlay-core --example bench -- --nats-only ADDR    # only the NATS fanout driver
+//! ... --only rtt|echo|fanout|connect|rss|tls|line                             # one group of workloads
 //! ```
 //!
 //! Workloads: echo round trip (1 connection), pipelined echo (1 and 8
@@ -67,13 +68,18 @@ async fn main() -> Result<(), BoxError> {
 
     let redis: Option<SocketAddr> = arg("--redis").map(|a| a.parse()).transpose()?;
     let nats: Option<SocketAddr> = arg("--nats").map(|a| a.parse()).transpose()?;
-    let (p50, p99) = echo_rtt(Echo::Overlay, overlay, 5000).await?;
-    rows.push(latency_row("echo round trip, 1 conn, 64 B", p50, p99));
-    if let Some(r) = redis {
-        let (p50, p99) = echo_rtt(Echo::Redis, r, 5000).await?;
-        rows.push(latency_row("  redis-server ECHO round trip", p50, p99));
+    // `--only rtt|echo|fanout|connect|tls|line` runs one group (while tuning).
+    let only = arg("--only");
+    let want = |group: &str| only.as_deref().is_none_or(|o| o == group);
+    if want("rtt") {
+        let (p50, p99) = echo_rtt(Echo::Overlay, overlay, 5000).await?;
+        rows.push(latency_row("echo round trip, 1 conn, 64 B", p50, p99));
+        if let Some(r) = redis {
+            let (p50, p99) = echo_rtt(Echo::Redis, r, 5000).await?;
+            rows.push(latency_row("  redis-server ECHO round trip", p50, p99));
+        }
     }
-    for conns in [1usize, 8] {
+    for conns in [1usize, 8].into_iter().filter(|_| want("echo")) {
         for size in [64usize, 1024, 65536] {
             let rate = pipelined_echo(Echo::Overlay, overlay, conns, size, run_for).await?;
             rows.push(rate_row(&format!("pipelined echo, {conns} conn, {}", human(size)), rate, "echo/s"));
@@ -83,7 +89,7 @@ async fn main() -> Result<(), BoxError> {
             }
         }
     }
-    for subs in [1usize, 8] {
+    for subs in [1usize, 8].into_iter().filter(|_| want("fanout")) {
         for size in [64usize, 1024] {
             let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size).await?;
             let mut row = rate_row(&format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)), rate, "msg/s");
@@ -97,19 +103,21 @@ async fn main() -> Result<(), BoxError> {
             }
         }
     }
-    let ours = connect_rate(overlay, None, run_for).await?;
-    rows.push(rate_row("connect + hello, plain", ours, "conn/s"));
-    if let Some(r) = redis {
-        rows.push(ratio_row("redis-server connect + PING", redis_connect_rate(r, run_for).await?, "conn/s", ours));
+    if want("connect") {
+        let ours = connect_rate(overlay, None, run_for).await?;
+        rows.push(rate_row("connect + hello, plain", ours, "conn/s"));
+        if let Some(r) = redis {
+            rows.push(ratio_row("redis-server connect + PING", redis_connect_rate(r, run_for).await?, "conn/s", ours));
+        }
     }
     // Idle memory is measured on fresh nodes (`ADDR/PID`): a node that ran
     // the other workloads reuses memory it freed and would under-report.
-    if let Some(fresh) = arg("--rss") {
+    if let Some(fresh) = arg("--rss").filter(|_| want("rss")) {
         let (addr, pid) = fresh.split_once('/').ok_or("--rss ADDR/PID")?;
         let kib = idle_rss(addr.parse()?, None, pid).await?;
         rows.push(rate_row(&format!("RSS per idle session, plain ({IDLE_SESSIONS})"), kib, "KiB"));
     }
-    if let (Some(addr), Some(ca)) = (arg("--tls-overlay"), arg("--ca")) {
+    if let (Some(addr), Some(ca), true) = (arg("--tls-overlay"), arg("--ca"), want("tls")) {
         let addr: SocketAddr = addr.parse()?;
         let tls = ron_transport::tls::client_config(std::path::Path::new(&ca), ron_transport::tls::PqMode::Prefer)?;
         rows.push(Row {
@@ -125,7 +133,7 @@ async fn main() -> Result<(), BoxError> {
             rows.push(rate_row(&format!("RSS per idle session, TLS ({IDLE_SESSIONS})"), kib, "KiB"));
         }
     }
-    if let Some(line) = arg("--line") {
+    if let Some(line) = arg("--line").filter(|_| want("line")) {
         let line: Vec<SocketAddr> = line.split(',').map(str::parse).collect::<Result<_, _>>()?;
         let (first, last) = (line[0], line[line.len() - 1]);
         let (rate, p50, p99, lost) = fanout(first, last, 1, 64).await?;

@@ -1,8 +1,11 @@
 //! The overlay_* series, resolved once per node with its `service` label so
 //! the hot path is an atomic add, never a registry lookup.
 
+use std::sync::Arc;
+
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use oap_codec::Kind;
+use overlay_admin::SizeHistogram;
 
 /// Why a handshake failed: the `reason` label of `overlay_handshake_fail_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +47,8 @@ pub(crate) struct OverlayMetrics {
     frames_out: [Counter; 10],
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
-    pub(crate) frame_size_in: Histogram,
-    pub(crate) frame_size_out: Histogram,
+    pub(crate) frame_size_in: Arc<SizeHistogram>,
+    pub(crate) frame_size_out: Arc<SizeHistogram>,
     handshake_fail: [Counter; 5],
     pub(crate) accept_latency: Histogram,
     pub(crate) conn_lifetime: Histogram,
@@ -65,8 +68,11 @@ impl OverlayMetrics {
             frames_out: frames("overlay_frames_out_total"),
             bytes_in: counter!("overlay_bytes_in_total", "service" => s()),
             bytes_out: counter!("overlay_bytes_out_total", "service" => s()),
-            frame_size_in: histogram!("overlay_frame_size_bytes", "service" => s(), "dir" => "in"),
-            frame_size_out: histogram!("overlay_frame_size_bytes", "service" => s(), "dir" => "out"),
+            frame_size_in: SizeHistogram::register("overlay_frame_size_bytes", &[("service", service), ("dir", "in")]),
+            frame_size_out: SizeHistogram::register(
+                "overlay_frame_size_bytes",
+                &[("service", service), ("dir", "out")],
+            ),
             handshake_fail: HandshakeFail::ALL
                 .map(|r| counter!("overlay_handshake_fail_total", "service" => s(), "reason" => r.label())),
             accept_latency: histogram!("overlay_accept_latency_seconds", "service" => s()),

@@ -169,8 +169,13 @@ impl DeliveryQueue {
         st.items.push_back(frame);
         st.bytes += len;
         let congested = self.congested(&st);
+        // The consumer waits only after a take that left the queue empty, so
+        // only the offer that ends that emptiness needs to wake it.
+        let first = st.items.len() == 1;
         drop(st);
-        self.ready.notify_one();
+        if first {
+            self.ready.notify_one();
+        }
         if congested { Offer::Congested } else { Offer::Queued }
     }
 

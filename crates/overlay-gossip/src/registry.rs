@@ -265,8 +265,8 @@ impl Registry {
     /// 0 to local subscribers and 1 to every relay link.
     pub fn publish(&self, topic: &Topic, payload: Bytes, now: Instant) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
+        // Not put in the seen-cache: `relay` knows its own ids by `issued`.
         let msg_id = self.ids.next_id();
-        self.lock_seen().insert(msg_id, now);
         self.metrics.ingress.increment(1);
         Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now))
     }
@@ -276,7 +276,7 @@ impl Registry {
     /// forwards it with `hops + 1` to every other link while
     /// `hops < max_hops`.
     pub fn relay(&self, msg: Msg, from: LinkId, now: Instant) -> Option<Fanout> {
-        if !self.lock_seen().insert(msg.msg_id, now) {
+        if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, now) {
             self.metrics.duplicates.increment(1);
             return None;
         }

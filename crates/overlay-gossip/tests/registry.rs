@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use oap_codec::{Frame, OapCodec};
+use oap_codec::{Frame, MsgId, OapCodec};
 use overlay_gossip::{GossipConfig, PublishError, Registry, SubscribeError};
 use tokio_util::codec::Decoder;
 
@@ -157,10 +157,17 @@ fn seen_ttl_bounds_dedup() {
     let reg = Registry::new(GossipConfig { seen_ttl: Duration::from_secs(1), ..GossipConfig::default() }, "t");
     let link = reg.attach_link(reg.queue(), Vec::new());
     let now = Instant::now();
+    let foreign =
+        oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: MsgId([9; 16]), hops: 1, payload: Bytes::new() };
+    assert!(reg.relay(foreign.clone(), link, now).is_some());
+    assert!(reg.relay(foreign.clone(), link, now).is_none());
+    assert!(reg.relay(foreign, link, now + Duration::from_secs(2)).is_some(), "aged out of the seen-cache");
+
+    // A message this node published is refused whenever it comes back.
     let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now).unwrap();
-    let msg = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(msg.clone(), link, now).is_none());
-    assert!(reg.relay(msg, link, now + Duration::from_secs(2)).is_some());
+    let own = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
+    assert!(reg.relay(own.clone(), link, now).is_none());
+    assert!(reg.relay(own, link, now + Duration::from_secs(2)).is_none());
 }
 
 #[test]

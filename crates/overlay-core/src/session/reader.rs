@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
+use overlay_admin::SizeTally;
 use overlay_gossip::{DeliveryQueue, Fanout, PublishError, SubscribeError};
 
 use super::{link_down, link_up};
@@ -49,8 +50,10 @@ struct Reader<'a> {
     codec: OapCodec,
     buf: BytesMut,
     nonce: u64,
-    counts: [u64; Kind::ALL.len()],
+    // Per read batch (a batch holds at most a read buffer of frames, so u32).
+    counts: [u32; Kind::ALL.len()],
     bytes: u64,
+    sizes: SizeTally,
     /// The grant of the last successful `AUTH`.
     grant: Option<Grant>,
     /// The session's subscriptions with the `req_id` of their `SUB`, so a
@@ -88,6 +91,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         nonce: 0,
         counts: [0; Kind::ALL.len()],
         bytes: 0,
+        sizes: SizeTally::default(),
         grant: None,
         subs: Vec::new(),
         info_tls: tls,
@@ -560,7 +564,7 @@ impl Reader<'_> {
         let len = frame.encoded_len();
         self.counts[frame.kind() as usize - 1] += 1;
         self.bytes += len as u64;
-        self.ctx.metrics.frame_size_in.record(len as f64);
+        self.sizes.record(len);
     }
 
     /// Counters are added once per read batch, not once per frame.
@@ -568,11 +572,12 @@ impl Reader<'_> {
         let m = &self.ctx.metrics;
         for (kind, n) in Kind::ALL.iter().zip(&mut self.counts) {
             if *n > 0 {
-                m.frames_in(*kind).increment(std::mem::take(n));
+                m.frames_in(*kind).increment(u64::from(std::mem::take(n)));
             }
         }
         if self.bytes > 0 {
             m.bytes_in.increment(std::mem::take(&mut self.bytes));
+            m.frame_size_in.add(&mut self.sizes);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ctrl, ErrorCode, Frame, Kind};
+use overlay_admin::SizeTally;
 use overlay_gossip::DeliveryQueue;
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -159,6 +160,7 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
     let m = &ctx.metrics;
     let mut counts = [0u64; Kind::ALL.len()];
     let mut bytes = 0;
+    let mut sizes = SizeTally::default();
     for o in batch {
         let len = match o {
             Out::Frame(f) => {
@@ -168,8 +170,9 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
             Out::Encoded(b) => b.len(),
         };
         bytes += len as u64;
-        m.frame_size_out.record(len as f64);
+        sizes.record(len);
     }
+    m.frame_size_out.add(&mut sizes);
     counts[Kind::Msg as usize - 1] += delivered;
     for (kind, n) in Kind::ALL.iter().zip(counts) {
         if n > 0 {
