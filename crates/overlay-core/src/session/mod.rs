@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -133,7 +134,8 @@ pub(crate) fn link_down(ctx: &SessionCtx, link: LinkId, peer: SocketAddr) {
 /// only as replies queue up, so an idle session holds none.
 pub(crate) struct ReplyQueue {
     state: Mutex<Replies>,
-    /// Wakes the writer: something was queued, or the reader is done.
+    /// Wakes the writer: the reader is done. (Replies need no wake-up: the
+    /// writer is polled after the reader, in the same task.)
     ready: Notify,
     /// Wakes the reader: the writer took something, or is gone.
     drained: Notify,
@@ -202,8 +204,10 @@ impl ReplyQueue {
                 if st.frames.len() < self.capacity {
                     st.bytes += frame.encoded_len();
                     st.frames.push_back(frame);
-                    drop(st);
-                    self.ready.notify_one();
+                    // No wake-up: the writer is polled right after the reader
+                    // in the same task (`established`), and its `ready` looks
+                    // at the queue on every poll. Waking our own task would
+                    // only reschedule it, and may hand it to another thread.
                     return Ok(());
                 }
             }
@@ -239,12 +243,25 @@ impl ReplyQueue {
         TakenReplies { frames, bytes, finished }
     }
 
-    /// Waits until something may have been queued (or the reader is done).
+    /// Waits until a reply is queued or the reader is done.
+    ///
+    /// A queued reply is seen whenever this is polled; it registers no
+    /// waker for replies, because the writer is polled right after the reader
+    /// in the same task (see [`ReplyQueue::push`]).
     ///
     /// # Cancel safety
     /// Cancel safe: a wake-up that arrives while not waiting is kept.
     pub(crate) async fn ready(&self) {
-        self.ready.notified().await;
+        let done = self.ready.notified();
+        let mut done = std::pin::pin!(done);
+        std::future::poll_fn(|cx| {
+            if done.as_mut().poll(cx).is_ready() || !self.lock().frames.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// The writer is gone: queued replies are dropped (how many is
@@ -409,29 +426,51 @@ where
     };
     let link = matches!(consumer, Consumer::Link(_));
     let writer_failed = CancellationToken::new();
-    let writer =
-        ctx.tasks.spawn(writer::run(wr, queue.clone(), deliveries.clone(), ctx.clone(), writer_failed.clone(), link));
-
-    // A dialed link presents its token ahead of everything else it sends.
-    if let Some(token) = credential
-        && info.caps.contains(Caps::AUTH_V1)
-        && queue.push(Frame::Auth { req_id: 1, token }).await.is_ok()
-    {
-        ctx.metrics.reply_queue_depth.increment(1.0);
-    }
-    let reason =
-        reader::run(&mut rd, queue.clone(), &deliveries, &mut consumer, info, ctx, &writer_failed, dialed, tls).await;
-    queue.close_reader();
-    // The reply sender is gone with the reader: the writer flushes what is
-    // queued, shuts the stream down and returns.
-    let reason = match writer.await {
-        Ok(Some(write_reason)) => write_reason,
-        Ok(None) => reason,
-        Err(e) => {
-            tracing::error!(error = %e, "session writer panicked");
-            DisconnectReason::Io
+    let writer = writer::run(wr, queue.clone(), deliveries.clone(), ctx.clone(), writer_failed.clone(), link);
+    let reader = async {
+        // A dialed link presents its token ahead of everything else it sends.
+        if let Some(token) = credential
+            && info.caps.contains(Caps::AUTH_V1)
+            && queue.push(Frame::Auth { req_id: 1, token }).await.is_ok()
+        {
+            ctx.metrics.reply_queue_depth.increment(1.0);
         }
+        let reason =
+            reader::run(&mut rd, queue.clone(), &deliveries, &mut consumer, info, ctx, &writer_failed, dialed, tls)
+                .await;
+        // The reply sender is gone with the reader: the writer flushes what
+        // is queued, shuts the stream down and returns.
+        queue.close_reader();
+        reason
     };
+    // Reader and writer are two futures of this one task, not two tasks: a
+    // reply queued by the reader wakes no other thread (a cross-thread wake
+    // per batch cost more than the parallelism won, and a task per session
+    // costs memory). Sessions still run in parallel with each other. The
+    // writer is always polled after the reader, so it finds what the reader
+    // queued in the same pass ([`ReplyQueue::push`] relies on it).
+    let (reason, write_reason) = {
+        let (mut reader, mut writer) = (std::pin::pin!(reader), std::pin::pin!(writer));
+        let (mut read_end, mut write_end) = (None, None);
+        std::future::poll_fn(|cx| {
+            if read_end.is_none()
+                && let Poll::Ready(reason) = reader.as_mut().poll(cx)
+            {
+                read_end = Some(reason);
+            }
+            if write_end.is_none()
+                && let Poll::Ready(reason) = writer.as_mut().poll(cx)
+            {
+                write_end = Some(reason);
+            }
+            match (read_end, write_end) {
+                (Some(read), Some(write)) => Poll::Ready((read, write)),
+                _ => Poll::Pending,
+            }
+        })
+        .await
+    };
+    let reason = write_reason.unwrap_or(reason);
     match consumer {
         Consumer::Client(Some(sub)) => ctx.registry.detach(sub),
         Consumer::Client(None) => deliveries.close(),

@@ -25,7 +25,7 @@ const MAX_EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(86_4
 /// Smallest read issued; the read size doubles while reads fill it.
 const MIN_READ: usize = 512;
 /// Largest read issued.
-const MAX_READ: usize = 64 * 1024;
+const MAX_READ: usize = 256 * 1024;
 
 /// What the reader does when its read deadline passes.
 #[derive(Clone, Copy)]
@@ -115,6 +115,14 @@ impl Reader<'_> {
                 if let Err(reason) = self.wait_for_room().await {
                     return reason;
                 }
+                // A started frame longer than the room left: make room for
+                // it and a read beyond it at once (the codec would reserve
+                // just the frame, and the next frame would copy again).
+                if let Ok(Some(total)) = self.codec.frame_len(&self.buf)
+                    && total > self.buf.capacity()
+                {
+                    self.buf.reserve(total - self.buf.len() + read_size);
+                }
                 let step = match self.codec.decode(&mut self.buf) {
                     Ok(Some(frame)) => {
                         progressed = true;
@@ -152,7 +160,11 @@ impl Reader<'_> {
             }
 
             // 3. Read, unless the node drains or the writer died.
-            if self.buf.capacity() - self.buf.len() < read_size / 2 {
+            // A started frame's remainder was reserved by the codec: read
+            // into it. Reserving more would reallocate and copy what already
+            // arrived of the frame (up to max_frame bytes) on every read.
+            let started = matches!(self.codec.frame_len(&self.buf), Ok(Some(total)) if total > self.buf.len());
+            if !started && self.buf.capacity() - self.buf.len() < read_size / 2 {
                 self.buf.reserve(read_size);
             }
             let read = tokio::select! {

@@ -3,6 +3,7 @@
 //! after them, coalesces both into few large writes, and bounds every write
 //! by `write_timeout`.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ const WRITE_BATCH_FRAMES: usize = 256;
 /// Payload tails (and deliveries) at least this long are written from their
 /// own buffer instead of being copied into the batch.
 const DIRECT_TAIL: usize = 16 * 1024;
+/// Slices per vectored write, well under the kernel's IOV_MAX (1024).
+const MAX_IOVECS: usize = 256;
 /// A batch buffer grown past this is released after use.
 const KEEP_BUFFER: usize = 256 * 1024;
 /// `reconnect_after_ms` in the `GOAWAY 429` to an evicted slow consumer.
@@ -135,6 +138,7 @@ where
             () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
             r = write_batch(&mut wr, &mut out, &batch, write_timeout) => r,
         };
+        out.clear();
         if let Err(reason) = written {
             return Some(reason);
         }
@@ -182,8 +186,10 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
     m.bytes_out.increment(bytes);
 }
 
-/// Encodes `batch` into `out` and writes it; long tails and deliveries go
-/// out directly. Each write must finish within `limit`.
+/// Encodes `batch` into `out` and writes it: short frames are copied into
+/// `out`, long tails (and long deliveries) are written from their own
+/// buffers, all in vectored writes, so a head and its tail share a syscall.
+/// Each write must make progress within `limit`.
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled call may have written part of the batch.
@@ -194,6 +200,8 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     batch: &[Out],
     limit: Duration,
 ) -> Result<(), DisconnectReason> {
+    // Where in `out` each long tail goes.
+    let mut cuts: Vec<(usize, &[u8])> = Vec::new();
     for item in batch {
         let tail: &[u8] = match item {
             Out::Frame(frame) => {
@@ -203,30 +211,51 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             Out::Encoded(bytes) => bytes,
         };
         if tail.len() >= DIRECT_TAIL {
-            if !out.is_empty() {
-                write(wr, out, limit).await?;
-                out.clear();
-            }
-            write(wr, tail, limit).await?;
+            cuts.push((out.len(), tail));
         } else {
             out.extend_from_slice(tail);
-            if out.len() >= WRITE_BATCH_BYTES {
-                write(wr, out, limit).await?;
-                out.clear();
-            }
         }
     }
-    if !out.is_empty() {
-        write(wr, out, limit).await?;
-        out.clear();
+    if cuts.is_empty() {
+        return write(wr, out, limit).await;
+    }
+    let mut slices = Vec::with_capacity(2 * cuts.len() + 1);
+    let mut at = 0;
+    for (pos, tail) in cuts {
+        if pos > at {
+            slices.push(IoSlice::new(&out[at..pos]));
+        }
+        slices.push(IoSlice::new(tail));
+        at = pos;
+    }
+    if out.len() > at {
+        slices.push(IoSlice::new(&out[at..]));
+    }
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let upto = rest.len().min(MAX_IOVECS);
+        let n = bounded(limit, wr.write_vectored(&rest[..upto])).await?;
+        if n == 0 {
+            tracing::debug!("write returned 0");
+            return Err(DisconnectReason::Io);
+        }
+        IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
 }
 
 /// One `write_all` bounded by `limit`.
 async fn write<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Duration) -> Result<(), DisconnectReason> {
-    match tokio::time::timeout(limit, wr.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
+    bounded(limit, wr.write_all(bytes)).await
+}
+
+/// One write operation that must finish within `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    op: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, DisconnectReason> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "write failed");
             Err(DisconnectReason::Io)
