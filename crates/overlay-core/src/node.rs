@@ -261,6 +261,10 @@ impl Overlay {
             let meta =
                 Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened(), tls: conn.tls(), dialed: false };
             let ctx = session_ctx.clone();
+            // Boxed once here: every async step below that takes the
+            // connection by value would otherwise keep its own copy of it
+            // (a few hundred bytes each) in the session's future.
+            let conn = Box::new(conn);
             async move { session::run(conn, meta, ctx, None).await.reason }
         };
         let transport = match spawn_transport_with_cancel(transport_cfg, accept).await {

@@ -178,17 +178,19 @@ impl AcceptLoop {
                         metrics: self.metrics.clone(),
                         permit,
                     };
-                    let secure = self.secure(stream, peer);
+                    // Boxed: the task would otherwise carry this step's state
+                    // (a few hundred bytes) for the connection's whole life.
+                    let secure = Box::pin(self.secure(stream, peer));
                     let events = self.events.clone();
                     let handler = handler.clone();
                     self.tracker.spawn(async move {
                         // The TLS handshake (if any) runs here, off the accept loop.
                         let Some(stream) = secure.await else { return };
-                        let conn = Conn::new(stream, parts);
                         // No receiver is fine: events are for whoever listens.
                         let _ = events.send(TransportEvent::Connected { id, peer });
                         let mut report = Disconnect { events, id, peer, reason: DisconnectReason::Io };
-                        report.reason = handler(conn).await;
+                        // No `Conn` local: it would keep a slot in this task.
+                        report.reason = handler(Conn::new(stream, parts)).await;
                     });
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -252,7 +254,9 @@ impl AcceptLoop {
                         .map_err(|e| tracing::debug!(%peer, error = %e, "TLS handshake failed"))
                         .ok()
                 };
-                return match tokio::time::timeout(timeout, handshake).await {
+                // Boxed: the handshake's state (about 2 KiB) would otherwise
+                // stay in every connection task for the connection's life.
+                return match Box::pin(tokio::time::timeout(timeout, handshake)).await {
                     Ok(Some(tls)) => Some(Stream::Tls(Box::new(tls))),
                     Ok(None) | Err(_) => {
                         metrics.reject(&metrics.rejected_tls);

@@ -139,6 +139,10 @@ pub(crate) struct ReplyQueue {
     ready: Notify,
     /// Wakes the reader: the writer took something, or is gone.
     drained: Notify,
+    /// Wakes the reader: the writer is gone. Its own `Notify`, so a reader
+    /// waiting for room and for the writer at once cannot have one wake-up
+    /// taken by the other wait.
+    gone: Notify,
     capacity: usize,
     /// Queued reply bytes at which the reader pauses, like `tx_watermark`
     /// does for frames; resumes below half.
@@ -167,6 +171,7 @@ impl ReplyQueue {
             state: Mutex::default(),
             ready: Notify::new(),
             drained: Notify::new(),
+            gone: Notify::new(),
             capacity,
             byte_watermark: 2 * max_frame as usize,
         }
@@ -186,6 +191,25 @@ impl ReplyQueue {
     /// Bytes queued now.
     pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
+    }
+
+    /// Frames and bytes queued now.
+    pub(crate) fn level(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.frames.len(), st.bytes)
+    }
+
+    /// Queues a reply if there is room and the writer is there; otherwise
+    /// hands it back (then [`ReplyQueue::push`] waits, or fails).
+    pub(crate) fn try_push(&self, frame: Frame) -> Result<(), Frame> {
+        let mut st = self.lock();
+        if st.writer_gone || st.frames.len() >= self.capacity {
+            return Err(frame);
+        }
+        st.bytes += frame.encoded_len();
+        st.frames.push_back(frame);
+        // No wake-up: see `push`.
+        Ok(())
     }
 
     /// Queues a reply, waiting while `tx_queue` frames are queued (replies
@@ -264,6 +288,21 @@ impl ReplyQueue {
         .await;
     }
 
+    /// Waits until the writer is gone (failed, evicted, or done).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn writer_gone(&self) {
+        loop {
+            // Made before the check: a notification in between is kept.
+            let notified = self.gone.notified();
+            if self.lock().writer_gone {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The writer is gone: queued replies are dropped (how many is
     /// returned) and the reader's pushes fail from now on.
     pub(crate) fn close_writer(&self) -> usize {
@@ -274,6 +313,7 @@ impl ReplyQueue {
         st.bytes = 0;
         drop(st);
         self.drained.notify_one();
+        self.gone.notify_one();
         left
     }
 }
@@ -302,7 +342,9 @@ where
     let shaken = tokio::select! {
         biased;
         () = ctx.kill.cancelled() => Err(None),
-        r = handshake(&mut io, &ctx, credential.is_some(), meta.tls.is_some_and(|t| t.hybrid)) => r.map_err(Some),
+        // Boxed, like the other once-per-session steps (linger): their state
+        // would otherwise sit in the session's future for its whole life.
+        r = Box::pin(handshake(&mut io, &ctx, credential.is_some(), meta.tls.is_some_and(|t| t.hybrid))) => r.map_err(Some),
     };
     let outcome = match shaken {
         Err(None) => Outcome { reason: DisconnectReason::Shutdown, established: false },
@@ -425,32 +467,30 @@ where
         Consumer::Link(None)
     };
     let link = matches!(consumer, Consumer::Link(_));
-    let writer_failed = CancellationToken::new();
-    let writer = writer::run(wr, queue.clone(), deliveries.clone(), ctx.clone(), writer_failed.clone(), link);
-    let reader = async {
-        // A dialed link presents its token ahead of everything else it sends.
-        if let Some(token) = credential
-            && info.caps.contains(Caps::AUTH_V1)
-            && queue.push(Frame::Auth { req_id: 1, token }).await.is_ok()
-        {
-            ctx.metrics.reply_queue_depth.increment(1.0);
-        }
-        let reason =
-            reader::run(&mut rd, queue.clone(), &deliveries, &mut consumer, info, ctx, &writer_failed, dialed, tls)
-                .await;
-        // The reply sender is gone with the reader: the writer flushes what
-        // is queued, shuts the stream down and returns.
-        queue.close_reader();
-        reason
-    };
-    // Reader and writer are two futures of this one task, not two tasks: a
-    // reply queued by the reader wakes no other thread (a cross-thread wake
-    // per batch cost more than the parallelism won, and a task per session
-    // costs memory). Sessions still run in parallel with each other. The
-    // writer is always polled after the reader, so it finds what the reader
-    // queued in the same pass ([`ReplyQueue::push`] relies on it).
     let (reason, write_reason) = {
-        let (mut reader, mut writer) = (std::pin::pin!(reader), std::pin::pin!(writer));
+        // Both pinned where they are made: a future moved into a pin would keep
+        // a second slot of its size in this function's state.
+        let mut writer = std::pin::pin!(writer::run(wr, &queue, &deliveries, ctx, link));
+        let mut reader = std::pin::pin!(async {
+            // A dialed link presents its token ahead of everything else it sends.
+            if let Some(token) = credential
+                && info.caps.contains(Caps::AUTH_V1)
+                && queue.push(Frame::Auth { req_id: 1, token }).await.is_ok()
+            {
+                ctx.metrics.reply_queue_depth.increment(1.0);
+            }
+            let reason = reader::run(&mut rd, queue.clone(), &deliveries, &mut consumer, info, ctx, dialed, tls).await;
+            // The reply sender is gone with the reader: the writer flushes what
+            // is queued, shuts the stream down and returns.
+            queue.close_reader();
+            reason
+        });
+        // Reader and writer are two futures of this one task, not two tasks: a
+        // reply queued by the reader wakes no other thread (a cross-thread wake
+        // per batch cost more than the parallelism won, and a task per session
+        // costs memory). Sessions still run in parallel with each other. The
+        // writer is always polled after the reader, so it finds what the reader
+        // queued in the same pass ([`ReplyQueue::push`] relies on it).
         let (mut read_end, mut write_end) = (None, None);
         std::future::poll_fn(|cx| {
             if read_end.is_none()
@@ -479,7 +519,7 @@ where
     }
     deliveries.close();
     if node_initiated(reason) {
-        linger(&mut rd, &ctx.kill).await;
+        Box::pin(linger(&mut rd, &ctx.kill)).await;
     }
     reason
 }

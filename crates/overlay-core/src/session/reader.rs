@@ -15,7 +15,6 @@ use crate::auth::{AuthError, Grant, Op};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 
 use super::{Consumer, ReplyQueue, SessionCtx, reconnect_after};
 use crate::handler::SessionInfo;
@@ -46,7 +45,6 @@ struct Reader<'a> {
     consumer: &'a mut Consumer,
     info: SessionInfo,
     ctx: &'a SessionCtx,
-    writer_failed: &'a CancellationToken,
     codec: OapCodec,
     buf: BytesMut,
     nonce: u64,
@@ -75,7 +73,6 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     consumer: &mut Consumer,
     info: SessionInfo,
     ctx: &Arc<SessionCtx>,
-    writer_failed: &CancellationToken,
     dialed: bool,
     tls: bool,
 ) -> DisconnectReason {
@@ -85,7 +82,6 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         consumer,
         info,
         ctx,
-        writer_failed,
         codec: OapCodec::with_max_frame(ctx.limits.max_frame),
         buf: BytesMut::new(),
         nonce: 0,
@@ -112,7 +108,12 @@ impl Reader<'_> {
             // 1. Dispatch every complete frame already buffered.
             let mut progressed = false;
             loop {
-                if let Err(reason) = self.wait_for_room().await {
+                // Waiting for room is rare: boxed, so its state is not carried
+                // by every session's future (nor are the other rare paths'
+                // below: errors, timeouts, AUTH, drain).
+                if !self.below_watermark()
+                    && let Err(reason) = Box::pin(self.wait_for_room()).await
+                {
                     return reason;
                 }
                 // A started frame longer than the room left: make room for
@@ -130,7 +131,7 @@ impl Reader<'_> {
                         self.dispatch(frame).await
                     }
                     Ok(None) => break,
-                    Err(e) => self.reject(e).await,
+                    Err(e) => Box::pin(self.reject(e)).await,
                 };
                 if let Some(reason) = step {
                     self.flush_counts();
@@ -170,8 +171,8 @@ impl Reader<'_> {
             let read = tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return DisconnectReason::Shutdown,
-                () = self.writer_failed.cancelled() => return DisconnectReason::Io,
-                () = self.ctx.drain.cancelled() => return self.drain_goaway().await,
+                () = self.queue.writer_gone() => return DisconnectReason::Io,
+                () = self.ctx.drain.cancelled() => return Box::pin(self.drain_goaway()).await,
                 r = tokio::time::timeout_at(deadline.into(), rd.read_buf(&mut self.buf)) => r,
             };
             match read {
@@ -190,7 +191,8 @@ impl Reader<'_> {
                 Err(_) => match on_deadline {
                     Deadline::Frame => {
                         let reason = "frame not completed within read_timeout";
-                        return self.goaway(ErrorCode::Timeout, 0, reason, DisconnectReason::ReadTimeout).await;
+                        let goaway = self.goaway(ErrorCode::Timeout, 0, reason, DisconnectReason::ReadTimeout);
+                        return Box::pin(goaway).await;
                     }
                     Deadline::Ping => {
                         self.nonce += 1;
@@ -200,12 +202,13 @@ impl Reader<'_> {
                         pinged = true;
                     }
                     Deadline::Expiry => {
-                        if let Err(reason) = self.expire().await {
+                        if let Err(reason) = Box::pin(self.expire()).await {
                             return reason;
                         }
                     }
                     Deadline::Idle => {
-                        return self.goaway(ErrorCode::Timeout, 0, "idle timeout", DisconnectReason::IdleTimeout).await;
+                        let goaway = self.goaway(ErrorCode::Timeout, 0, "idle timeout", DisconnectReason::IdleTimeout);
+                        return Box::pin(goaway).await;
                     }
                 },
             }
@@ -249,7 +252,7 @@ impl Reader<'_> {
                 tracing::debug!(code = e.code, req_id = e.req_id, reason = %e.reason, "peer sent ERROR");
                 None
             }
-            Frame::Auth { req_id, token } => return self.authenticate(req_id, &token).await,
+            Frame::Auth { req_id, token } => return Box::pin(self.authenticate(req_id, &token)).await,
             Frame::Sub { req_id, pattern } => Some(
                 self.authorize(req_id, |g, now| g.subscribe(&pattern, now))
                     .unwrap_or_else(|| self.subscribe(req_id, &pattern)),
@@ -392,8 +395,12 @@ impl Reader<'_> {
         if fanout.congested.is_empty() {
             return None;
         }
+        Box::pin(self.stall_on(fanout.congested)).await
+    }
+
+    async fn stall_on(&self, congested: Vec<Arc<DeliveryQueue>>) -> Option<DisconnectReason> {
         let deadline = tokio::time::Instant::now() + self.ctx.limits.publish_stall;
-        for queue in &fanout.congested {
+        for queue in &congested {
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
@@ -516,15 +523,23 @@ impl Reader<'_> {
 
     /// Queues a reply; waits while the queue is full (replies are never dropped).
     async fn reply(&self, frame: Frame) -> Result<(), DisconnectReason> {
-        let sent = tokio::select! {
-            biased;
-            () = self.ctx.kill.cancelled() => Err(DisconnectReason::Shutdown),
-            sent = self.queue.push(frame) => sent.map_err(|_| DisconnectReason::Io),
+        let sent = match self.queue.try_push(frame) {
+            Ok(()) => Ok(()),
+            // Full, or the writer is gone: the rare path, boxed.
+            Err(frame) => Box::pin(self.reply_waiting(frame)).await,
         };
         if sent.is_ok() {
             self.ctx.metrics.reply_queue_depth.increment(1.0);
         }
         sent
+    }
+
+    async fn reply_waiting(&self, frame: Frame) -> Result<(), DisconnectReason> {
+        tokio::select! {
+            biased;
+            () = self.ctx.kill.cancelled() => Err(DisconnectReason::Shutdown),
+            sent = self.queue.push(frame) => sent.map_err(|_| DisconnectReason::Io),
+        }
     }
 
     async fn goaway(
@@ -547,19 +562,23 @@ impl Reader<'_> {
     async fn wait_for_room(&self) -> Result<(), DisconnectReason> {
         let frames = self.ctx.limits.tx_watermark;
         let bytes = self.queue.byte_watermark;
-        if self.depth() < frames && self.queue.bytes() < bytes {
-            return Ok(());
-        }
         while self.depth() * 2 >= frames || self.queue.bytes() * 2 >= bytes {
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Err(DisconnectReason::Shutdown),
-                () = self.writer_failed.cancelled() => return Err(DisconnectReason::Io),
+                () = self.queue.writer_gone() => return Err(DisconnectReason::Io),
                 () = self.ctx.drain.cancelled() => return Err(self.drain_goaway().await),
                 () = self.queue.drained.notified() => {}
             }
         }
         Ok(())
+    }
+
+    /// True while the reply queue is below `tx_watermark` (and its bytes
+    /// below their watermark): reading goes on.
+    fn below_watermark(&self) -> bool {
+        let (frames, bytes) = self.queue.level();
+        frames < self.ctx.limits.tx_watermark && bytes < self.queue.byte_watermark
     }
 
     /// Shutdown step 2 for this session.

@@ -4,7 +4,6 @@
 //! by `write_timeout`.
 
 use std::io::IoSlice;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +12,6 @@ use overlay_admin::SizeTally;
 use overlay_gossip::DeliveryQueue;
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 use super::{ReplyQueue, SessionCtx};
 
@@ -38,22 +36,20 @@ enum Out {
 }
 
 /// Runs until the reply queue closes (`None`), or returns why the session
-/// must end (write failure, eviction, kill). However it ends, it fires
-/// `failed`, so the reader stops waiting on it. `link` is true on relay
-/// links, which get no `LAGGED` (the loss is counted here instead).
+/// must end (write failure, eviction, kill). However it ends, it closes the
+/// reply queue's writer side, so the reader stops (`writer_gone`). `link` is
+/// true on relay links, which get no `LAGGED` (the loss is counted here).
 pub(super) async fn run<W>(
     wr: W,
-    replies: Arc<ReplyQueue>,
-    deliveries: Arc<DeliveryQueue>,
-    ctx: Arc<SessionCtx>,
-    failed: CancellationToken,
+    replies: &ReplyQueue,
+    deliveries: &DeliveryQueue,
+    ctx: &SessionCtx,
     link: bool,
 ) -> Option<DisconnectReason>
 where
     W: AsyncWrite + Unpin,
 {
-    let _stop_reader = failed.clone().drop_guard();
-    let ended = write_loop(wr, &replies, &deliveries, &ctx, link).await;
+    let ended = write_loop(wr, replies, deliveries, ctx, link).await;
     // Replies that will never be written are no longer queued.
     let left = replies.close_writer();
     if left > 0 {
