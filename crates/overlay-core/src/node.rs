@@ -353,7 +353,8 @@ impl Overlay {
     /// Never blocks: a full subscriber queue drops and counts.
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<PublishReceipt, PublishError> {
         let topic: Topic = topic.parse()?;
-        let f = self.inner.ctx.registry.publish(&topic, payload.into(), Instant::now())?;
+        // In-process publishers do not stall: congestion is left to the queues.
+        let f = self.inner.ctx.registry.publish(&topic, payload.into(), Instant::now(), &mut Vec::new())?;
         Ok(PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped })
     }
 

@@ -131,6 +131,9 @@ impl Sampler {
     fn sample(&self, st: &mut State) {
         let budget = self.ctx.registry.budget();
         let used = budget.used() as f64 / budget.max().max(1) as f64;
+        // Publishers do not refresh the depth gauge per message; consumers
+        // do after taking, and this keeps it current when none is taking.
+        self.ctx.registry.note_pending();
         st.queues.sample(&self.readiness, used, QUEUES_TRIP, &self.service);
 
         if let Some((open, limit)) = fd_usage() {

@@ -38,7 +38,7 @@ fn fanout(c: &mut Criterion) {
                     let n = left.min(64);
                     let start = Instant::now();
                     for _ in 0..n {
-                        let f = reg.publish(&topic, payload.clone(), start).expect("fits max_frame");
+                        let f = reg.publish(&topic, payload.clone(), start, &mut Vec::new()).expect("fits max_frame");
                         assert_eq!(f.dropped, 0);
                     }
                     spent += start.elapsed();

@@ -95,8 +95,18 @@ pub struct Fanout {
     /// Queues that dropped it (full, or over the budget). Consumers that
     /// were leaving (closed or evicted) count in neither.
     pub dropped: u32,
-    /// Queues more than half full: the publisher stalls briefly on these.
-    pub congested: Vec<Arc<DeliveryQueue>>,
+}
+
+/// A fanout in progress: its report, and where congested queues go.
+struct Out<'a> {
+    fanout: Fanout,
+    congested: &'a mut Vec<Arc<DeliveryQueue>>,
+}
+
+thread_local! {
+    /// Subscribers matched by the current fanout: one buffer per thread,
+    /// reused, instead of an allocation per message.
+    static MATCHED: std::cell::RefCell<Vec<SubscriberId>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Default)]
@@ -262,62 +272,104 @@ impl Registry {
     }
 
     /// Publishes a message that entered at this node: a new msg id, `hops`
-    /// 0 to local subscribers and 1 to every relay link.
-    pub fn publish(&self, topic: &Topic, payload: Bytes, now: Instant) -> Result<Fanout, PublishError> {
+    /// 0 to local subscribers and 1 to every relay link. Queues left more
+    /// than half full are added to `congested` (once each): the publisher
+    /// stalls briefly on them before it reads more.
+    pub fn publish(
+        &self,
+        topic: &Topic,
+        payload: Bytes,
+        now: Instant,
+        congested: &mut Vec<Arc<DeliveryQueue>>,
+    ) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
         // Not put in the seen-cache: `relay` knows its own ids by `issued`.
         let msg_id = self.ids.next_id();
         self.metrics.ingress.increment(1);
-        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now))
+        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, congested))
     }
 
     /// Takes a `MSG` that arrived over relay link `from`: `None` when its id
     /// was seen already; otherwise delivers it locally with its `hops` and
     /// forwards it with `hops + 1` to every other link while
-    /// `hops < max_hops`.
-    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant) -> Option<Fanout> {
+    /// `hops < max_hops`. Congested queues are added to `congested`, as in
+    /// [`Registry::publish`].
+    pub fn relay(
+        &self,
+        msg: Msg,
+        from: LinkId,
+        now: Instant,
+        congested: &mut Vec<Arc<DeliveryQueue>>,
+    ) -> Option<Fanout> {
         if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, now) {
             self.metrics.duplicates.increment(1);
             return None;
         }
         self.metrics.ingress.increment(1);
         let forward = msg.hops < self.cfg.max_hops;
-        Some(self.fan_out(&msg, Some(from), forward, now))
+        Some(self.fan_out(&msg, Some(from), forward, now, congested))
     }
 
-    fn fan_out(&self, msg: &Msg, from: Option<LinkId>, forward: bool, now: Instant) -> Fanout {
-        let mut fanout = Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0, congested: Vec::new() };
+    fn fan_out(
+        &self,
+        msg: &Msg,
+        from: Option<LinkId>,
+        forward: bool,
+        now: Instant,
+        congested: &mut Vec<Arc<DeliveryQueue>>,
+    ) -> Fanout {
+        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, congested };
         let index = self.read();
-        let mut matched = Vec::new();
-        index.trie.matches(&msg.topic, &mut matched);
-        if !matched.is_empty() {
-            let local = encode(msg, msg.hops);
-            for id in &matched {
-                if let Some(sub) = index.subscribers.get(id) {
-                    self.offer(&sub.queue, local.clone(), now, "delivery", &mut fanout);
-                }
-            }
-        }
+        MATCHED.with_borrow_mut(|matched| {
+            matched.clear();
+            index.trie.matches(&msg.topic, matched);
+            let queues = matched.iter().filter_map(|id| index.subscribers.get(id).map(|s| &s.queue));
+            self.offer_all(queues, || encode(msg, msg.hops), now, "delivery", &mut out);
+        });
         let hops = msg.hops.saturating_add(1);
         let wants = |l: &&Link| Some(l.id) != from && l.filter.iter().all(|p| p.matches(&msg.topic));
-        if forward && index.links.iter().any(|l| wants(&l)) {
-            let relayed = encode(msg, hops);
-            for link in index.links.iter().filter(wants) {
-                self.offer(&link.queue, relayed.clone(), now, "relay", &mut fanout);
-            }
+        if forward {
+            let queues = index.links.iter().filter(wants).map(|l| &l.queue);
+            self.offer_all(queues, || encode(msg, hops), now, "relay", &mut out);
         }
         drop(index);
-        self.metrics.fanout.increment(u64::from(fanout.queued));
-        self.note_pending();
-        fanout
+        // `overlay_queue_depth` is refreshed by the consumers after taking and
+        // by the node's sampler, not once per message.
+        self.metrics.fanout.increment(u64::from(out.fanout.queued));
+        out.fanout
     }
 
-    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Bytes, now: Instant, kind: &'static str, fanout: &mut Fanout) {
+    /// Offers one frame, encoded only if some queue wants it, to every queue;
+    /// the last one gets it without a clone (a first clone of a fresh
+    /// `Bytes` allocates its shared header).
+    fn offer_all<'q>(
+        &self,
+        queues: impl Iterator<Item = &'q Arc<DeliveryQueue>>,
+        encode: impl FnOnce() -> Bytes,
+        now: Instant,
+        kind: &'static str,
+        out: &mut Out<'_>,
+    ) {
+        let mut queues = queues.peekable();
+        if queues.peek().is_none() {
+            return;
+        }
+        let mut frame = encode();
+        while let Some(queue) = queues.next() {
+            let frame = if queues.peek().is_some() { frame.clone() } else { std::mem::take(&mut frame) };
+            self.offer(queue, frame, now, kind, out);
+        }
+    }
+
+    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Bytes, now: Instant, kind: &'static str, out: &mut Out<'_>) {
+        let fanout = &mut out.fanout;
         match queue.offer(frame, now) {
             Offer::Queued => fanout.queued += 1,
             Offer::Congested => {
                 fanout.queued += 1;
-                fanout.congested.push(queue.clone());
+                if !out.congested.iter().any(|q| Arc::ptr_eq(q, queue)) {
+                    out.congested.push(queue.clone());
+                }
             }
             Offer::Dropped(reason) => {
                 if reason != DropReason::Closed {

@@ -62,8 +62,7 @@ impl Trie {
     /// Every subscriber with a pattern matching `topic`, each once, sorted.
     pub(crate) fn matches(&self, topic: &Topic, out: &mut Vec<SubscriberId>) {
         out.clear();
-        let tokens: Vec<&[u8]> = topic.tokens().collect();
-        collect(&self.root, &tokens, out);
+        collect(&self.root, topic.tokens(), out);
         out.sort_unstable();
         out.dedup();
     }
@@ -83,18 +82,20 @@ fn push_unique(list: &mut Vec<SubscriberId>, sub: SubscriberId, count: &mut usiz
     true
 }
 
-fn collect(node: &Node, tokens: &[&[u8]], out: &mut Vec<SubscriberId>) {
-    let Some((first, rest)) = tokens.split_first() else {
+/// Walks the topic's tokens as an iterator (cloned at each branch), so a
+/// match allocates nothing.
+fn collect<'t>(node: &Node, mut tokens: impl Iterator<Item = &'t [u8]> + Clone, out: &mut Vec<SubscriberId>) {
+    let Some(first) = tokens.next() else {
         out.extend_from_slice(&node.here);
         return;
     };
     // `>` here matches this token and everything after it.
     out.extend_from_slice(&node.tail);
-    if let Some(child) = node.literal.get(*first) {
-        collect(child, rest, out);
+    if let Some(child) = node.literal.get(first) {
+        collect(child, tokens.clone(), out);
     }
     if let Some(star) = &node.star {
-        collect(star, rest, out);
+        collect(star, tokens, out);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
 use overlay_admin::SizeTally;
-use overlay_gossip::{DeliveryQueue, Fanout, PublishError, SubscribeError};
+use overlay_gossip::{DeliveryQueue, PublishError, SubscribeError};
 
 use super::{link_down, link_up};
 use crate::auth::{AuthError, Grant, Op};
@@ -52,6 +52,13 @@ struct Reader<'a> {
     counts: [u32; Kind::ALL.len()],
     bytes: u64,
     sizes: SizeTally,
+    /// Subscriber queues this batch's messages left more than half full:
+    /// the reader stalls on them once, before it reads more.
+    congested: Vec<Arc<DeliveryQueue>>,
+    /// Bytes of messages offered since `congested` became non-empty.
+    since_congested: usize,
+    /// When the current batch was read; its messages carry this time.
+    now: Instant,
     /// The grant of the last successful `AUTH`.
     grant: Option<Grant>,
     /// The session's subscriptions with the `req_id` of their `SUB`, so a
@@ -88,6 +95,9 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         counts: [0; Kind::ALL.len()],
         bytes: 0,
         sizes: SizeTally::default(),
+        congested: Vec::new(),
+        since_congested: 0,
+        now: Instant::now(),
         grant: None,
         subs: Vec::new(),
         info_tls: tls,
@@ -128,7 +138,10 @@ impl Reader<'_> {
                     Ok(Some(frame)) => {
                         progressed = true;
                         self.count_in(&frame);
-                        self.dispatch(frame).await
+                        match self.dispatch(frame).await {
+                            None if self.must_stall_now() => Box::pin(self.stall()).await,
+                            step => step,
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => Box::pin(self.reject(e)).await,
@@ -139,6 +152,13 @@ impl Reader<'_> {
                 }
             }
             self.flush_counts();
+            // Spec section 4: a publisher whose messages congested some
+            // subscriber waits (briefly) before the node reads more from it.
+            if !self.congested.is_empty()
+                && let Some(reason) = Box::pin(self.stall()).await
+            {
+                return reason;
+            }
 
             // 2. Pick the deadline: a started frame must finish within
             //    read_timeout; silence earns a PING at half the idle timeout
@@ -179,6 +199,7 @@ impl Reader<'_> {
                 Ok(Ok(0)) => return DisconnectReason::PeerClosed,
                 Ok(Ok(n)) => {
                     last_rx = Instant::now();
+                    self.now = last_rx;
                     pinged = false;
                     if n >= read_size {
                         read_size = (read_size * 2).min(MAX_READ);
@@ -357,7 +378,8 @@ impl Reader<'_> {
     /// `PUB`: fan out, answer `ACK(req_id, msg_id, queued, dropped)`, then
     /// stall briefly for subscribers more than half full.
     async fn publish(&mut self, req_id: u32, topic: &Topic, payload: Bytes) -> Option<DisconnectReason> {
-        let fanout = match self.ctx.registry.publish(topic, payload, Instant::now()) {
+        let len = payload.len();
+        let fanout = match self.ctx.registry.publish(topic, payload, self.now, &mut self.congested) {
             Ok(f) => f,
             Err(e @ PublishError::TooLarge { .. }) => {
                 self.ctx.metrics.reject("message_too_large");
@@ -365,13 +387,14 @@ impl Reader<'_> {
             }
             Err(e) => return self.reply(Frame::error(ErrorCode::Internal, req_id, e.to_string())).await.err(),
         };
+        if !self.congested.is_empty() {
+            self.since_congested += len;
+        }
         if req_id != 0 {
             let publish = Some(PubAck { msg_id: fanout.msg_id, queued: fanout.queued, dropped: fanout.dropped });
-            if let Err(reason) = self.reply(Frame::Ack(Ack { req_id, publish })).await {
-                return Some(reason);
-            }
+            return self.reply(Frame::Ack(Ack { req_id, publish })).await.err();
         }
-        self.stall(fanout).await
+        None
     }
 
     /// `MSG` over a relay link: dedup, deliver, forward.
@@ -383,22 +406,21 @@ impl Reader<'_> {
                 .await
                 .err();
         };
-        match self.ctx.registry.relay(msg, link, Instant::now()) {
-            Some(fanout) => self.stall(fanout).await,
-            None => None,
+        let len = msg.payload.len();
+        self.ctx.registry.relay(msg, link, self.now, &mut self.congested);
+        if !self.congested.is_empty() {
+            self.since_congested += len;
         }
+        None
     }
 
     /// Spec section 4: wait (at most `publish_stall_ms` in all) for the
-    /// congested subscribers to drain below half.
-    async fn stall(&self, fanout: Fanout) -> Option<DisconnectReason> {
-        if fanout.congested.is_empty() {
-            return None;
-        }
-        Box::pin(self.stall_on(fanout.congested)).await
-    }
-
-    async fn stall_on(&self, congested: Vec<Arc<DeliveryQueue>>) -> Option<DisconnectReason> {
+    /// subscribers this batch's messages left congested to drain below half.
+    /// Once per read batch, not per message: the publisher is held back
+    /// where it matters, before the node reads more from it.
+    async fn stall(&mut self) -> Option<DisconnectReason> {
+        let mut congested = std::mem::take(&mut self.congested);
+        self.since_congested = 0;
         let deadline = tokio::time::Instant::now() + self.ctx.limits.publish_stall;
         for queue in &congested {
             tokio::select! {
@@ -407,7 +429,16 @@ impl Reader<'_> {
                 r = tokio::time::timeout_at(deadline, queue.wait_drained()) => if r.is_err() { break },
             }
         }
+        congested.clear();
+        self.congested = congested;
         None
+    }
+
+    /// True when the batch so far congested some queue and has offered a
+    /// quarter of a queue's capacity since: stall now, before a reading
+    /// subscriber's queue could fill, rather than at the end of the batch.
+    fn must_stall_now(&self) -> bool {
+        !self.congested.is_empty() && self.since_congested >= self.ctx.registry.config().delivery_queue_bytes / 4
     }
 
     /// `AUTH`: a valid token replaces the grant (in-band refresh); the
