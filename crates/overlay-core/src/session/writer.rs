@@ -16,7 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::{ReplyQueue, SessionCtx};
 
 /// Bytes coalesced into one write before it is issued.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Replies taken off the queue per batch.
 const WRITE_BATCH_FRAMES: usize = 256;
 /// Payload tails (and deliveries) at least this long are written from their
