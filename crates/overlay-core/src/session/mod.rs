@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -147,6 +148,9 @@ pub(crate) struct ReplyQueue {
     /// Queued reply bytes at which the reader pauses, like `tx_watermark`
     /// does for frames; resumes below half.
     byte_watermark: usize,
+    /// The reader stepped aside for the writer and must be polled again in
+    /// the same pass (see `yield_to_writer`).
+    repoll: AtomicBool,
 }
 
 #[derive(Default)]
@@ -172,6 +176,7 @@ impl ReplyQueue {
             ready: Notify::new(),
             drained: Notify::new(),
             gone: Notify::new(),
+            repoll: AtomicBool::new(false),
             capacity,
             byte_watermark: 2 * max_frame as usize,
         }
@@ -286,6 +291,30 @@ impl ReplyQueue {
             }
         })
         .await;
+    }
+
+    /// Lets the writer run before the reader goes on, when replies are queued:
+    /// returns `Pending` once without a wake-up, and `established` polls the
+    /// reader again right after the writer, in the same pass.
+    pub(crate) async fn yield_to_writer(&self) {
+        if self.lock().frames.is_empty() {
+            return;
+        }
+        let mut yielded = false;
+        std::future::poll_fn(|_| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            self.repoll.store(true, Ordering::Relaxed);
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// True (once) when the reader asked to be polled again.
+    fn take_repoll(&self) -> bool {
+        self.repoll.swap(false, Ordering::Relaxed)
     }
 
     /// Waits until the writer is gone (failed, evicted, or done).
@@ -493,15 +522,21 @@ where
         // queued in the same pass ([`ReplyQueue::push`] relies on it).
         let (mut read_end, mut write_end) = (None, None);
         std::future::poll_fn(|cx| {
-            if read_end.is_none()
-                && let Poll::Ready(reason) = reader.as_mut().poll(cx)
-            {
-                read_end = Some(reason);
-            }
-            if write_end.is_none()
-                && let Poll::Ready(reason) = writer.as_mut().poll(cx)
-            {
-                write_end = Some(reason);
+            loop {
+                if read_end.is_none()
+                    && let Poll::Ready(reason) = reader.as_mut().poll(cx)
+                {
+                    read_end = Some(reason);
+                }
+                if write_end.is_none()
+                    && let Poll::Ready(reason) = writer.as_mut().poll(cx)
+                {
+                    write_end = Some(reason);
+                }
+                // The reader stepped aside for the writer: back to it now.
+                if !(queue.take_repoll() && read_end.is_none()) {
+                    break;
+                }
             }
             match (read_end, write_end) {
                 (Some(read), Some(write)) => Poll::Ready((read, write)),

@@ -152,6 +152,11 @@ impl Reader<'_> {
                 }
             }
             self.flush_counts();
+            // Let the writer send this batch's replies before the next read
+            // (which often finds nothing and only costs the reply time).
+            if progressed {
+                self.queue.yield_to_writer().await;
+            }
             // Spec section 4: a publisher whose messages congested some
             // subscriber waits (briefly) before the node reads more from it.
             if !self.congested.is_empty()
