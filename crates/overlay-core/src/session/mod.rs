@@ -1,6 +1,8 @@
 //! One OAP/1 session: the hello exchange under `handshake_timeout`, then a
-//! reader (this task) and a writer (its own task) joined by the bounded reply
-//! queue of spec section 4.
+//! reader and a writer joined by the bounded reply queue of spec section 4.
+//! Both are futures of the session's one task, the writer polled right after
+//! the reader: a reply costs no wake-up and no thread hop, and an idle session
+//! is one task (see `established`).
 //!
 //! The reader never waits on anything unbounded: every read has a deadline
 //! (idle or `read_timeout`), every reply waits on a bounded queue, and the

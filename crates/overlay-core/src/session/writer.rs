@@ -1,4 +1,5 @@
-//! The session writer: the one task that owns the write half. It takes
+//! The session writer: the one future that owns the write half (polled in
+//! the session's task, right after the reader). It takes
 //! replies (never dropped) first and deliveries (pre-encoded `MSG` frames)
 //! after them, coalesces both into few large writes, and bounds every write
 //! by `write_timeout`.
