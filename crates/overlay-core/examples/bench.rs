@@ -15,6 +15,7 @@
 //! 64 B and 1 KiB), connect + hello rate (plain and TLS), RSS per idle
 //! session at 10,000 sessions (plain and TLS), delivery through a 3-node line.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const WINDOW: u64 = 256;
 /// Messages per fanout run.
 const FANOUT_MESSAGES: u64 = 200_000;
+/// Paced fanouts: (subscribers, payload bytes, publishes per second), each
+/// well below what both nats-server and svc-overlay sustain here.
+const PACED: [(usize, usize, u64); 4] = [(1, 64, 1_000_000), (1, 1024, 300_000), (8, 64, 300_000), (8, 1024, 60_000)];
 /// Idle sessions for the RSS measurement.
 const IDLE_SESSIONS: usize = 10_000;
 
@@ -56,7 +60,7 @@ async fn main() -> Result<(), BoxError> {
     if let Some(n) = arg("--nats-only") {
         // Only the NATS fanout runs (for checking the driver alone).
         for (subs, size) in [(1, 64), (8, 64)] {
-            let (rate, p50, p99, lost) = nats_fanout(n.parse()?, subs, size).await?;
+            let (rate, p50, p99, lost) = nats_fanout(n.parse()?, subs, size, None).await?;
             println!("nats 1 -> {subs}, {size} B: {rate:.0} msg/s, p50 {p50} us, p99 {p99} us, lost {lost}");
         }
         return Ok(());
@@ -91,16 +95,28 @@ async fn main() -> Result<(), BoxError> {
     }
     for subs in [1usize, 8].into_iter().filter(|_| want("fanout")) {
         for size in [64usize, 1024] {
-            let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size).await?;
+            let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size, None).await?;
             let mut row = rate_row(&format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)), rate, "msg/s");
             (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
             rows.push(row);
             if let Some(n) = nats {
-                let (theirs, p50, p99, lost) = nats_fanout(n, subs, size).await?;
+                let (theirs, p50, p99, lost) = nats_fanout(n, subs, size, None).await?;
                 let mut row = ratio_row(&format!("nats-server (lost {lost})"), theirs, "msg/s", rate);
                 (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
                 rows.push(row);
             }
+        }
+    }
+    // Latency at a fixed publish rate both servers sustain: at full speed the
+    // latency above is only how full the buffers on the way are.
+    for (subs, size, pace) in PACED.into_iter().filter(|_| want("fanout")) {
+        let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size, Some(pace)).await?;
+        let name = format!("fanout 1 -> {subs}, {} at {pace} pub/s (lost {lost})", human(size));
+        rows.push(Row { name, value: rate, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
+        if let Some(n) = nats {
+            let (theirs, p50, p99, lost) = nats_fanout(n, subs, size, Some(pace)).await?;
+            let name = format!("  nats-server (lost {lost})");
+            rows.push(Row { name, value: theirs, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
         }
     }
     if want("connect") {
@@ -136,7 +152,7 @@ async fn main() -> Result<(), BoxError> {
     if let Some(line) = arg("--line").filter(|_| want("line")) {
         let line: Vec<SocketAddr> = line.split(',').map(str::parse).collect::<Result<_, _>>()?;
         let (first, last) = (line[0], line[line.len() - 1]);
-        let (rate, p50, p99, lost) = fanout(first, last, 1, 64).await?;
+        let (rate, p50, p99, lost) = fanout(first, last, 1, 64, None).await?;
         rows.push(Row {
             name: format!("{}-node line, 1 -> 1, 64 B (lost {lost})", line.len()),
             value: rate,
@@ -388,6 +404,7 @@ async fn fanout(
     sub_at: SocketAddr,
     subs: usize,
     size: usize,
+    pace: Option<u64>,
 ) -> Result<(f64, u64, u64, u64), BoxError> {
     let epoch = Instant::now();
     let topic: oap_codec::Topic = "bench.fanout".parse()?;
@@ -424,7 +441,7 @@ async fn fanout(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut p = hello(pub_at, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
     let started = epoch.elapsed();
-    publish_all(&mut p, epoch, size, |batch, payload| {
+    publish_all(&mut p, epoch, size, pace, |batch, payload| {
         Frame::Pub { req_id: 0, topic: topic.clone(), payload }.encode_into(batch);
     })
     .await?;
@@ -532,7 +549,12 @@ async fn nats_open(addr: SocketAddr, extra: &str) -> Result<(TcpStream, BytesMut
 }
 
 /// NATS fanout as `fanout` does it: (delivered/s, p50 µs, p99 µs, lost).
-async fn nats_fanout(addr: SocketAddr, subs: usize, size: usize) -> Result<(f64, u64, u64, u64), BoxError> {
+async fn nats_fanout(
+    addr: SocketAddr,
+    subs: usize,
+    size: usize,
+    pace: Option<u64>,
+) -> Result<(f64, u64, u64, u64), BoxError> {
     let epoch = Instant::now();
     let mut readers = Vec::new();
     for _ in 0..subs {
@@ -580,8 +602,10 @@ async fn nats_fanout(addr: SocketAddr, subs: usize, size: usize) -> Result<(f64,
     }
     let (mut p, _) = nats_open(addr, "").await?;
     let started = epoch.elapsed();
-    publish_all(&mut p, epoch, size, |batch, payload| {
-        batch.extend_from_slice(format!("PUB bench.fanout {}\r\n", payload.len()).as_bytes());
+    publish_all(&mut p, epoch, size, pace, |batch, payload| {
+        // Written in place: a `format!` per message would slow this publisher
+        // (and so NATS's figures) with an allocation the overlay's does not pay.
+        let _ = write!(batch, "PUB bench.fanout {}\r\n", payload.len());
         batch.extend_from_slice(&payload);
         batch.extend_from_slice(b"\r\n");
     })
@@ -641,16 +665,22 @@ async fn summarize(
 }
 
 /// Publishes `FANOUT_MESSAGES` payloads of `size` bytes (a send timestamp
-/// first), encoded by `put`, written 64 at a time.
+/// first), encoded by `put`, written 64 at a time: as fast as possible, or
+/// at `pace` messages per second.
 async fn publish_all(
     p: &mut TcpStream,
     epoch: Instant,
     size: usize,
+    pace: Option<u64>,
     mut put: impl FnMut(&mut BytesMut, Bytes),
 ) -> Result<(), BoxError> {
     let mut batch = BytesMut::new();
     let mut body = BytesMut::new();
+    let start = tokio::time::Instant::now();
     for i in 0..FANOUT_MESSAGES {
+        if let Some(rate) = pace.filter(|_| i % 64 == 0) {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate as f64)).await;
+        }
         body.clear();
         body.put_u64(epoch.elapsed().as_micros() as u64);
         body.resize(size.max(8), 0);
