@@ -139,15 +139,17 @@ impl SizeHistogram {
     }
 
     fn render(&self, out: &mut String) {
-        let (name, labels) = (self.name, &self.labels);
+        let name = self.name;
+        let (labels, sep) = if self.labels.is_empty() { (String::new(), "") } else { (self.labels.clone(), ",") };
+        let braced = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         let mut cumulative = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             cumulative += slot.load(Ordering::Relaxed);
             let le = FRAME_SIZE_BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), u64::to_string);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum.load(Ordering::Relaxed));
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
     }
 }
 
@@ -179,6 +181,11 @@ mod tests {
         h.add(&mut t);
         assert!(t.is_empty(), "adding clears the tally");
         assert!(Arc::ptr_eq(&h, &SizeHistogram::register("test_size_bytes", &[("service", "a\"b"), ("dir", "in")])));
+        SizeHistogram::register("test_bare_bytes", &[]).add(&mut {
+            let mut t = SizeTally::default();
+            t.record(10);
+            t
+        });
         let mut out = String::new();
         render_size_histograms(&mut out);
         let labels = r#"service="a\"b",dir="in""#;
@@ -191,6 +198,8 @@ mod tests {
             format!(r#"test_size_bytes_bucket{{{labels},le="+Inf"}} 6"#),
             format!("test_size_bytes_sum{{{labels}}} {}", 1 + 512 + 513 + 1024 + 5000 + (2 << 20)),
             format!("test_size_bytes_count{{{labels}}} 6"),
+            r#"test_bare_bytes_bucket{le="512"} 1"#.to_string(),
+            "test_bare_bytes_count 1".to_string(),
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
         }

@@ -121,6 +121,45 @@ async fn one_publisher_to_100_subscribers_10_000_messages_each_in_order() {
     node.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_reading_subscriber_on_the_smallest_queue_loses_nothing_to_a_pipelining_publisher() {
+    // 64 KiB queue; each read of the publisher's stream holds far more than
+    // that in tiny PUBs, so the publisher must be held back mid-batch.
+    const MSGS: u32 = 50_000;
+    let node = node(|c| {
+        c.oap.max_frame = 4096;
+        c.session.delivery_queue_bytes = 64 << 10;
+    })
+    .await;
+    let mut s = pubsub(&node).await;
+    sub(&mut s, 1, "tiny").await;
+    let reader = tokio::spawn(async move {
+        let mut next = 0u32;
+        while next < MSGS {
+            match within(s.recv()).await.unwrap() {
+                Frame::Msg(m) => {
+                    assert_eq!(u32::from_be_bytes(m.payload[..4].try_into().unwrap()), next, "out of order");
+                    next += 1;
+                }
+                Frame::Ctrl(Ctrl::Ping { nonce }) => s.send(&Frame::pong(nonce)).await.unwrap(),
+                other => panic!("subscriber got {other:?}"),
+            }
+        }
+        next
+    });
+    let mut p = pubsub(&node).await;
+    for seq in 0..MSGS {
+        p.feed(&pub_frame(0, "tiny", seq.to_be_bytes().to_vec())).unwrap();
+        if seq % 8192 == 8191 {
+            p.flush().await.unwrap();
+        }
+    }
+    p.flush().await.unwrap();
+    assert_eq!(reader.await.unwrap(), MSGS);
+    assert_eq!(metric(&node, "overlay_queue_dropped_total", &[("queue", "delivery"), ("reason", "full")]).await, 0.0);
+    node.shutdown().await;
+}
+
 /// A node with 64 KiB delivery queues, writes that may wait for minutes
 /// (so a stuck reader meets the slow-consumer rule, not the write timeout),
 /// and the given slow-consumer timeout.

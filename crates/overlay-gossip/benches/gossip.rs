@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use overlay_gossip::{DeliveryQueue, GossipConfig, Pattern, Registry, Topic};
+use overlay_gossip::{Congestion, DeliveryQueue, GossipConfig, Pattern, Registry, Topic};
 
 fn registry() -> Registry {
     let cfg = GossipConfig { delivery_queue_bytes: 64 << 20, max_pending_bytes: 64 << 30, ..GossipConfig::default() };
@@ -38,7 +38,9 @@ fn fanout(c: &mut Criterion) {
                     let n = left.min(64);
                     let start = Instant::now();
                     for _ in 0..n {
-                        let f = reg.publish(&topic, payload.clone(), start, &mut Vec::new()).expect("fits max_frame");
+                        let f = reg
+                            .publish(&topic, payload.clone(), start, &mut Congestion::default())
+                            .expect("fits max_frame");
                         assert_eq!(f.dropped, 0);
                     }
                     spent += start.elapsed();

@@ -55,8 +55,12 @@ pub enum Offer {
     /// Queued; the queue is at most half full.
     Queued,
     /// Queued; the queue is more than half full, so the publisher should
-    /// stall briefly on [`DeliveryQueue::wait_drained`].
-    Congested,
+    /// stall briefly on [`DeliveryQueue::wait_drained`]; `urgent` when it is
+    /// more than three quarters full: stall before offering it more.
+    Congested {
+        /// More than three quarters full.
+        urgent: bool,
+    },
     /// Not queued.
     Dropped(DropReason),
 }
@@ -169,6 +173,7 @@ impl DeliveryQueue {
         st.items.push_back(frame);
         st.bytes += len;
         let congested = self.congested(&st);
+        let urgent = st.bytes * 4 > self.capacity * 3;
         // The consumer waits only after a take that left the queue empty, so
         // only the offer that ends that emptiness needs to wake it.
         let first = st.items.len() == 1;
@@ -176,7 +181,7 @@ impl DeliveryQueue {
         if first {
             self.ready.notify_one();
         }
-        if congested { Offer::Congested } else { Offer::Queued }
+        if congested { Offer::Congested { urgent } } else { Offer::Queued }
     }
 
     /// Moves queued frames into `out`, up to about `max_bytes` (at least one
@@ -290,7 +295,8 @@ mod tests {
         let t0 = Instant::now();
         let q = DeliveryQueue::new(100, Duration::from_secs(10), Budget::new(1000));
         assert_eq!(q.offer(frame(40), t0), Offer::Queued);
-        assert_eq!(q.offer(frame(40), t0), Offer::Congested);
+        assert_eq!(q.offer(frame(30), t0), Offer::Congested { urgent: false });
+        assert_eq!(q.offer(frame(10), t0), Offer::Congested { urgent: true });
         assert!(q.is_congested());
         assert_eq!(q.offer(frame(40), t0), Offer::Dropped(DropReason::Full));
         assert!(!q.is_congested(), "a lagging queue stalls no publisher");
@@ -298,7 +304,7 @@ mod tests {
 
         let mut out = Vec::new();
         let taken = q.take(1000, &mut out);
-        assert_eq!((out.len(), taken.lagged, taken.evicted), (2, Some(2), false));
+        assert_eq!((out.len(), taken.lagged, taken.evicted), (3, Some(2), false));
         assert_eq!(q.offer(frame(40), t0), Offer::Queued, "recovered below half");
         assert_eq!(q.take(1000, &mut out).lagged, None, "loss reported once");
     }
@@ -307,7 +313,7 @@ mod tests {
     fn lagging_past_the_timeout_evicts() {
         let t0 = Instant::now();
         let q = DeliveryQueue::new(10, Duration::from_secs(1), Budget::new(1000));
-        assert_eq!(q.offer(frame(10), t0), Offer::Congested);
+        assert_eq!(q.offer(frame(10), t0), Offer::Congested { urgent: true });
         assert_eq!(q.offer(frame(1), t0), Offer::Dropped(DropReason::Full));
         assert_eq!(q.offer(frame(1), t0 + Duration::from_millis(999)), Offer::Dropped(DropReason::Full));
         assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));

@@ -100,7 +100,54 @@ pub struct Fanout {
 /// A fanout in progress: its report, and where congested queues go.
 struct Out<'a> {
     fanout: Fanout,
-    congested: &'a mut Vec<Arc<DeliveryQueue>>,
+    congestion: &'a mut Congestion,
+}
+
+/// Entries gathered before a publisher must stall anyway: bounds the list
+/// (and the work to settle it) when many queues congest at once.
+const MAX_GATHERED: usize = 64;
+
+/// The queues one publisher's messages left more than half full, gathered
+/// over a batch of its messages so it stalls once for the batch (spec section
+/// 4), and at once when one of them passes three quarters.
+#[derive(Debug, Default)]
+pub struct Congestion {
+    queues: Vec<Arc<DeliveryQueue>>,
+    urgent: bool,
+}
+
+impl Congestion {
+    /// Nothing gathered.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// The publisher should stall before its next message: a queue passed
+    /// three quarters, or many were gathered.
+    pub fn is_urgent(&self) -> bool {
+        self.urgent || self.queues.len() >= MAX_GATHERED
+    }
+
+    /// The gathered queues, each once.
+    pub fn queues(&mut self) -> &[Arc<DeliveryQueue>] {
+        self.queues.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+        self.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        &self.queues
+    }
+
+    /// Forgets everything gathered (keeps the allocation).
+    pub fn clear(&mut self) {
+        self.queues.clear();
+        self.urgent = false;
+    }
+
+    fn add(&mut self, queue: &Arc<DeliveryQueue>, urgent: bool) {
+        // The same queue again (one busy subscriber) is the common case.
+        if !self.queues.last().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+            self.queues.push(queue.clone());
+        }
+        self.urgent |= urgent;
+    }
 }
 
 thread_local! {
@@ -273,41 +320,35 @@ impl Registry {
 
     /// Publishes a message that entered at this node: a new msg id, `hops`
     /// 0 to local subscribers and 1 to every relay link. Queues left more
-    /// than half full are added to `congested` (once each): the publisher
-    /// stalls briefly on them before it reads more.
+    /// than half full are added to `congestion`: the publisher stalls briefly
+    /// on them before it reads more (at once when it [`Congestion::is_urgent`]).
     pub fn publish(
         &self,
         topic: &Topic,
         payload: Bytes,
         now: Instant,
-        congested: &mut Vec<Arc<DeliveryQueue>>,
+        congestion: &mut Congestion,
     ) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
         // Not put in the seen-cache: `relay` knows its own ids by `issued`.
         let msg_id = self.ids.next_id();
         self.metrics.ingress.increment(1);
-        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, congested))
+        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, congestion))
     }
 
     /// Takes a `MSG` that arrived over relay link `from`: `None` when its id
     /// was seen already; otherwise delivers it locally with its `hops` and
     /// forwards it with `hops + 1` to every other link while
-    /// `hops < max_hops`. Congested queues are added to `congested`, as in
+    /// `hops < max_hops`. Congested queues are added to `congestion`, as in
     /// [`Registry::publish`].
-    pub fn relay(
-        &self,
-        msg: Msg,
-        from: LinkId,
-        now: Instant,
-        congested: &mut Vec<Arc<DeliveryQueue>>,
-    ) -> Option<Fanout> {
+    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant, congestion: &mut Congestion) -> Option<Fanout> {
         if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, now) {
             self.metrics.duplicates.increment(1);
             return None;
         }
         self.metrics.ingress.increment(1);
         let forward = msg.hops < self.cfg.max_hops;
-        Some(self.fan_out(&msg, Some(from), forward, now, congested))
+        Some(self.fan_out(&msg, Some(from), forward, now, congestion))
     }
 
     fn fan_out(
@@ -316,9 +357,9 @@ impl Registry {
         from: Option<LinkId>,
         forward: bool,
         now: Instant,
-        congested: &mut Vec<Arc<DeliveryQueue>>,
+        congestion: &mut Congestion,
     ) -> Fanout {
-        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, congested };
+        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, congestion };
         let index = self.read();
         MATCHED.with_borrow_mut(|matched| {
             matched.clear();
@@ -365,11 +406,9 @@ impl Registry {
         let fanout = &mut out.fanout;
         match queue.offer(frame, now) {
             Offer::Queued => fanout.queued += 1,
-            Offer::Congested => {
+            Offer::Congested { urgent } => {
                 fanout.queued += 1;
-                if !out.congested.iter().any(|q| Arc::ptr_eq(q, queue)) {
-                    out.congested.push(queue.clone());
-                }
+                out.congestion.add(queue, urgent);
             }
             Offer::Dropped(reason) => {
                 if reason != DropReason::Closed {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
 use overlay_admin::SizeTally;
-use overlay_gossip::{DeliveryQueue, PublishError, SubscribeError};
+use overlay_gossip::{Congestion, DeliveryQueue, PublishError, SubscribeError};
 
 use super::{link_down, link_up};
 use crate::auth::{AuthError, Grant, Op};
@@ -53,10 +53,9 @@ struct Reader<'a> {
     bytes: u64,
     sizes: SizeTally,
     /// Subscriber queues this batch's messages left more than half full:
-    /// the reader stalls on them once, before it reads more.
-    congested: Vec<Arc<DeliveryQueue>>,
-    /// Bytes of messages offered since `congested` became non-empty.
-    since_congested: usize,
+    /// the reader stalls on them once, before it reads more (or at once, when
+    /// one passes three quarters).
+    congestion: Congestion,
     /// When the current batch was read; its messages carry this time.
     now: Instant,
     /// The grant of the last successful `AUTH`.
@@ -95,8 +94,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         counts: [0; Kind::ALL.len()],
         bytes: 0,
         sizes: SizeTally::default(),
-        congested: Vec::new(),
-        since_congested: 0,
+        congestion: Congestion::default(),
         now: Instant::now(),
         grant: None,
         subs: Vec::new(),
@@ -121,10 +119,12 @@ impl Reader<'_> {
                 // Waiting for room is rare: boxed, so its state is not carried
                 // by every session's future (nor are the other rare paths'
                 // below: errors, timeouts, AUTH, drain).
-                if !self.below_watermark()
-                    && let Err(reason) = Box::pin(self.wait_for_room()).await
-                {
-                    return reason;
+                if !self.below_watermark() {
+                    if let Err(reason) = Box::pin(self.wait_for_room()).await {
+                        return reason;
+                    }
+                    // Messages dispatched after a wait carry the time now.
+                    self.now = Instant::now();
                 }
                 // A started frame longer than the room left: make room for
                 // it and a read beyond it at once (the codec would reserve
@@ -159,7 +159,7 @@ impl Reader<'_> {
             }
             // Spec section 4: a publisher whose messages congested some
             // subscriber waits (briefly) before the node reads more from it.
-            if !self.congested.is_empty()
+            if !self.congestion.is_empty()
                 && let Some(reason) = Box::pin(self.stall()).await
             {
                 return reason;
@@ -383,8 +383,7 @@ impl Reader<'_> {
     /// `PUB`: fan out, answer `ACK(req_id, msg_id, queued, dropped)`, then
     /// stall briefly for subscribers more than half full.
     async fn publish(&mut self, req_id: u32, topic: &Topic, payload: Bytes) -> Option<DisconnectReason> {
-        let len = payload.len();
-        let fanout = match self.ctx.registry.publish(topic, payload, self.now, &mut self.congested) {
+        let fanout = match self.ctx.registry.publish(topic, payload, self.now, &mut self.congestion) {
             Ok(f) => f,
             Err(e @ PublishError::TooLarge { .. }) => {
                 self.ctx.metrics.reject("message_too_large");
@@ -392,9 +391,6 @@ impl Reader<'_> {
             }
             Err(e) => return self.reply(Frame::error(ErrorCode::Internal, req_id, e.to_string())).await.err(),
         };
-        if !self.congested.is_empty() {
-            self.since_congested += len;
-        }
         if req_id != 0 {
             let publish = Some(PubAck { msg_id: fanout.msg_id, queued: fanout.queued, dropped: fanout.dropped });
             return self.reply(Frame::Ack(Ack { req_id, publish })).await.err();
@@ -411,11 +407,7 @@ impl Reader<'_> {
                 .await
                 .err();
         };
-        let len = msg.payload.len();
-        self.ctx.registry.relay(msg, link, self.now, &mut self.congested);
-        if !self.congested.is_empty() {
-            self.since_congested += len;
-        }
+        self.ctx.registry.relay(msg, link, self.now, &mut self.congestion);
         None
     }
 
@@ -424,26 +416,27 @@ impl Reader<'_> {
     /// Once per read batch, not per message: the publisher is held back
     /// where it matters, before the node reads more from it.
     async fn stall(&mut self) -> Option<DisconnectReason> {
-        let mut congested = std::mem::take(&mut self.congested);
-        self.since_congested = 0;
+        let mut congestion = std::mem::take(&mut self.congestion);
         let deadline = tokio::time::Instant::now() + self.ctx.limits.publish_stall;
-        for queue in &congested {
+        for queue in congestion.queues() {
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
                 r = tokio::time::timeout_at(deadline, queue.wait_drained()) => if r.is_err() { break },
             }
         }
-        congested.clear();
-        self.congested = congested;
+        congestion.clear();
+        self.congestion = congestion;
+        // Time went by: what this batch still offers carries the time now.
+        self.now = Instant::now();
         None
     }
 
-    /// True when the batch so far congested some queue and has offered a
-    /// quarter of a queue's capacity since: stall now, before a reading
-    /// subscriber's queue could fill, rather than at the end of the batch.
+    /// A queue this batch congested passed three quarters (or many queues
+    /// congested): stall before the next message, not at the batch's end,
+    /// so a subscriber that keeps up is never overrun by one read's worth.
     fn must_stall_now(&self) -> bool {
-        !self.congested.is_empty() && self.since_congested >= self.ctx.registry.config().delivery_queue_bytes / 4
+        self.congestion.is_urgent()
     }
 
     /// `AUTH`: a valid token replaces the grant (in-band refresh); the

@@ -185,8 +185,10 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
 
 /// Encodes `batch` into `out` and writes it: short frames are copied into
 /// `out`, long tails (and long deliveries) are written from their own
-/// buffers, all in vectored writes, so a head and its tail share a syscall.
-/// Each write must make progress within `limit`.
+/// buffers, in vectored writes, so a head and its tail share a syscall. `out`
+/// is flushed whenever it reaches [`WRITE_BATCH_BYTES`] (a drain's batch can
+/// hold a whole delivery queue), and each write must make progress within
+/// `limit`.
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled call may have written part of the batch.
@@ -212,13 +214,30 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         } else {
             out.extend_from_slice(tail);
         }
+        if out.len() >= WRITE_BATCH_BYTES || cuts.len() >= MAX_IOVECS {
+            flush(wr, out, &mut cuts, limit).await?;
+        }
     }
+    flush(wr, out, &mut cuts, limit).await
+}
+
+/// Writes `out` with the long tails spliced in at their cuts; empties both.
+async fn flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut BytesMut,
+    cuts: &mut Vec<(usize, &[u8])>,
+    limit: Duration,
+) -> Result<(), DisconnectReason> {
     if cuts.is_empty() {
-        return write(wr, out, limit).await;
+        if !out.is_empty() {
+            write(wr, out, limit).await?;
+        }
+        out.clear();
+        return Ok(());
     }
     let mut slices = Vec::with_capacity(2 * cuts.len() + 1);
     let mut at = 0;
-    for (pos, tail) in cuts {
+    for &(pos, tail) in cuts.iter() {
         if pos > at {
             slices.push(IoSlice::new(&out[at..pos]));
         }
@@ -238,6 +257,9 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         }
         IoSlice::advance_slices(&mut rest, n);
     }
+    drop(slices);
+    out.clear();
+    cuts.clear();
     Ok(())
 }
 
