@@ -489,7 +489,7 @@ where
     let queue = Arc::new(ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame));
     let deliveries = ctx.registry.queue();
     let auth_required = ctx.auth.as_ref().is_some_and(|a| a.required);
-    let mut consumer = if !info.caps.contains(Caps::PEER_V1) {
+    let consumer = if !info.caps.contains(Caps::PEER_V1) {
         Consumer::Client(None)
     } else if dialed || !auth_required {
         // A peer we dialed (or any, on an open node) gets the flood at once.
@@ -498,6 +498,7 @@ where
         Consumer::Link(None)
     };
     let link = matches!(consumer, Consumer::Link(_));
+    let mut detach = Detach { ctx, consumer, deliveries: deliveries.clone(), peer: info.peer };
     let (reason, write_reason) = {
         // Both pinned where they are made: a future moved into a pin would keep
         // a second slot of its size in this function's state.
@@ -510,7 +511,8 @@ where
             {
                 ctx.metrics.reply_queue_depth.increment(1.0);
             }
-            let reason = reader::run(&mut rd, queue.clone(), &deliveries, &mut consumer, info, ctx, dialed, tls).await;
+            let reason =
+                reader::run(&mut rd, queue.clone(), &deliveries, &mut detach.consumer, info, ctx, dialed, tls).await;
             // The reply sender is gone with the reader: the writer flushes what
             // is queued, shuts the stream down and returns.
             queue.close_reader();
@@ -548,17 +550,32 @@ where
         .await
     };
     let reason = write_reason.unwrap_or(reason);
-    match consumer {
-        Consumer::Client(Some(sub)) => ctx.registry.detach(sub),
-        Consumer::Client(None) => deliveries.close(),
-        Consumer::Link(Some(link)) => link_down(ctx, link, info.peer),
-        Consumer::Link(None) => {}
-    }
-    deliveries.close();
+    drop(detach);
     if node_initiated(reason) {
         Box::pin(linger(&mut rd, &ctx.kill)).await;
     }
     reason
+}
+
+/// Takes a session's consumer out of the registry and closes its delivery
+/// queue when dropped: when the session ends, and also when its task
+/// unwinds, so a panic leaves no subscriber or link attached.
+struct Detach<'a> {
+    ctx: &'a SessionCtx,
+    consumer: Consumer,
+    deliveries: Arc<DeliveryQueue>,
+    peer: SocketAddr,
+}
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        match self.consumer {
+            Consumer::Client(Some(sub)) => self.ctx.registry.detach(sub),
+            Consumer::Link(Some(link)) => link_down(self.ctx, link, self.peer),
+            Consumer::Client(None) | Consumer::Link(None) => {}
+        }
+        self.deliveries.close();
+    }
 }
 
 fn node_initiated(reason: DisconnectReason) -> bool {
