@@ -81,6 +81,23 @@ async fn overlapping_patterns_on_one_session_deliver_once() {
     node.shutdown().await;
 }
 
+/// Reads `MSGS` messages numbered 0.. (big-endian u32 payload prefix) and
+/// checks their order; answers PINGs. Returns how many arrived.
+async fn read_in_order(mut s: overlay_core::client::Client, msgs: u32) -> u32 {
+    let mut next = 0u32;
+    while next < msgs {
+        match within(s.recv()).await.unwrap() {
+            Frame::Msg(m) => {
+                assert_eq!(u32::from_be_bytes(m.payload[..4].try_into().unwrap()), next, "out of order");
+                next += 1;
+            }
+            Frame::Ctrl(Ctrl::Ping { nonce }) => s.send(&Frame::pong(nonce)).await.unwrap(),
+            other => panic!("subscriber got {other:?}"),
+        }
+    }
+    next
+}
+
 #[tokio::test]
 async fn one_publisher_to_100_subscribers_10_000_messages_each_in_order() {
     const SUBS: usize = 100;
@@ -90,20 +107,7 @@ async fn one_publisher_to_100_subscribers_10_000_messages_each_in_order() {
     for _ in 0..SUBS {
         let mut s = pubsub(&node).await;
         sub(&mut s, 1, "load.*").await;
-        readers.push(tokio::spawn(async move {
-            let mut next = 0u32;
-            while next < MSGS {
-                match within(s.recv()).await.unwrap() {
-                    Frame::Msg(m) => {
-                        assert_eq!(u32::from_be_bytes(m.payload[..4].try_into().unwrap()), next, "out of order");
-                        next += 1;
-                    }
-                    Frame::Ctrl(Ctrl::Ping { nonce }) => s.send(&Frame::pong(nonce)).await.unwrap(),
-                    other => panic!("subscriber got {other:?}"),
-                }
-            }
-            next
-        }));
+        readers.push(tokio::spawn(read_in_order(s, MSGS)));
     }
     let mut p = pubsub(&node).await;
     for seq in 0..MSGS {
@@ -133,20 +137,7 @@ async fn a_reading_subscriber_on_the_smallest_queue_loses_nothing_to_a_pipelinin
     .await;
     let mut s = pubsub(&node).await;
     sub(&mut s, 1, "tiny").await;
-    let reader = tokio::spawn(async move {
-        let mut next = 0u32;
-        while next < MSGS {
-            match within(s.recv()).await.unwrap() {
-                Frame::Msg(m) => {
-                    assert_eq!(u32::from_be_bytes(m.payload[..4].try_into().unwrap()), next, "out of order");
-                    next += 1;
-                }
-                Frame::Ctrl(Ctrl::Ping { nonce }) => s.send(&Frame::pong(nonce)).await.unwrap(),
-                other => panic!("subscriber got {other:?}"),
-            }
-        }
-        next
-    });
+    let reader = tokio::spawn(read_in_order(s, MSGS));
     let mut p = pubsub(&node).await;
     for seq in 0..MSGS {
         p.feed(&pub_frame(0, "tiny", seq.to_be_bytes().to_vec())).unwrap();
