@@ -83,7 +83,12 @@ fn target_dir() -> PathBuf {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    // `cargo run` sets CARGO_MANIFEST_DIR for the running xtask: prefer it to
+    // the path baked in at build time (a binary built from another checkout
+    // into a shared target directory would point there).
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 impl Node {
