@@ -343,11 +343,7 @@ impl Frame {
                 dst.put_u32(*req_id);
                 put_name(dst, topic.as_bytes());
             }
-            Frame::Msg(msg) => {
-                put_name(dst, msg.topic.as_bytes());
-                dst.put_slice(&msg.msg_id.0);
-                dst.put_u8(msg.hops);
-            }
+            Frame::Msg(msg) => put_msg_fields(dst, &msg.topic, msg.msg_id, msg.hops),
             Frame::Ack(ack) => {
                 dst.put_u32(ack.req_id);
                 if let Some(p) = &ack.publish {
@@ -469,6 +465,29 @@ impl Frame {
             Frame::Auth { .. } => 4,
             Frame::Lagged { .. } => 8,
         }
+    }
+}
+
+/// A `MSG` frame's fields between its kind byte and its payload.
+fn put_msg_fields(dst: &mut BytesMut, topic: &Topic, msg_id: MsgId, hops: u8) {
+    put_name(dst, topic.as_bytes());
+    dst.put_slice(&msg_id.0);
+    dst.put_u8(hops);
+}
+
+impl Msg {
+    /// This message as a whole `MSG` frame carrying `hops` (a relay forwards
+    /// with its own count), encoded straight from its fields: no `Frame` is
+    /// built, so nothing is cloned. Does not check `max_frame`.
+    pub fn encode_as(&self, hops: u8) -> Bytes {
+        let len = 1 + 1 + self.topic.as_bytes().len() + 16 + 1 + self.payload.len();
+        let mut dst = BytesMut::with_capacity(crate::HEADER_LEN + len);
+        // `len` fits in u32: callers check it against `max_frame` (<= 1 MiB).
+        dst.put_u32(len as u32);
+        dst.put_u8(Kind::Msg as u8);
+        put_msg_fields(&mut dst, &self.topic, self.msg_id, hops);
+        dst.put_slice(&self.payload);
+        dst.freeze()
     }
 }
 

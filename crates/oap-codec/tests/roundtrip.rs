@@ -69,6 +69,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
+    fn msg_encode_as_is_the_frame_with_those_hops(
+        topic in topic(), id in msg_id(), hops in any::<u8>(), new_hops in any::<u8>(), payload in bytes(512)
+    ) {
+        let msg = Msg { topic, msg_id: id, hops, payload };
+        let mut want = BytesMut::new();
+        Frame::Msg(Msg { hops: new_hops, ..msg.clone() }).encode_into(&mut want);
+        prop_assert_eq!(&msg.encode_as(new_hops)[..], &want[..]);
+    }
+
+    #[test]
     fn encode_decode_round_trip(frames in prop::collection::vec(frame(), 1..8)) {
         let mut codec = OapCodec::new();
         let mut wire = BytesMut::new();

@@ -31,8 +31,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Frames in flight per connection in pipelined echo.
 const WINDOW: u64 = 256;
-/// Messages per fanout run.
-const FANOUT_MESSAGES: u64 = 200_000;
+/// Messages per full-speed fanout run (long enough to leave start-up effects
+/// such as TCP window growth out of the rate).
+const FANOUT_MESSAGES: u64 = 1_000_000;
 /// Paced fanouts: (subscribers, payload bytes, publishes per second), each
 /// well below what both nats-server and svc-overlay sustain here.
 const PACED: [(usize, usize, u64); 4] = [(1, 64, 1_000_000), (1, 1024, 300_000), (8, 64, 300_000), (8, 1024, 60_000)];
@@ -406,6 +407,7 @@ async fn fanout(
     size: usize,
     pace: Option<u64>,
 ) -> Result<(f64, u64, u64, u64), BoxError> {
+    let n = messages(pace);
     let epoch = Instant::now();
     let topic: oap_codec::Topic = "bench.fanout".parse()?;
     let mut readers = Vec::new();
@@ -417,7 +419,7 @@ async fn fanout(
         // MSG: len(4) kind(1) topic_len(1) topic msg_id(16) hops(1) payload
         let at = 4 + 1 + 1 + topic.as_bytes().len() + 16 + 1;
         readers.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(FANOUT_MESSAGES as usize);
+            let mut lat = Vec::with_capacity(n as usize);
             let (mut got, mut lost) = (0u64, 0u64);
             let r = tokio::time::timeout(
                 Duration::from_secs(120),
@@ -431,11 +433,11 @@ async fn fanout(
                         0x0A => lost += u64::from_be_bytes(f[5..13].try_into().unwrap_or_default()),
                         _ => {}
                     }
-                    got + lost < FANOUT_MESSAGES
+                    got + lost < n
                 }),
             )
             .await;
-            (got, lost + FANOUT_MESSAGES.saturating_sub(got + lost) * u64::from(r.is_err()), epoch.elapsed(), lat)
+            (got, lost + n.saturating_sub(got + lost) * u64::from(r.is_err()), epoch.elapsed(), lat)
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -555,15 +557,16 @@ async fn nats_fanout(
     size: usize,
     pace: Option<u64>,
 ) -> Result<(f64, u64, u64, u64), BoxError> {
+    let n = messages(pace);
     let epoch = Instant::now();
     let mut readers = Vec::new();
     for _ in 0..subs {
         let (mut s, mut buf) = nats_open(addr, "SUB bench.fanout 1\r\n").await?;
         readers.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(FANOUT_MESSAGES as usize);
+            let mut lat = Vec::with_capacity(n as usize);
             let mut got = 0u64;
             let reading = async {
-                while got < FANOUT_MESSAGES {
+                while got < n {
                     // MSG <subject> <sid> <#bytes>\r\n<payload>\r\n
                     while let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
                         if buf.starts_with(b"MSG ") {
@@ -587,7 +590,7 @@ async fn nats_fanout(
                             }
                         }
                     }
-                    if got >= FANOUT_MESSAGES {
+                    if got >= n {
                         break;
                     }
                     buf.reserve(64 * 1024);
@@ -597,7 +600,7 @@ async fn nats_fanout(
                 }
             };
             let _ = tokio::time::timeout(Duration::from_secs(120), reading).await;
-            (got, FANOUT_MESSAGES - got.min(FANOUT_MESSAGES), epoch.elapsed(), lat)
+            (got, n - got.min(n), epoch.elapsed(), lat)
         }));
     }
     let (mut p, _) = nats_open(addr, "").await?;
@@ -664,7 +667,13 @@ async fn summarize(
     Ok((rate, percentile(&mut lat, 0.5), percentile(&mut lat, 0.99), lost))
 }
 
-/// Publishes `FANOUT_MESSAGES` payloads of `size` bytes (a send timestamp
+/// How many messages a fanout run publishes: [`FANOUT_MESSAGES`] at full
+/// speed, one second's worth when paced.
+fn messages(pace: Option<u64>) -> u64 {
+    pace.unwrap_or(FANOUT_MESSAGES)
+}
+
+/// Publishes [`messages`] payloads of `size` bytes (a send timestamp
 /// first), encoded by `put`, written 64 at a time: as fast as possible, or
 /// at `pace` messages per second.
 async fn publish_all(
@@ -677,7 +686,7 @@ async fn publish_all(
     let mut batch = BytesMut::new();
     let mut body = BytesMut::new();
     let start = tokio::time::Instant::now();
-    for i in 0..FANOUT_MESSAGES {
+    for i in 0..messages(pace) {
         if let Some(rate) = pace.filter(|_| i % 64 == 0) {
             tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate as f64)).await;
         }

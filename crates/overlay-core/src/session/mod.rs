@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -153,6 +153,9 @@ pub(crate) struct ReplyQueue {
     /// The reader stepped aside for the writer and must be polled again in
     /// the same pass (see `yield_to_writer`).
     repoll: AtomicBool,
+    /// Copies of the queue's length and bytes, written under the lock.
+    level_frames: AtomicUsize,
+    level_bytes: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -179,6 +182,8 @@ impl ReplyQueue {
             drained: Notify::new(),
             gone: Notify::new(),
             repoll: AtomicBool::new(false),
+            level_frames: AtomicUsize::new(0),
+            level_bytes: AtomicUsize::new(0),
             capacity,
             byte_watermark: 2 * max_frame as usize,
         }
@@ -190,20 +195,16 @@ impl ReplyQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Frames queued now.
-    pub(crate) fn depth(&self) -> usize {
-        self.lock().frames.len()
-    }
-
-    /// Bytes queued now.
-    pub(crate) fn bytes(&self) -> usize {
-        self.lock().bytes
-    }
-
-    /// Frames and bytes queued now.
+    /// Frames and bytes queued now, without the lock: the reader asks
+    /// before every frame it dispatches.
     pub(crate) fn level(&self) -> (usize, usize) {
-        let st = self.lock();
-        (st.frames.len(), st.bytes)
+        (self.level_frames.load(Ordering::Relaxed), self.level_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Publishes the level for `level` (called with the lock held).
+    fn note_level(&self, st: &Replies) {
+        self.level_frames.store(st.frames.len(), Ordering::Relaxed);
+        self.level_bytes.store(st.bytes, Ordering::Relaxed);
     }
 
     /// Queues a reply if there is room and the writer is there; otherwise
@@ -215,6 +216,7 @@ impl ReplyQueue {
         }
         st.bytes += frame.encoded_len();
         st.frames.push_back(frame);
+        self.note_level(&st);
         // No wake-up: see `push`.
         Ok(())
     }
@@ -235,6 +237,7 @@ impl ReplyQueue {
                 if st.frames.len() < self.capacity {
                     st.bytes += frame.encoded_len();
                     st.frames.push_back(frame);
+                    self.note_level(&st);
                     // No wake-up: the writer is polled right after the reader
                     // in the same task (`established`), and its `ready` looks
                     // at the queue on every poll. Waking our own task would
@@ -263,6 +266,7 @@ impl ReplyQueue {
             out.push(f);
         }
         st.bytes -= bytes;
+        self.note_level(&st);
         let finished = st.reader_done && st.frames.is_empty();
         if st.frames.is_empty() && st.frames.capacity() > KEEP_REPLY_SLOTS {
             st.frames = VecDeque::new();
@@ -342,6 +346,7 @@ impl ReplyQueue {
         let left = st.frames.len();
         st.frames = VecDeque::new();
         st.bytes = 0;
+        self.note_level(&st);
         drop(st);
         self.drained.notify_one();
         self.gone.notify_one();

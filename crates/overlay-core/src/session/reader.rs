@@ -591,7 +591,11 @@ impl Reader<'_> {
     async fn wait_for_room(&self) -> Result<(), DisconnectReason> {
         let frames = self.ctx.limits.tx_watermark;
         let bytes = self.queue.byte_watermark;
-        while self.depth() * 2 >= frames || self.queue.bytes() * 2 >= bytes {
+        loop {
+            let (queued, queued_bytes) = self.queue.level();
+            if queued * 2 < frames && queued_bytes * 2 < bytes {
+                return Ok(());
+            }
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Err(DisconnectReason::Shutdown),
@@ -600,7 +604,6 @@ impl Reader<'_> {
                 () = self.queue.drained.notified() => {}
             }
         }
-        Ok(())
     }
 
     /// True while the reply queue is below `tx_watermark` (and its bytes
@@ -614,10 +617,6 @@ impl Reader<'_> {
     async fn drain_goaway(&self) -> DisconnectReason {
         let after = reconnect_after(self.info.id, self.ctx.limits.drain_window_ms);
         self.goaway(ErrorCode::Unavailable, after, "node shutting down", DisconnectReason::Shutdown).await
-    }
-
-    fn depth(&self) -> usize {
-        self.queue.depth()
     }
 
     fn count_in(&mut self, frame: &Frame) {
