@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use oap_codec::{Caps, MsgId, Pattern, Topic, TopicError};
 use overlay_admin::{AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, gate, install_recorder};
-use overlay_gossip::{Congestion, Registry};
+use overlay_gossip::{PublishBatch, Registry};
 use ron_transport::tls::{self, PqMode, TlsError};
 use ron_transport::{BindError, TransportConfig, TransportHandle, spawn_transport_with_cancel};
 use rustls::ClientConfig;
@@ -354,7 +354,10 @@ impl Overlay {
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<PublishReceipt, PublishError> {
         let topic: Topic = topic.parse()?;
         // In-process publishers do not stall: congestion is left to the queues.
-        let f = self.inner.ctx.registry.publish(&topic, payload.into(), Instant::now(), &mut Congestion::default())?;
+        let registry = &self.inner.ctx.registry;
+        let mut batch = PublishBatch::default();
+        let f = registry.publish(&topic, payload.into(), Instant::now(), &mut batch)?;
+        registry.settle(&mut batch);
         Ok(PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped })
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use overlay_gossip::{Congestion, DeliveryQueue, GossipConfig, Pattern, Registry, Topic};
+use overlay_gossip::{DeliveryQueue, GossipConfig, Pattern, PublishBatch, Registry, Topic};
 
 fn registry() -> Registry {
     let cfg = GossipConfig { delivery_queue_bytes: 64 << 20, max_pending_bytes: 64 << 30, ..GossipConfig::default() };
@@ -39,7 +39,7 @@ fn fanout(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..n {
                         let f = reg
-                            .publish(&topic, payload.clone(), start, &mut Congestion::default())
+                            .publish(&topic, payload.clone(), start, &mut PublishBatch::default())
                             .expect("fits max_frame");
                         assert_eq!(f.dropped, 0);
                     }

@@ -14,5 +14,5 @@ mod trie;
 pub use msgid::MsgIdGen;
 pub use oap_codec::{Msg, MsgId, Pattern, Topic};
 pub use queue::{Budget, DeliveryQueue, DropReason, Offer, Taken};
-pub use registry::{Congestion, Fanout, GossipConfig, LinkId, PublishError, Registry, SubscribeError, SubscriberId};
+pub use registry::{Fanout, GossipConfig, LinkId, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId};
 pub use seen::{PREALLOCATE_MAX, SeenCache};

@@ -101,24 +101,27 @@ pub struct Fanout {
 /// A fanout in progress: its report, and where congested queues go.
 struct Out<'a> {
     fanout: Fanout,
-    congestion: &'a mut Congestion,
+    batch: &'a mut PublishBatch,
 }
 
 /// Entries gathered before a publisher must stall anyway: bounds the list
 /// (and the work to settle it) when many queues congest at once.
 const MAX_GATHERED: usize = 64;
 
-/// The queues one publisher's messages left more than half full, gathered
-/// over a batch of its messages so it stalls once for the batch (spec section
-/// 4), and at once when one of them passes three quarters.
+/// What a run of one publisher's messages (a read batch) leaves to do: the
+/// queues they left more than half full, so the publisher stalls once for
+/// the run (spec section 4), and at once when one passes three quarters; and
+/// the counts for the metrics, added by [`Registry::settle`].
 #[derive(Debug, Default)]
-pub struct Congestion {
+pub struct PublishBatch {
     queues: Vec<Arc<DeliveryQueue>>,
     urgent: bool,
+    ingress: u64,
+    fanout: u64,
 }
 
-impl Congestion {
-    /// Nothing gathered.
+impl PublishBatch {
+    /// No congested queue gathered.
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty()
     }
@@ -136,7 +139,7 @@ impl Congestion {
         &self.queues
     }
 
-    /// Forgets everything gathered (keeps the allocation).
+    /// Forgets the congested queues gathered (keeps the allocation).
     pub fn clear(&mut self) {
         self.queues.clear();
         self.urgent = false;
@@ -321,35 +324,48 @@ impl Registry {
 
     /// Publishes a message that entered at this node: a new msg id, `hops`
     /// 0 to local subscribers and 1 to every relay link. Queues left more
-    /// than half full are added to `congestion`: the publisher stalls briefly
-    /// on them before it reads more (at once when it [`Congestion::is_urgent`]).
+    /// than half full are added to `batch`: the publisher stalls briefly on
+    /// them before it reads more (at once when it [`PublishBatch::is_urgent`]);
+    /// its counts reach the metrics at [`Registry::settle`].
     pub fn publish(
         &self,
         topic: &Topic,
         payload: Bytes,
         now: Instant,
-        congestion: &mut Congestion,
+        batch: &mut PublishBatch,
     ) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
         // Not put in the seen-cache: `relay` knows its own ids by `issued`.
         let msg_id = self.ids.next_id();
-        self.metrics.ingress.increment(1);
-        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, congestion))
+        batch.ingress += 1;
+        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, batch))
     }
 
     /// Takes a `MSG` that arrived over relay link `from`: `None` when its id
     /// was seen already; otherwise delivers it locally with its `hops` and
     /// forwards it with `hops + 1` to every other link while
-    /// `hops < max_hops`. Congested queues are added to `congestion`, as in
+    /// `hops < max_hops`. Congested queues and counts go to `batch`, as in
     /// [`Registry::publish`].
-    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant, congestion: &mut Congestion) -> Option<Fanout> {
+    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant, batch: &mut PublishBatch) -> Option<Fanout> {
         if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, now) {
             self.metrics.duplicates.increment(1);
             return None;
         }
-        self.metrics.ingress.increment(1);
+        batch.ingress += 1;
         let forward = msg.hops < self.cfg.max_hops;
-        Some(self.fan_out(&msg, Some(from), forward, now, congestion))
+        Some(self.fan_out(&msg, Some(from), forward, now, batch))
+    }
+
+    /// Adds what `batch` counted (`gossip_ingress_total`,
+    /// `gossip_fanout_total`) to the metrics; call it when a run of publishes
+    /// ends (a read batch, or one in-process publish).
+    pub fn settle(&self, batch: &mut PublishBatch) {
+        if batch.ingress > 0 {
+            self.metrics.ingress.increment(std::mem::take(&mut batch.ingress));
+        }
+        if batch.fanout > 0 {
+            self.metrics.fanout.increment(std::mem::take(&mut batch.fanout));
+        }
     }
 
     fn fan_out(
@@ -358,9 +374,9 @@ impl Registry {
         from: Option<LinkId>,
         forward: bool,
         now: Instant,
-        congestion: &mut Congestion,
+        batch: &mut PublishBatch,
     ) -> Fanout {
-        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, congestion };
+        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, batch };
         let index = self.read();
         MATCHED.with_borrow_mut(|matched| {
             matched.clear();
@@ -376,8 +392,9 @@ impl Registry {
         }
         drop(index);
         // `overlay_queue_depth` is refreshed by the consumers after taking and
-        // by the node's sampler, not once per message.
-        self.metrics.fanout.increment(u64::from(out.fanout.queued));
+        // by the node's sampler, not once per message; the counters are added
+        // by `settle`, once per batch.
+        out.batch.fanout += u64::from(out.fanout.queued);
         out.fanout
     }
 
@@ -409,7 +426,7 @@ impl Registry {
             Offer::Queued => fanout.queued += 1,
             Offer::Congested { urgent } => {
                 fanout.queued += 1;
-                out.congestion.add(queue, urgent);
+                out.batch.add(queue, urgent);
             }
             Offer::Dropped(reason) => {
                 if reason != DropReason::Closed {

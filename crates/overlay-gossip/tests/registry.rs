@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Frame, MsgId, OapCodec};
-use overlay_gossip::{Congestion, GossipConfig, PublishError, Registry, SubscribeError};
+use overlay_gossip::{GossipConfig, PublishBatch, PublishError, Registry, SubscribeError};
 use tokio_util::codec::Decoder;
 
 fn decode(frame: &Bytes) -> Frame {
@@ -48,7 +48,7 @@ fn overlapping_patterns_deliver_once_and_unsubscribe_is_exact() {
     }
     assert!(!reg.subscribe(id, &"a.b".parse().unwrap()).unwrap(), "same pattern twice is one subscription");
     let f = reg
-        .publish(&"a.b".parse().unwrap(), Bytes::from_static(b"x"), Instant::now(), &mut Congestion::default())
+        .publish(&"a.b".parse().unwrap(), Bytes::from_static(b"x"), Instant::now(), &mut PublishBatch::default())
         .unwrap();
     assert_eq!((f.queued, f.dropped), (1, 0));
     let mut out = Vec::new();
@@ -90,7 +90,7 @@ fn a_full_queue_drops_newest_and_reports_the_count_once() {
     let mut out = Vec::new();
     for i in 0..100u32 {
         let report = reg
-            .publish(&"t".parse().unwrap(), Bytes::from(i.to_be_bytes().to_vec()), now, &mut Congestion::default())
+            .publish(&"t".parse().unwrap(), Bytes::from(i.to_be_bytes().to_vec()), now, &mut PublishBatch::default())
             .unwrap();
         dropped += report.dropped;
         out.clear();
@@ -117,21 +117,22 @@ fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
     let _link_b = reg.attach_link(b.clone(), Vec::new());
     let now = Instant::now();
 
-    let origin = reg.publish(&"x".parse().unwrap(), Bytes::from_static(b"p"), now, &mut Congestion::default()).unwrap();
+    let origin =
+        reg.publish(&"x".parse().unwrap(), Bytes::from_static(b"p"), now, &mut PublishBatch::default()).unwrap();
     assert_eq!(origin.queued, 3, "local + two links");
     let mut out = Vec::new();
     a.take(usize::MAX, &mut out);
     let Frame::Msg(relayed) = decode(&out[0]) else { panic!("MSG") };
     assert_eq!(relayed.hops, 1);
     assert!(
-        reg.relay(relayed.clone(), link_a, now, &mut Congestion::default()).is_none(),
+        reg.relay(relayed.clone(), link_a, now, &mut PublishBatch::default()).is_none(),
         "our own message coming back is a duplicate"
     );
 
     let mut foreign = relayed;
     foreign.msg_id.0[0] ^= 0xff;
     foreign.hops = 2;
-    let f = reg.relay(foreign.clone(), link_a, now, &mut Congestion::default()).unwrap();
+    let f = reg.relay(foreign.clone(), link_a, now, &mut PublishBatch::default()).unwrap();
     assert_eq!(f.queued, 2, "local + link b, not back to a");
     out.clear();
     b.take(usize::MAX, &mut out);
@@ -145,7 +146,7 @@ fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
     foreign.msg_id.0[1] ^= 0xff;
     foreign.hops = 3;
     assert_eq!(
-        reg.relay(foreign, link_a, now, &mut Congestion::default()).unwrap().queued,
+        reg.relay(foreign, link_a, now, &mut PublishBatch::default()).unwrap().queued,
         1,
         "at max_hops: local only"
     );
@@ -156,9 +157,9 @@ fn oversize_messages_are_refused_before_fanout() {
     let reg = Registry::new(GossipConfig { max_frame: 1024, ..GossipConfig::default() }, "t");
     let topic = "abc".parse().unwrap();
     let max = 1024 - (1 + 1 + 3 + 16 + 1);
-    assert!(reg.publish(&topic, Bytes::from(vec![0; max]), Instant::now(), &mut Congestion::default()).is_ok());
+    assert!(reg.publish(&topic, Bytes::from(vec![0; max]), Instant::now(), &mut PublishBatch::default()).is_ok());
     assert_eq!(
-        reg.publish(&topic, Bytes::from(vec![0; max + 1]), Instant::now(), &mut Congestion::default()).unwrap_err(),
+        reg.publish(&topic, Bytes::from(vec![0; max + 1]), Instant::now(), &mut PublishBatch::default()).unwrap_err(),
         PublishError::TooLarge { payload: max + 1, max }
     );
 }
@@ -170,18 +171,18 @@ fn seen_ttl_bounds_dedup() {
     let now = Instant::now();
     let foreign =
         oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: MsgId([9; 16]), hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(foreign.clone(), link, now, &mut Congestion::default()).is_some());
-    assert!(reg.relay(foreign.clone(), link, now, &mut Congestion::default()).is_none());
+    assert!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).is_some());
+    assert!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).is_none());
     assert!(
-        reg.relay(foreign, link, now + Duration::from_secs(2), &mut Congestion::default()).is_some(),
+        reg.relay(foreign, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_some(),
         "aged out of the seen-cache"
     );
 
     // A message this node published is refused whenever it comes back.
-    let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now, &mut Congestion::default()).unwrap();
+    let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap();
     let own = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(own.clone(), link, now, &mut Congestion::default()).is_none());
-    assert!(reg.relay(own, link, now + Duration::from_secs(2), &mut Congestion::default()).is_none());
+    assert!(reg.relay(own.clone(), link, now, &mut PublishBatch::default()).is_none());
+    assert!(reg.relay(own, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_none());
 }
 
 #[test]
@@ -190,8 +191,14 @@ fn a_filtered_link_receives_only_its_topics() {
     let q = reg.queue();
     reg.attach_link(q.clone(), vec!["x.>".parse().unwrap()]);
     let now = Instant::now();
-    assert_eq!(reg.publish(&"x.a".parse().unwrap(), Bytes::new(), now, &mut Congestion::default()).unwrap().queued, 1);
-    assert_eq!(reg.publish(&"y.a".parse().unwrap(), Bytes::new(), now, &mut Congestion::default()).unwrap().queued, 0);
+    assert_eq!(
+        reg.publish(&"x.a".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap().queued,
+        1
+    );
+    assert_eq!(
+        reg.publish(&"y.a".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap().queued,
+        0
+    );
 }
 
 #[test]
@@ -199,7 +206,7 @@ fn congestion_gathers_each_queue_once_and_turns_urgent_past_three_quarters() {
     let reg = Registry::new(GossipConfig { delivery_queue_bytes: 1000, ..GossipConfig::default() }, "t");
     let sub = reg.attach(reg.queue());
     reg.subscribe(sub, &"t".parse().unwrap()).unwrap();
-    let mut congestion = Congestion::default();
+    let mut congestion = PublishBatch::default();
     let now = Instant::now();
     // Each MSG on "t" with a 100 B payload is 4 + 1 + 1 + 1 + 16 + 1 + 100 = 124 bytes.
     for _ in 0..5 {

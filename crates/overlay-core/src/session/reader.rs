@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
 use overlay_admin::SizeTally;
-use overlay_gossip::{Congestion, DeliveryQueue, PublishError, SubscribeError};
+use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, SubscribeError};
 
 use super::{link_down, link_up};
 use crate::auth::{AuthError, Grant, Op};
@@ -52,10 +52,11 @@ struct Reader<'a> {
     counts: [u32; Kind::ALL.len()],
     bytes: u64,
     sizes: SizeTally,
-    /// Subscriber queues this batch's messages left more than half full:
-    /// the reader stalls on them once, before it reads more (or at once, when
-    /// one passes three quarters).
-    congestion: Congestion,
+    /// What this read batch's messages left to do: subscriber queues they
+    /// left more than half full (the reader stalls on them once, before it
+    /// reads more, or at once when one passes three quarters) and counts for
+    /// the gossip metrics (settled at the batch's end).
+    batch: PublishBatch,
     /// When the current batch was read; its messages carry this time.
     now: Instant,
     /// The grant of the last successful `AUTH`.
@@ -94,14 +95,17 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         counts: [0; Kind::ALL.len()],
         bytes: 0,
         sizes: SizeTally::default(),
-        congestion: Congestion::default(),
+        batch: PublishBatch::default(),
         now: Instant::now(),
         grant: None,
         subs: Vec::new(),
         info_tls: tls,
         dialed,
     };
-    reader.read_loop(rd).await
+    let reason = reader.read_loop(rd).await;
+    // A batch cut short by the session's end is counted all the same.
+    reader.ctx.registry.settle(&mut reader.batch);
+    reason
 }
 
 impl Reader<'_> {
@@ -159,7 +163,8 @@ impl Reader<'_> {
             }
             // Spec section 4: a publisher whose messages congested some
             // subscriber waits (briefly) before the node reads more from it.
-            if !self.congestion.is_empty()
+            self.ctx.registry.settle(&mut self.batch);
+            if !self.batch.is_empty()
                 && let Some(reason) = Box::pin(self.stall()).await
             {
                 return reason;
@@ -383,7 +388,7 @@ impl Reader<'_> {
     /// `PUB`: fan out, answer `ACK(req_id, msg_id, queued, dropped)`, then
     /// stall briefly for subscribers more than half full.
     async fn publish(&mut self, req_id: u32, topic: &Topic, payload: Bytes) -> Option<DisconnectReason> {
-        let fanout = match self.ctx.registry.publish(topic, payload, self.now, &mut self.congestion) {
+        let fanout = match self.ctx.registry.publish(topic, payload, self.now, &mut self.batch) {
             Ok(f) => f,
             Err(e @ PublishError::TooLarge { .. }) => {
                 self.ctx.metrics.reject("message_too_large");
@@ -407,7 +412,7 @@ impl Reader<'_> {
                 .await
                 .err();
         };
-        self.ctx.registry.relay(msg, link, self.now, &mut self.congestion);
+        self.ctx.registry.relay(msg, link, self.now, &mut self.batch);
         None
     }
 
@@ -416,17 +421,17 @@ impl Reader<'_> {
     /// Once per read batch, not per message: the publisher is held back
     /// where it matters, before the node reads more from it.
     async fn stall(&mut self) -> Option<DisconnectReason> {
-        let mut congestion = std::mem::take(&mut self.congestion);
+        let mut batch = std::mem::take(&mut self.batch);
         let deadline = tokio::time::Instant::now() + self.ctx.limits.publish_stall;
-        for queue in congestion.queues() {
+        for queue in batch.queues() {
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
                 r = tokio::time::timeout_at(deadline, queue.wait_drained()) => if r.is_err() { break },
             }
         }
-        congestion.clear();
-        self.congestion = congestion;
+        batch.clear();
+        self.batch = batch;
         // Time went by: what this batch still offers carries the time now.
         self.now = Instant::now();
         None
@@ -436,7 +441,7 @@ impl Reader<'_> {
     /// congested): stall before the next message, not at the batch's end,
     /// so a subscriber that keeps up is never overrun by one read's worth.
     fn must_stall_now(&self) -> bool {
-        self.congestion.is_urgent()
+        self.batch.is_urgent()
     }
 
     /// `AUTH`: a valid token replaces the grant (in-band refresh); the
