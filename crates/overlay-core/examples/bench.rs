@@ -29,6 +29,9 @@ use tokio::sync::Notify;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Round trips in the echo latency workload: enough that its p99 is not a
+/// handful of scheduler hiccups on a shared 2-core machine.
+const RTT_SAMPLES: usize = 30_000;
 /// Frames in flight per connection in pipelined echo.
 const WINDOW: u64 = 256;
 /// Messages per full-speed fanout run (long enough to leave start-up effects
@@ -77,10 +80,10 @@ async fn main() -> Result<(), BoxError> {
     let only = arg("--only");
     let want = |group: &str| only.as_deref().is_none_or(|o| o == group);
     if want("rtt") {
-        let (p50, p99) = echo_rtt(Echo::Overlay, overlay, 5000).await?;
+        let (p50, p99) = echo_rtt(Echo::Overlay, overlay, RTT_SAMPLES).await?;
         rows.push(latency_row("echo round trip, 1 conn, 64 B", p50, p99));
         if let Some(r) = redis {
-            let (p50, p99) = echo_rtt(Echo::Redis, r, 5000).await?;
+            let (p50, p99) = echo_rtt(Echo::Redis, r, RTT_SAMPLES).await?;
             rows.push(latency_row("  redis-server ECHO round trip", p50, p99));
         }
     }
