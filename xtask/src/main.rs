@@ -4,7 +4,7 @@
 //! - `cargo xtask smoke`: the real binary end to end on free loopback ports.
 //! - `cargo xtask roundtrip N [--addr A --admin A]`: N ping/pub/sub round trips.
 //! - `cargo xtask soak [--secs S] [--conc C] [--nodes K]`: a mesh under mixed load.
-//! - `cargo xtask bench [--secs S] [--only GROUP]`: throughput, latency, connect rate and memory.
+//! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP]`: throughput, latency, connect rate and memory.
 
 mod node;
 
@@ -28,9 +28,10 @@ commands:
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
                      (or a running one: --addr HOST:PORT --admin HOST:PORT)
-  bench [--secs S] [--only rtt|echo|fanout|connect|rss|tls|line]
+  bench [--secs S] [--rounds N] [--only rtt|echo|fanout|connect|rss|tls|line]
                      release build; a load generator in its own process against a plain node,
-                     a TLS node and a 3-node line; prints a table, writes target/bench.json
+                     a TLS node and a 3-node line; compared workloads run N times (3),
+                     alternating servers; prints medians as a table, writes target/bench.json
   soak [--secs S] [--conc C] [--nodes K]
                      K linked nodes (3), C clients (16) for S seconds (30): echoes,
                      cross-node pub/sub, stalls, churn; checks loss accounting,
@@ -267,6 +268,7 @@ fn wait_until(node: &Node, what: &str, ok: impl Fn(&str) -> bool) -> Result<(), 
 fn bench(args: &[String]) -> Result<(), Failure> {
     let secs = args.windows(2).find(|w| w[0] == "--secs").map_or("3".to_string(), |w| w[1].clone());
     let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].clone());
+    let rounds = args.windows(2).find(|w| w[0] == "--rounds").map(|w| w[1].clone());
     let bin = node::build_release()?;
     let load = node::build_example("bench", true)?;
     let pki = node::target().join("bench-pki");
@@ -315,6 +317,7 @@ fn bench(args: &[String]) -> Result<(), Failure> {
         .args(["--tls-overlay", tls.addr(), "--rss-tls", &rss_tls, "--ca", &pem("ca.pem")])
         .args(["--line", &line, "--json", &json.to_string_lossy()])
         .args(only.iter().flat_map(|o| ["--only".to_string(), o.clone()]))
+        .args(rounds.iter().flat_map(|r| ["--rounds".to_string(), r.clone()]))
         .args(redis.iter().flat_map(|r| ["--redis".to_string(), r.addr.clone()]))
         .args(nats.iter().flat_map(|n| ["--nats".to_string(), n.addr.clone()]))
         .status()

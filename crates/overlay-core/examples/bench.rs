@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release -p overlay-core --example bench -- --overlay 127.0.0.1:9500 [--secs 3]
 //!     [--rss ADDR/PID] [--tls-overlay ADDR --ca ca.pem [--rss-tls ADDR/PID]] [--line A,B,C]
-//!     [--redis ADDR] [--nats ADDR] [--json out.json]
+//!     [--redis ADDR] [--nats ADDR] [--rounds N] [--json out.json]
 //! cargo run --release -p overlay-core --example bench -- --make-certs DIR   # CA + localhost cert for a TLS node
 //! cargo run --release -p overlay-core --example bench -- --nats-only ADDR    # only the NATS fanout driver
 //! ... --only rtt|echo|fanout|connect|rss|tls|line                             # one group of workloads
@@ -79,32 +79,59 @@ async fn main() -> Result<(), BoxError> {
     // `--only rtt|echo|fanout|connect|tls|line` runs one group (while tuning).
     let only = arg("--only");
     let want = |group: &str| only.as_deref().is_none_or(|o| o == group);
+    // Every compared workload runs `--rounds` times (3), alternating between
+    // the servers; the table shows each figure's median over the rounds (and
+    // the most messages lost in any round). One round on this shared 2-core
+    // machine swings by 10-20 %.
+    let rounds: usize = arg("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(3).max(1);
     if want("rtt") {
-        let (p50, p99) = echo_rtt(Echo::Overlay, overlay, RTT_SAMPLES).await?;
+        let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
+        for _ in 0..rounds {
+            let (p50, p99) = echo_rtt(Echo::Overlay, overlay, RTT_SAMPLES).await?;
+            ours.push((0.0, p50, p99, 0));
+            if let Some(r) = redis {
+                let (p50, p99) = echo_rtt(Echo::Redis, r, RTT_SAMPLES).await?;
+                theirs.push((0.0, p50, p99, 0));
+            }
+        }
+        let (_, p50, p99, _) = ours.median();
         rows.push(latency_row("echo round trip, 1 conn, 64 B", p50, p99));
-        if let Some(r) = redis {
-            let (p50, p99) = echo_rtt(Echo::Redis, r, RTT_SAMPLES).await?;
+        if redis.is_some() {
+            let (_, p50, p99, _) = theirs.median();
             rows.push(latency_row("  redis-server ECHO round trip", p50, p99));
         }
     }
     for conns in [1usize, 8].into_iter().filter(|_| want("echo")) {
         for size in [64usize, 1024, 65536] {
-            let rate = pipelined_echo(Echo::Overlay, overlay, conns, size, run_for).await?;
+            let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
+            for _ in 0..rounds {
+                ours.push((pipelined_echo(Echo::Overlay, overlay, conns, size, run_for).await?, 0, 0, 0));
+                if let Some(r) = redis {
+                    theirs.push((pipelined_echo(Echo::Redis, r, conns, size, run_for).await?, 0, 0, 0));
+                }
+            }
+            let rate = ours.median().0;
             rows.push(rate_row(&format!("pipelined echo, {conns} conn, {}", human(size)), rate, "echo/s"));
-            if let Some(r) = redis {
-                let theirs = pipelined_echo(Echo::Redis, r, conns, size, run_for).await?;
-                rows.push(ratio_row("redis-server ECHO", theirs, "echo/s", rate));
+            if redis.is_some() {
+                rows.push(ratio_row("redis-server ECHO", theirs.median().0, "echo/s", rate));
             }
         }
     }
     for subs in [1usize, 8].into_iter().filter(|_| want("fanout")) {
         for size in [64usize, 1024] {
-            let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size, None).await?;
+            let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
+            for _ in 0..rounds {
+                ours.push(fanout(overlay, overlay, subs, size, None).await?);
+                if let Some(n) = nats {
+                    theirs.push(nats_fanout(n, subs, size, None).await?);
+                }
+            }
+            let (rate, p50, p99, lost) = ours.median();
             let mut row = rate_row(&format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)), rate, "msg/s");
             (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
             rows.push(row);
-            if let Some(n) = nats {
-                let (theirs, p50, p99, lost) = nats_fanout(n, subs, size, None).await?;
+            if nats.is_some() {
+                let (theirs, p50, p99, lost) = theirs.median();
                 let mut row = ratio_row(&format!("nats-server (lost {lost})"), theirs, "msg/s", rate);
                 (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
                 rows.push(row);
@@ -114,20 +141,34 @@ async fn main() -> Result<(), BoxError> {
     // Latency at a fixed publish rate both servers sustain: at full speed the
     // latency above is only how full the buffers on the way are.
     for (subs, size, pace) in PACED.into_iter().filter(|_| want("fanout")) {
-        let (rate, p50, p99, lost) = fanout(overlay, overlay, subs, size, Some(pace)).await?;
+        let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
+        for _ in 0..rounds {
+            ours.push(fanout(overlay, overlay, subs, size, Some(pace)).await?);
+            if let Some(n) = nats {
+                theirs.push(nats_fanout(n, subs, size, Some(pace)).await?);
+            }
+        }
+        let (rate, p50, p99, lost) = ours.median();
         let name = format!("fanout 1 -> {subs}, {} at {pace} pub/s (lost {lost})", human(size));
         rows.push(Row { name, value: rate, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
-        if let Some(n) = nats {
-            let (theirs, p50, p99, lost) = nats_fanout(n, subs, size, Some(pace)).await?;
+        if nats.is_some() {
+            let (theirs, p50, p99, lost) = theirs.median();
             let name = format!("  nats-server (lost {lost})");
             rows.push(Row { name, value: theirs, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
         }
     }
     if want("connect") {
-        let ours = connect_rate(overlay, None, run_for).await?;
-        rows.push(rate_row("connect + hello, plain", ours, "conn/s"));
-        if let Some(r) = redis {
-            rows.push(ratio_row("redis-server connect + PING", redis_connect_rate(r, run_for).await?, "conn/s", ours));
+        let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
+        for _ in 0..rounds {
+            ours.push((connect_rate(overlay, None, run_for).await?, 0, 0, 0));
+            if let Some(r) = redis {
+                theirs.push((redis_connect_rate(r, run_for).await?, 0, 0, 0));
+            }
+        }
+        let rate = ours.median().0;
+        rows.push(rate_row("connect + hello, plain", rate, "conn/s"));
+        if redis.is_some() {
+            rows.push(ratio_row("redis-server connect + PING", theirs.median().0, "conn/s", rate));
         }
     }
     // Idle memory is measured on fresh nodes (`ADDR/PID`): a node that ran
@@ -189,6 +230,28 @@ async fn main() -> Result<(), BoxError> {
         std::fs::write(path, format!("[{}]\n", items.join(",\n")))?;
     }
     Ok(())
+}
+
+/// One workload's results over several rounds: (rate, p50 µs, p99 µs, lost).
+#[derive(Default)]
+struct Rounds(Vec<(f64, u64, u64, u64)>);
+
+impl Rounds {
+    fn push(&mut self, round: (f64, u64, u64, u64)) {
+        self.0.push(round);
+    }
+
+    /// The median of each figure, and the most lost in any round.
+    fn median(&self) -> (f64, u64, u64, u64) {
+        let mid = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let rate = mid(self.0.iter().map(|r| r.0).collect());
+        let p50 = mid(self.0.iter().map(|r| r.1 as f64).collect()) as u64;
+        let p99 = mid(self.0.iter().map(|r| r.2 as f64).collect()) as u64;
+        (rate, p50, p99, self.0.iter().map(|r| r.3).max().unwrap_or(0))
+    }
 }
 
 /// A throughput row.
