@@ -127,15 +127,13 @@ impl PublishBatch {
     }
 
     /// The publisher should stall before its next message: a queue passed
-    /// three quarters, or many were gathered.
+    /// three quarters, or many distinct queues were gathered.
     pub fn is_urgent(&self) -> bool {
         self.urgent || self.queues.len() >= MAX_GATHERED
     }
 
     /// The gathered queues, each once.
-    pub fn queues(&mut self) -> &[Arc<DeliveryQueue>] {
-        self.queues.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
-        self.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    pub fn queues(&self) -> &[Arc<DeliveryQueue>] {
         &self.queues
     }
 
@@ -146,8 +144,8 @@ impl PublishBatch {
     }
 
     fn add(&mut self, queue: &Arc<DeliveryQueue>, urgent: bool) {
-        // The same queue again (one busy subscriber) is the common case.
-        if !self.queues.last().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+        // Each queue once; the list stays short (`MAX_GATHERED` forces a stall).
+        if !self.queues.iter().any(|q| Arc::ptr_eq(q, queue)) {
             self.queues.push(queue.clone());
         }
         self.urgent |= urgent;

@@ -421,6 +421,8 @@ impl Reader<'_> {
     /// Once per read batch, not per message: the publisher is held back
     /// where it matters, before the node reads more from it.
     async fn stall(&mut self) -> Option<DisconnectReason> {
+        // Counted before the wait, which a kill may cut short.
+        self.ctx.registry.settle(&mut self.batch);
         let mut batch = std::mem::take(&mut self.batch);
         let deadline = tokio::time::Instant::now() + self.ctx.limits.publish_stall;
         for queue in batch.queues() {

@@ -25,6 +25,9 @@ const WRITE_BATCH_FRAMES: usize = 256;
 const DIRECT_TAIL: usize = 16 * 1024;
 /// Slices per vectored write, well under the kernel's IOV_MAX (1024).
 const MAX_IOVECS: usize = 256;
+/// The copy buffer is written out once it holds this much: short of
+/// [`KEEP_BUFFER`] by more than one copied frame, so it never outgrows it.
+const FLUSH_AT: usize = KEEP_BUFFER - DIRECT_TAIL - 1024;
 /// A batch buffer grown past this is released after use.
 const KEEP_BUFFER: usize = 256 * 1024;
 /// `reconnect_after_ms` in the `GOAWAY 429` to an evicted slow consumer.
@@ -186,9 +189,8 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
 /// Encodes `batch` into `out` and writes it: short frames are copied into
 /// `out`, long tails (and long deliveries) are written from their own
 /// buffers, in vectored writes, so a head and its tail share a syscall. `out`
-/// is flushed whenever it reaches [`WRITE_BATCH_BYTES`] (a drain's batch can
-/// hold a whole delivery queue), and each write must make progress within
-/// `limit`.
+/// is flushed whenever it reaches [`FLUSH_AT`] (a drain's batch can hold a
+/// whole delivery queue), and each write must make progress within `limit`.
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled call may have written part of the batch.
@@ -214,7 +216,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         } else {
             out.extend_from_slice(tail);
         }
-        if out.len() >= WRITE_BATCH_BYTES || cuts.len() >= MAX_IOVECS {
+        if out.len() >= FLUSH_AT || cuts.len() >= MAX_IOVECS {
             flush(wr, out, &mut cuts, limit).await?;
         }
     }
