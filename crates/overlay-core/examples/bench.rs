@@ -80,18 +80,26 @@ async fn main() -> Result<(), BoxError> {
     let only = arg("--only");
     let want = |group: &str| only.as_deref().is_none_or(|o| o == group);
     // Every compared workload runs `--rounds` times (3), alternating between
-    // the servers; the table shows each figure's median over the rounds (and
+    // the servers (and which goes first); the table shows each figure's median over the rounds (and
     // the most messages lost in any round). One round on this shared 2-core
     // machine swings by 10-20 %.
     let rounds: usize = arg("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(3).max(1);
     if want("rtt") {
         let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-        for _ in 0..rounds {
-            let (p50, p99) = echo_rtt(Echo::Overlay, overlay, RTT_SAMPLES).await?;
-            ours.push((0.0, p50, p99, 0));
-            if let Some(r) = redis {
-                let (p50, p99) = echo_rtt(Echo::Redis, r, RTT_SAMPLES).await?;
-                theirs.push((0.0, p50, p99, 0));
+        for round in 0..rounds {
+            for side in order(round) {
+                match side {
+                    Side::Ours => {
+                        let (p50, p99) = echo_rtt(Echo::Overlay, overlay, RTT_SAMPLES).await?;
+                        ours.push((0.0, p50, p99, 0));
+                    }
+                    Side::Theirs => {
+                        if let Some(r) = redis {
+                            let (p50, p99) = echo_rtt(Echo::Redis, r, RTT_SAMPLES).await?;
+                            theirs.push((0.0, p50, p99, 0));
+                        }
+                    }
+                }
             }
         }
         let (_, p50, p99, _) = ours.median();
@@ -104,10 +112,18 @@ async fn main() -> Result<(), BoxError> {
     for conns in [1usize, 8].into_iter().filter(|_| want("echo")) {
         for size in [64usize, 1024, 65536] {
             let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-            for _ in 0..rounds {
-                ours.push((pipelined_echo(Echo::Overlay, overlay, conns, size, run_for).await?, 0, 0, 0));
-                if let Some(r) = redis {
-                    theirs.push((pipelined_echo(Echo::Redis, r, conns, size, run_for).await?, 0, 0, 0));
+            for round in 0..rounds {
+                for side in order(round) {
+                    match side {
+                        Side::Ours => {
+                            ours.push((pipelined_echo(Echo::Overlay, overlay, conns, size, run_for).await?, 0, 0, 0));
+                        }
+                        Side::Theirs => {
+                            if let Some(r) = redis {
+                                theirs.push((pipelined_echo(Echo::Redis, r, conns, size, run_for).await?, 0, 0, 0));
+                            }
+                        }
+                    }
                 }
             }
             let rate = ours.median().0;
@@ -120,10 +136,18 @@ async fn main() -> Result<(), BoxError> {
     for subs in [1usize, 8].into_iter().filter(|_| want("fanout")) {
         for size in [64usize, 1024] {
             let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-            for _ in 0..rounds {
-                ours.push(fanout(overlay, overlay, subs, size, None).await?);
-                if let Some(n) = nats {
-                    theirs.push(nats_fanout(n, subs, size, None).await?);
+            for round in 0..rounds {
+                for side in order(round) {
+                    match side {
+                        Side::Ours => {
+                            ours.push(fanout(overlay, overlay, subs, size, None).await?);
+                        }
+                        Side::Theirs => {
+                            if let Some(n) = nats {
+                                theirs.push(nats_fanout(n, subs, size, None).await?);
+                            }
+                        }
+                    }
                 }
             }
             let (rate, p50, p99, lost) = ours.median();
@@ -142,10 +166,18 @@ async fn main() -> Result<(), BoxError> {
     // latency above is only how full the buffers on the way are.
     for (subs, size, pace) in PACED.into_iter().filter(|_| want("fanout")) {
         let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-        for _ in 0..rounds {
-            ours.push(fanout(overlay, overlay, subs, size, Some(pace)).await?);
-            if let Some(n) = nats {
-                theirs.push(nats_fanout(n, subs, size, Some(pace)).await?);
+        for round in 0..rounds {
+            for side in order(round) {
+                match side {
+                    Side::Ours => {
+                        ours.push(fanout(overlay, overlay, subs, size, Some(pace)).await?);
+                    }
+                    Side::Theirs => {
+                        if let Some(n) = nats {
+                            theirs.push(nats_fanout(n, subs, size, Some(pace)).await?);
+                        }
+                    }
+                }
             }
         }
         let (rate, p50, p99, lost) = ours.median();
@@ -159,10 +191,18 @@ async fn main() -> Result<(), BoxError> {
     }
     if want("connect") {
         let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-        for _ in 0..rounds {
-            ours.push((connect_rate(overlay, None, run_for).await?, 0, 0, 0));
-            if let Some(r) = redis {
-                theirs.push((redis_connect_rate(r, run_for).await?, 0, 0, 0));
+        for round in 0..rounds {
+            for side in order(round) {
+                match side {
+                    Side::Ours => {
+                        ours.push((connect_rate(overlay, None, run_for).await?, 0, 0, 0));
+                    }
+                    Side::Theirs => {
+                        if let Some(r) = redis {
+                            theirs.push((redis_connect_rate(r, run_for).await?, 0, 0, 0));
+                        }
+                    }
+                }
             }
         }
         let rate = ours.median().0;
@@ -230,6 +270,19 @@ async fn main() -> Result<(), BoxError> {
         std::fs::write(path, format!("[{}]\n", items.join(",\n")))?;
     }
     Ok(())
+}
+
+/// Which server a round runs first.
+#[derive(Clone, Copy)]
+enum Side {
+    Ours,
+    Theirs,
+}
+
+/// Rounds alternate which server goes first, so neither always meets a
+/// machine warmed (or tired) by the other.
+fn order(round: usize) -> [Side; 2] {
+    if round.is_multiple_of(2) { [Side::Ours, Side::Theirs] } else { [Side::Theirs, Side::Ours] }
 }
 
 /// One workload's results over several rounds: (rate, p50 µs, p99 µs, lost).
