@@ -27,6 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+mod common;
+use common::{arg, percentile};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Round trips in the echo latency workload: enough that its p99 is not a
@@ -49,11 +52,6 @@ struct Row {
     unit: &'static str,
     p50_us: Option<u64>,
     p99_us: Option<u64>,
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }
 
 #[tokio::main]
@@ -364,11 +362,6 @@ async fn read_frames(
             return Err("node closed the connection".into());
         }
     }
-}
-
-fn percentile(v: &mut [u64], p: f64) -> u64 {
-    v.sort_unstable();
-    v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
 }
 
 /// Who answers the echo workloads: an overlay node (`DATA`) or Redis (`ECHO`).

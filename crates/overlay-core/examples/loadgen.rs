@@ -17,6 +17,9 @@ use oap_codec::{Caps, Ctrl, Frame};
 use overlay_core::client::Client;
 use overlay_core::{Overlay, OverlayConfig};
 
+mod common;
+use common::percentile;
+
 /// Publishes between flushes.
 const BATCH: usize = 64;
 
@@ -51,15 +54,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("{:<28} {:>14} {:>8} {:>10} {:>10}", "scenario", "delivered/s", "lost", "p50", "p99");
     for r in &mut reports {
-        r.latencies.sort_unstable();
-        let pct = |p: f64| r.latencies.get(((r.latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
+        let (p50, p99) = (percentile(&mut r.latencies, 0.5), percentile(&mut r.latencies, 0.99));
         println!(
             "{:<28} {:>14.0} {:>8} {:>8.3}ms {:>8.3}ms",
             r.name,
             r.delivered as f64 / r.elapsed.as_secs_f64(),
             r.lost,
-            pct(0.5) as f64 / 1e6,
-            pct(0.99) as f64 / 1e6,
+            p50 as f64 / 1e6,
+            p99 as f64 / 1e6,
         );
     }
     Ok(())

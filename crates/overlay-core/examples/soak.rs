@@ -16,6 +16,9 @@ use bytes::{BufMut, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, Frame, PubAck};
 use overlay_core::client::Client;
 
+mod common;
+use common::{arg, percentile};
+
 /// Echoes per echo round.
 const ECHOES: u32 = 20;
 /// Messages per pub/sub round.
@@ -31,11 +34,6 @@ struct Totals {
     delivered: AtomicU64,
     dropped: AtomicU64,
     failures: AtomicU64,
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }
 
 #[tokio::main]
@@ -78,10 +76,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         echo_rtts.extend(e);
         delivery.extend(d);
     }
-    let pct = |v: &mut Vec<u64>, p: f64| {
-        v.sort_unstable();
-        v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
-    };
     let t = &totals;
     println!(
         "sessions={} frames={} published={} delivered={} dropped={} failures={} echo_p50_us={} echo_p99_us={} delivery_p50_us={} delivery_p99_us={}",
@@ -91,10 +85,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.delivered.load(Ordering::Relaxed),
         t.dropped.load(Ordering::Relaxed),
         t.failures.load(Ordering::Relaxed),
-        pct(&mut echo_rtts, 0.5),
-        pct(&mut echo_rtts, 0.99),
-        pct(&mut delivery, 0.5),
-        pct(&mut delivery, 0.99),
+        percentile(&mut echo_rtts, 0.5),
+        percentile(&mut echo_rtts, 0.99),
+        percentile(&mut delivery, 0.5),
+        percentile(&mut delivery, 0.99),
     );
     Ok(())
 }

@@ -447,3 +447,34 @@ async fn shutdown_flushes_queued_deliveries_before_the_goaway() {
     assert!(matches!(within(s.recv()).await, Err(overlay_core::client::ClientError::Closed)), "nothing after GOAWAY");
     within(shutdown).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_drain_flushes_a_backlog_larger_than_one_write_in_order_before_the_goaway() {
+    // A subscriber that has not been reading has ~6.7 MiB waiting, more
+    // than its socket takes: the drain's last batch is many writes (1 KiB
+    // frames copied, 20 KiB ones sent from their own buffers), all before
+    // the GOAWAY.
+    let node = node(|_| {}).await;
+    let mut s = stuck_subscriber(&node, "drain.>").await;
+    let sizes = |i: u32| if i % 50 == 49 { 20 << 10 } else { 1 << 10 };
+    const MSGS: u32 = 5_000;
+    for i in 0..MSGS {
+        let mut payload = vec![0u8; sizes(i)];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        node.publish("drain.x", payload).unwrap();
+    }
+    let stopping = node.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    for want in 0..MSGS {
+        match read_frame(&mut s).await {
+            Frame::Msg(m) => {
+                assert_eq!(u32::from_be_bytes(m.payload[..4].try_into().unwrap()), want, "out of order");
+                assert_eq!(m.payload.len(), sizes(want));
+            }
+            other => panic!("message {want}: got {other:?} before all queued deliveries"),
+        }
+    }
+    assert!(matches!(read_frame(&mut s).await, Frame::Ctrl(Ctrl::Goaway { code: 503, .. })), "GOAWAY last");
+    assert_closed(&mut s).await;
+    within(shutdown).await.unwrap();
+}

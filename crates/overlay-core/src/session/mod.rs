@@ -217,7 +217,10 @@ impl ReplyQueue {
         st.bytes += frame.encoded_len();
         st.frames.push_back(frame);
         self.note_level(&st);
-        // No wake-up: see `push`.
+        // No wake-up: the writer is polled right after the reader in the same
+        // task (`established`), and its `ready` looks at the queue on every
+        // poll. Waking our own task would only reschedule it, and may hand it
+        // to another thread.
         Ok(())
     }
 
@@ -226,25 +229,15 @@ impl ReplyQueue {
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled push queued nothing.
-    pub(crate) async fn push(&self, frame: Frame) -> Result<(), Frame> {
+    pub(crate) async fn push(&self, mut frame: Frame) -> Result<(), Frame> {
         loop {
+            // Made before the attempt: room made in between is not missed.
             let room = self.drained.notified();
-            {
-                let mut st = self.lock();
-                if st.writer_gone {
-                    return Err(frame);
-                }
-                if st.frames.len() < self.capacity {
-                    st.bytes += frame.encoded_len();
-                    st.frames.push_back(frame);
-                    self.note_level(&st);
-                    // No wake-up: the writer is polled right after the reader
-                    // in the same task (`established`), and its `ready` looks
-                    // at the queue on every poll. Waking our own task would
-                    // only reschedule it, and may hand it to another thread.
-                    return Ok(());
-                }
-            }
+            frame = match self.try_push(frame) {
+                Ok(()) => return Ok(()),
+                Err(frame) if self.lock().writer_gone => return Err(frame),
+                Err(frame) => frame,
+            };
             room.await;
         }
     }

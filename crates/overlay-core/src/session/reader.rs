@@ -143,7 +143,11 @@ impl Reader<'_> {
                         progressed = true;
                         self.count_in(&frame);
                         match self.dispatch(frame).await {
-                            None if self.must_stall_now() => Box::pin(self.stall()).await,
+                            // A queue this batch congested passed three
+                            // quarters: stall before the next message, so a
+                            // subscriber that keeps up is never overrun by
+                            // one read's worth of them.
+                            None if self.batch.is_urgent() => Box::pin(self.stall()).await,
                             step => step,
                         }
                     }
@@ -437,13 +441,6 @@ impl Reader<'_> {
         // Time went by: what this batch still offers carries the time now.
         self.now = Instant::now();
         None
-    }
-
-    /// A queue this batch congested passed three quarters (or many queues
-    /// congested): stall before the next message, not at the batch's end,
-    /// so a subscriber that keeps up is never overrun by one read's worth.
-    fn must_stall_now(&self) -> bool {
-        self.batch.is_urgent()
     }
 
     /// `AUTH`: a valid token replaces the grant (in-band refresh); the

@@ -40,29 +40,11 @@ enum Out {
 }
 
 /// Runs until the reply queue closes (`None`), or returns why the session
-/// must end (write failure, eviction, kill). However it ends, it closes the
-/// reply queue's writer side, so the reader stops (`writer_gone`). `link` is
-/// true on relay links, which get no `LAGGED` (the loss is counted here).
+/// must end (write failure, eviction, kill). However it ends (also when it
+/// is dropped), it closes the reply queue's writer side, so the reader stops
+/// (`writer_gone`). `link` is true on relay links, which get no `LAGGED`
+/// (the loss is counted here).
 pub(super) async fn run<W>(
-    wr: W,
-    replies: &ReplyQueue,
-    deliveries: &DeliveryQueue,
-    ctx: &SessionCtx,
-    link: bool,
-) -> Option<DisconnectReason>
-where
-    W: AsyncWrite + Unpin,
-{
-    let ended = write_loop(wr, replies, deliveries, ctx, link).await;
-    // Replies that will never be written are no longer queued.
-    let left = replies.close_writer();
-    if left > 0 {
-        ctx.metrics.reply_queue_depth.decrement(left as f64);
-    }
-    ended
-}
-
-async fn write_loop<W>(
     mut wr: W,
     replies: &ReplyQueue,
     deliveries: &DeliveryQueue,
@@ -72,6 +54,7 @@ async fn write_loop<W>(
 where
     W: AsyncWrite + Unpin,
 {
+    let _closed = CloseWriter { replies, ctx };
     let m = &ctx.metrics;
     let write_timeout = ctx.limits.write_timeout;
     let mut out = BytesMut::new();
@@ -158,6 +141,22 @@ where
     }
     let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
     None
+}
+
+/// Closes the reply queue's writer side when the writer ends: replies that
+/// will never be written are no longer counted as queued.
+struct CloseWriter<'a> {
+    replies: &'a ReplyQueue,
+    ctx: &'a SessionCtx,
+}
+
+impl Drop for CloseWriter<'_> {
+    fn drop(&mut self) {
+        let left = self.replies.close_writer();
+        if left > 0 {
+            self.ctx.metrics.reply_queue_depth.decrement(left as f64);
+        }
+    }
 }
 
 fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {

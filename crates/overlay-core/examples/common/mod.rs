@@ -1,0 +1,15 @@
+//! What the load-generating examples (`bench`, `soak`, `loadgen`) share.
+//! Each includes this module and uses the part it needs.
+#![allow(dead_code)]
+
+/// The value after `name` on the command line (`--secs 3`).
+pub(crate) fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+}
+
+/// The `p` quantile (0.0..=1.0) of `v`, which it sorts; 0 when empty.
+pub(crate) fn percentile(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
+}
