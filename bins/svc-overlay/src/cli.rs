@@ -154,9 +154,9 @@ pub struct ConnectArgs {
     #[arg(long, requires = "ca")]
     pub tls: bool,
     /// PEM file of certificates to trust (with --tls).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "tls")]
     pub ca: Option<PathBuf>,
     /// Name the node's certificate must carry (default: the address's IP).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_name: Option<String>,
 }

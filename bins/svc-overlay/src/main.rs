@@ -100,12 +100,16 @@ fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
             .await
         {
             Ok(node) => node,
+            Err(e) if e.is_config() => {
+                // A refused key or TLS file is bad configuration, like a bad
+                // value: one line naming it, exit 2.
+                eprintln!("svc-overlay: {e}");
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("svc-overlay: {e}");
-                // A refused key file is bad configuration, like a bad value.
-                let code = if matches!(e, overlay_core::StartError::RootKey(_)) { 2 } else { 1 };
-                return ExitCode::from(code);
+                return ExitCode::from(1);
             }
         };
         tokio::select! {

@@ -7,6 +7,8 @@ use crate::cli::{ConnectArgs, PubArgs, SubArgs};
 
 /// Requests in flight before `pub` waits for receipts.
 const PUB_WINDOW: u32 = 256;
+/// How long `pub` waits for the next receipt before giving up.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a pub/sub command failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum PubSubError {
     /// Something other than the expected answer arrived.
     #[error("unexpected {0} from node")]
     Unexpected(oap_codec::Kind),
+    /// No receipt came within the timeout.
+    #[error("no ACK within {secs}s for PUB {0}", secs = ACK_TIMEOUT.as_secs())]
+    NoAck(u32),
 }
 
 /// Publishes `args.count` times, printing `msg_id=... queued=N dropped=M`
@@ -52,7 +57,8 @@ pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), Pu
             client.feed(&Frame::Pub { req_id: sent, topic: topic.clone(), payload: payload.clone() })?;
         }
         client.flush().await?;
-        match next(&mut client).await? {
+        let receipt = tokio::time::timeout(ACK_TIMEOUT, next(&mut client)).await;
+        match receipt.map_err(|_| PubSubError::NoAck(acked + 1))?? {
             Frame::Ack(Ack { publish: Some(PubAck { msg_id, queued, dropped }), .. }) => {
                 acked += 1;
                 out(&format!("msg_id={msg_id} queued={queued} dropped={dropped}"));

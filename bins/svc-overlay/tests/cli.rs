@@ -328,6 +328,16 @@ fn two_linked_processes_carry_pub_to_sub() {
 }
 
 #[test]
+fn a_ca_without_tls_is_a_usage_error_not_a_plain_connection() {
+    // A token must never go out in clear because --tls was forgotten.
+    for flag in [["--ca", "ca.pem"], ["--tls-name", "node"]] {
+        let out = Command::new(BIN).args(["pub", "demo.x", "x", "--addr", "127.0.0.1:1"]).args(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--tls"), "{flag:?}");
+    }
+}
+
+#[test]
 fn pub_with_a_wildcard_topic_is_refused_locally() {
     let out = Command::new(BIN).args(["pub", "demo.*", "x", "--addr", "127.0.0.1:1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -378,6 +388,9 @@ fn token_mint_and_inspect_round_trip_and_refuse_bad_input() {
     assert_rejected(&run(&dir, &[], &["token", "mint", "--root-key-file", "root.key"]), &["readable by others"]);
     assert_rejected(&run(&dir, &[], &["--set", "auth.required=true", "--print-config"]), &["auth.root_key_file"]);
     assert_rejected(&run(&dir, &[], &["--set", "tls.pq=maybe", "--print-config"]), &["tls.pq", "prefer, require, off"]);
+    let missing_cert = ["--set", "tls.enabled=true", "--set", "tls.cert=nope.pem", "--set", "tls.key=nope.key"];
+    let free = ["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
+    assert_rejected(&run(&dir, &[], &[&missing_cert[..], &free[..]].concat()), &["tls.cert", "nope.pem"]);
 }
 
 #[test]

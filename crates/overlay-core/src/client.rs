@@ -56,7 +56,15 @@ pub enum ClientError {
     /// The node refused the token.
     #[error("node refused the token: ERROR {code} {reason}")]
     Refused {
-        /// The spec's error code (401).
+        /// The spec's error code (401: missing or invalid token).
+        code: u16,
+        /// The node's reason.
+        reason: String,
+    },
+    /// The node ended the session while we waited for its answer.
+    #[error("node sent GOAWAY {code}: {reason}")]
+    GoAway {
+        /// The spec's error code.
         code: u16,
         /// The node's reason.
         reason: String,
@@ -140,22 +148,30 @@ impl Client {
         self.tls
     }
 
-    /// Presents a capability token (`AUTH`) and waits for the node's answer.
-    /// Connect with `Caps::AUTH_V1` to use it.
+    /// Presents a capability token (`AUTH`) and waits, at most
+    /// [`CONNECT_TIMEOUT`], for the node's answer. Connect with
+    /// `Caps::AUTH_V1` to use it.
     pub async fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
         const AUTH_REQ: u32 = u32::MAX;
         self.send(&Frame::Auth { req_id: AUTH_REQ, token: bytes::Bytes::copy_from_slice(token.trim().as_bytes()) })
             .await?;
-        loop {
-            match self.recv().await? {
-                Frame::Ack(a) if a.req_id == AUTH_REQ => return Ok(()),
-                Frame::Error(e) if e.req_id == AUTH_REQ => {
-                    return Err(ClientError::Refused { code: e.code, reason: e.reason });
+        let addr = self.addr;
+        let answer = async {
+            loop {
+                match self.recv().await? {
+                    Frame::Ack(a) if a.req_id == AUTH_REQ => return Ok(()),
+                    Frame::Error(e) if e.req_id == AUTH_REQ => {
+                        return Err(ClientError::Refused { code: e.code, reason: e.reason });
+                    }
+                    Frame::Ctrl(oap_codec::Ctrl::Goaway { code, reason, .. }) => {
+                        return Err(ClientError::GoAway { code, reason });
+                    }
+                    Frame::Ctrl(oap_codec::Ctrl::Ping { nonce }) => self.send(&Frame::pong(nonce)).await?,
+                    _ => {}
                 }
-                Frame::Ctrl(oap_codec::Ctrl::Ping { nonce }) => self.send(&Frame::pong(nonce)).await?,
-                _ => {}
             }
-        }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, answer).await.unwrap_or(Err(ClientError::Timeout(addr)))
     }
 
     /// Version and caps agreed with the node.

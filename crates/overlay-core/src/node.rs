@@ -94,6 +94,15 @@ pub enum StartError {
     Tls(#[from] TlsError),
 }
 
+impl StartError {
+    /// True when the configuration itself is at fault (a bad value, a
+    /// refused root key file, a missing or unusable TLS file), as opposed to
+    /// the environment (a port in use): the binary exits 2 for these.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Config(_) | StartError::RootKey(_) | StartError::Tls(_))
+    }
+}
+
 /// Options for [`Overlay::builder`].
 pub struct OverlayBuilder {
     config: Result<ValidConfig, ConfigError>,

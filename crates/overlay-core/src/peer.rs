@@ -22,6 +22,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Time a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A link that stayed up this long resets the back-off; one that ends
+/// sooner (a refused token, a GOAWAY right after the hello) counts as a
+/// failed dial, so such a peer is not redialed ten times a second.
+const LINK_STABLE: Duration = Duration::from_secs(10);
 
 /// Keeps a relay link to `peer` up until the node drains.
 pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>, tls: Option<Arc<ClientConfig>>) {
@@ -41,13 +45,9 @@ pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>
             match connected {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    let meta = Meta {
-                        id: ids.fetch_add(1, Ordering::Relaxed),
-                        peer: addr,
-                        opened: Instant::now(),
-                        tls: None,
-                        dialed: true,
-                    };
+                    let opened = Instant::now();
+                    let meta =
+                        Meta { id: ids.fetch_add(1, Ordering::Relaxed), peer: addr, opened, tls: None, dialed: true };
                     let outcome = match &tls {
                         None => Some(session::run(stream, meta, ctx.clone(), token.clone()).await),
                         Some(config) => match secure(stream, config, &tls_name, ctx.limits.handshake_timeout).await {
@@ -62,7 +62,7 @@ pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>
                         },
                     };
                     if let Some(outcome) = outcome {
-                        if outcome.established {
+                        if outcome.established && opened.elapsed() >= LINK_STABLE {
                             backoff = BACKOFF_MIN;
                         }
                         tracing::info!(%addr, reason = outcome.reason.label(), "relay link to peer ended");
@@ -105,9 +105,8 @@ struct Jitter(u64);
 
 impl Jitter {
     fn new() -> Jitter {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-        Jitter(h.finish() | 1)
+        // A hasher with fresh random keys: its empty hash is a random seed.
+        Jitter(RandomState::new().build_hasher().finish() | 1)
     }
 
     fn spread(&mut self, d: Duration) -> Duration {

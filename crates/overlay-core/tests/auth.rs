@@ -201,3 +201,23 @@ async fn a_peer_v1_client_gets_nothing_until_a_relay_grant_and_then_only_its_top
     assert_eq!(e.code, 403);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn authenticate_gives_up_on_a_node_that_never_answers() {
+    // A peer that speaks the hello, then ignores AUTH: the client's wait is
+    // bounded (CONNECT_TIMEOUT) and says so, it does not hang.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&oap_codec::Hello::new(Caps::GOSSIP_V1 | Caps::AUTH_V1).encode()).await.unwrap();
+        let mut sink = vec![0u8; 4096];
+        while s.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let mut c = Client::connect(addr, Caps::GOSSIP_V1 | Caps::AUTH_V1).await.unwrap();
+    let err = within(c.authenticate("any")).await.unwrap_err();
+    assert!(matches!(err, overlay_core::client::ClientError::Timeout(a) if a == addr), "{err}");
+    drop(c);
+    silent.await.unwrap();
+}

@@ -478,3 +478,29 @@ async fn a_drain_flushes_a_backlog_larger_than_one_write_in_order_before_the_goa
     assert_closed(&mut s).await;
     within(shutdown).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_peer_that_drops_every_link_after_the_hello_is_not_redialed_in_a_tight_loop() {
+    // Each link completes the hello and ends at once (as after a refused
+    // token): that counts as a failed dial, so the back-off keeps growing
+    // (0.1 + 0.2 + 0.4 + 0.8 + 1.6 s ...) instead of restarting at 100 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = node(|c| c.peers = vec![overlay_core::Peer::Addr(addr)]).await;
+    let mut accepted = 0;
+    let window = tokio::time::sleep(Duration::from_secs(3));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            () = &mut window => break,
+            Ok((mut s, _)) = listener.accept() => {
+                accepted += 1;
+                s.write_all(&oap_codec::Hello::new(Caps::GOSSIP_V1 | Caps::PEER_V1).encode()).await.unwrap();
+                let mut theirs = [0u8; 9];
+                let _ = s.read_exact(&mut theirs).await;
+            }
+        }
+    }
+    assert!((1..=8).contains(&accepted), "{accepted} dials in 3 s");
+    node.shutdown().await;
+}
