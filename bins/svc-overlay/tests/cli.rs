@@ -393,36 +393,82 @@ fn token_mint_and_inspect_round_trip_and_refuse_bad_input() {
     assert_rejected(&run(&dir, &[], &[&missing_cert[..], &free[..]].concat()), &["tls.cert", "nope.pem"]);
 }
 
+/// One admin request that must be answered within `limit` (connect, send,
+/// read), as a Kubernetes probe with `timeoutSeconds: 1` would need.
+fn probe(addr: SocketAddr, path: &str, limit: Duration) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap_or_else(|e| panic!("{path} not answered within {limit:?}: {e}"));
+    assert!(started.elapsed() < limit, "{path} took {:?}", started.elapsed());
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+/// Opens a session: `Some` when the node answered the hello, `None` when it
+/// closed the connection at once. Panics when it did neither within 1 s.
+fn try_session(addr: SocketAddr) -> Option<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let _ = s.write_all(b"OAP1\x01\x00\x00\x00\x01");
+    let mut hello = [0u8; 9];
+    match s.read(&mut hello) {
+        Ok(9) => Some(s),
+        Ok(0) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        other => panic!("a client was left waiting: {other:?}"),
+    }
+}
+
 #[test]
-fn fd_pressure_flips_fd_headroom_and_it_recovers() {
-    use std::io::Write;
-    // A child whose fd limit is 128: sessions push it past 90 %.
+fn under_fd_exhaustion_probes_answer_and_clients_over_the_cap_are_closed() {
+    // RLIMIT_NOFILE 128 with the default fd_reserve (64): 64 sessions at most.
     let node = spawn_node_via(Some(&["prlimit", "--nofile=128:128"]), &["--set", "readiness.sample_ms=50"]);
-    let readyz =
-        || http_get(node.admin, "/readyz").map(|(s, b)| (s, serde_json::from_str::<serde_json::Value>(&b).unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut sessions = Vec::new();
+    let second = Duration::from_secs(1);
+    let (_, configz) = probe(node.admin, "/configz", second);
+    let effective = &configz["effective"]["transport.max_conns"];
+    assert_eq!((effective["value"].as_u64(), effective["limited_by"].as_str()), (Some(64), Some("fd_limit")));
+
+    let mut held = Vec::new();
+    let mut closed = 0;
+    for i in 0..150 {
+        match try_session(node.addr) {
+            Some(s) => held.push(s),
+            None => closed += 1,
+        }
+        if i % 10 == 0 {
+            assert_eq!(probe(node.admin, "/healthz", second).0, 200, "/healthz after {i} clients");
+            probe(node.admin, "/readyz", second);
+        }
+    }
+    assert_eq!((held.len(), closed), (64, 86), "the cap holds and everyone else is closed at once");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = readyz().expect("admin answers");
-        if status == 503 && body["missing"] == serde_json::json!(["fd_headroom"]) {
-            assert!(body["gates"]["fd_headroom"]["observed"].as_f64().unwrap() >= 0.9);
+        let (status, body) = probe(node.admin, "/readyz", second);
+        if status == 503 && body["missing"].as_array().unwrap().contains(&"fd_headroom".into()) {
+            assert!(body["gates"]["fd_headroom"]["observed"].as_f64().unwrap() >= 0.9, "{body}");
             break;
         }
-        assert!(Instant::now() < deadline && sessions.len() < 128, "fd_headroom never tripped: {body}");
-        for _ in 0..4 {
-            let mut s = std::net::TcpStream::connect(node.addr).unwrap();
-            s.write_all(b"OAP1\x01\x00\x00\x00\x01").unwrap();
-            sessions.push(s);
-        }
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(http_get(node.admin, "/healthz").unwrap().0, 200, "/healthz stays 200");
+        assert!(Instant::now() < deadline, "fd_headroom never tripped: {body}");
+        assert_eq!(probe(node.admin, "/healthz", second).0, 200);
+        std::thread::sleep(Duration::from_millis(50));
     }
-    drop(sessions);
+    let (_, metrics) = http_get(node.admin, "/metrics").unwrap();
+    assert!(metrics.contains("transport_rejected_total{service=\"cli-test\",reason=\"fd_limit\"} 86"), "{metrics}");
+
+    drop(held);
     loop {
-        if readyz().is_some_and(|(s, _)| s == 200) {
+        if probe(node.admin, "/readyz", second).0 == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "fd_headroom never recovered");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let out = Command::new(BIN).args(["ping", "--addr", &node.addr.to_string(), "--count", "1"]).output().unwrap();
+    assert!(out.status.success(), "a new client is served: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -43,8 +43,12 @@ pub struct TransportSection {
     pub addr: SocketAddr,
     /// The `service` label on every metric.
     pub name: String,
-    /// Sessions served at once; one more is closed at accept.
+    /// Sessions served at once; one more is closed at accept. The node
+    /// serves fewer when `RLIMIT_NOFILE - fd_reserve` is lower.
     pub max_conns: u32,
+    /// Descriptors sessions never take: kept for the admin plane, relay
+    /// dials, TLS files and `/proc` reads, so the probes answer when full.
+    pub fd_reserve: u32,
     /// Time a started frame has to finish arriving.
     pub read_timeout_ms: u64,
     /// Time a write may take before the session is closed.
@@ -247,6 +251,7 @@ impl Default for TransportSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 9500)),
             name: "overlay".into(),
             max_conns: 1024,
+            fd_reserve: ron_transport::DEFAULT_FD_RESERVE as u32,
             read_timeout_ms: 5000,
             write_timeout_ms: 5000,
             idle_timeout_ms: 30_000,
@@ -373,6 +378,7 @@ impl OverlayConfig {
             return Err(ConfigError::Empty { key: "transport.name" });
         }
         check("transport.max_conns", c.transport.max_conns, 1..=1_000_000)?;
+        check("transport.fd_reserve", c.transport.fd_reserve, 16..=1_000_000)?;
         check("transport.read_timeout_ms", c.transport.read_timeout_ms, 100..=300_000)?;
         check("transport.write_timeout_ms", c.transport.write_timeout_ms, 100..=300_000)?;
         check("transport.idle_timeout_ms", c.transport.idle_timeout_ms, 1000..=3_600_000)?;
@@ -557,6 +563,8 @@ mod tests {
         let cases: &[(&str, Edit)] = &[
             ("transport.max_conns", |c| c.transport.max_conns = 0),
             ("transport.max_conns", |c| c.transport.max_conns = 1_000_001),
+            ("transport.fd_reserve", |c| c.transport.fd_reserve = 15),
+            ("transport.fd_reserve", |c| c.transport.fd_reserve = 1_000_001),
             ("transport.read_timeout_ms", |c| c.transport.read_timeout_ms = 99),
             ("transport.read_timeout_ms", |c| c.transport.read_timeout_ms = 300_001),
             ("transport.write_timeout_ms", |c| c.transport.write_timeout_ms = 99),

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use oap_codec::{Caps, MsgId, Pattern, Topic, TopicError};
 use overlay_admin::{AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, gate, install_recorder};
 use overlay_gossip::{PublishBatch, Registry};
+use ron_transport::fd::ConnCap;
 use ron_transport::tls::{self, PqMode, TlsError};
 use ron_transport::{BindError, TransportConfig, TransportHandle, spawn_transport_with_cancel};
 use rustls::ClientConfig;
@@ -205,6 +206,7 @@ impl Overlay {
             // Ready only when the provider can negotiate a hybrid group.
             readiness.set(PQ_READY, tls::supports_hybrid(&tls::provider(pq)));
         }
+        let cap = session_cap(&config)?;
         let recorder = install_recorder();
         let metrics = OverlayMetrics::new(&service);
         metrics.build_info(&version.version, &version.git);
@@ -215,7 +217,7 @@ impl Overlay {
             let state = AdminState {
                 readiness: readiness.clone(),
                 version,
-                configz: Arc::new(config.configz()),
+                configz: Arc::new(configz(&config, cap)),
                 metrics: recorder,
                 service: service.as_str().into(),
             };
@@ -259,6 +261,7 @@ impl Overlay {
             addr: config.transport.addr,
             name: service.as_str().into(),
             max_conns: config.transport.max_conns as usize,
+            fd_reserve: config.transport.fd_reserve as usize,
             read_timeout: config.read_timeout(),
             write_timeout: config.write_timeout(),
             idle_timeout: config.idle_timeout(),
@@ -294,6 +297,7 @@ impl Overlay {
             shed_rate_max: config.readiness.shed_rate_max as f64,
             min_peers: config.readiness.min_peers as usize,
             rejected: transport.rejected(),
+            load: transport.load(),
             service: service.clone(),
         };
         ctx.tasks.spawn(sampler.start(ctx.kill.clone()));
@@ -465,6 +469,31 @@ impl Inner {
         }
         tracing::info!(drained, "shutdown complete");
     }
+}
+
+/// The sessions this process can serve at once:
+/// `min(transport.max_conns, RLIMIT_NOFILE - transport.fd_reserve)`; a
+/// reserve that leaves none is a config error naming the key.
+fn session_cap(config: &ValidConfig) -> Result<ConnCap, ConfigError> {
+    let t = &config.transport;
+    ConnCap::new(t.max_conns as usize, t.fd_reserve as usize).map_err(|e| ConfigError::OutOfRange {
+        key: "transport.fd_reserve",
+        value: t.fd_reserve.to_string(),
+        range: format!("16..={} under RLIMIT_NOFILE {}", e.nofile.saturating_sub(1), e.nofile),
+    })
+}
+
+/// `/configz`: the effective config, and the session cap it comes to here.
+fn configz(config: &ValidConfig, cap: ConnCap) -> serde_json::Value {
+    let mut z = config.configz();
+    z["effective"] = serde_json::json!({
+        "transport.max_conns": {
+            "value": cap.cap,
+            "limited_by": if cap.fd_bound() { "fd_limit" } else { "max_conns" },
+            "rlimit_nofile": cap.nofile,
+        }
+    });
+    z
 }
 
 /// Copies transport events into the node's event stream until the kill.

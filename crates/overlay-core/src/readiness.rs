@@ -5,8 +5,8 @@
 //!
 //! Each gate trips at its threshold and clears below a lower one, and both
 //! changes need two samples in a row. The sampler reads atomics only (byte
-//! budget, reject and drop totals, link count) and `/proc/self`, so it never
-//! waits on the data plane.
+//! budget, reject and drop totals, link count, connection permits) and
+//! `/proc/self`, so it never waits on the data plane.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,13 +14,17 @@ use std::time::{Duration, Instant};
 
 use metrics::gauge;
 use overlay_admin::Readiness;
+use ron_transport::ConnLoad;
+use ron_transport::fd::{nofile_limit, open_fds};
 use tokio_util::sync::CancellationToken;
 
 use crate::session::SessionCtx;
 
 /// Gate: all delivery queues together under 75 % of `max_pending_bytes`.
 pub(crate) const QUEUES_OK: &str = "queues_ok";
-/// Gate: open fds under 90 % of RLIMIT_NOFILE.
+/// Gate: sessions under 90 % of the session cap that the descriptor limit
+/// leaves (`RLIMIT_NOFILE - fd_reserve`), and open fds under 90 % of
+/// RLIMIT_NOFILE.
 pub(crate) const FD_HEADROOM: &str = "fd_headroom";
 /// Gate: rejects and drops per second under `readiness.shed_rate_max`.
 pub(crate) const SHED_RATE_OK: &str = "shed_rate_ok";
@@ -29,7 +33,7 @@ pub(crate) const PEERS_OK: &str = "peers_ok";
 
 /// Fraction of `max_pending_bytes` at which `queues_ok` trips.
 const QUEUES_TRIP: f64 = 0.75;
-/// Fraction of the fd limit at which `fd_headroom` trips.
+/// Fraction of the session cap (or of the fd limit) at which `fd_headroom` trips.
 const FD_TRIP: f64 = 0.90;
 /// A tripped gate clears below this share of its threshold.
 const CLEAR_RATIO: f64 = 0.8;
@@ -44,6 +48,7 @@ pub(crate) struct Sampler {
     pub(crate) shed_rate_max: f64,
     pub(crate) min_peers: usize,
     pub(crate) rejected: Arc<AtomicU64>,
+    pub(crate) load: ConnLoad,
     pub(crate) service: String,
 }
 
@@ -136,9 +141,7 @@ impl Sampler {
         self.ctx.registry.note_pending();
         st.queues.sample(&self.readiness, used, QUEUES_TRIP, &self.service);
 
-        if let Some((open, limit)) = fd_usage() {
-            st.fds.sample(&self.readiness, open as f64 / limit.max(1) as f64, FD_TRIP, &self.service);
-        }
+        st.fds.sample(&self.readiness, self.fd_pressure(), FD_TRIP, &self.service);
 
         let now = (Instant::now(), self.shed_total());
         let secs = now.0.duration_since(st.last.0).as_secs_f64().max(1e-3);
@@ -153,18 +156,24 @@ impl Sampler {
         }
     }
 
+    /// The larger of two shares: sessions of the effective session cap when
+    /// the descriptor limit sets that cap (`RLIMIT_NOFILE - fd_reserve`: the
+    /// data plane's descriptors), and open fds of RLIMIT_NOFILE (the whole
+    /// process, relay links and admin connections included). A node full at
+    /// `max_conns` with descriptors to spare is not short of descriptors.
+    fn fd_pressure(&self) -> f64 {
+        let cap = self.load.cap();
+        let sessions = if cap.fd_bound() { self.load.in_use() as f64 / cap.cap.max(1) as f64 } else { 0.0 };
+        let process = match (open_fds(), nofile_limit()) {
+            (Some(open), Some(limit)) => open as f64 / limit.max(1) as f64,
+            _ => 0.0,
+        };
+        sessions.max(process)
+    }
+
     fn shed_total(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed) + self.ctx.registry.dropped_total()
     }
-}
-
-/// Open fds and the soft RLIMIT_NOFILE, read from /proc (no unsafe code).
-pub(crate) fn fd_usage() -> Option<(usize, usize)> {
-    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line.split_whitespace().nth(3)?.parse().ok()?;
-    Some((open, soft))
 }
 
 #[cfg(test)]
@@ -188,11 +197,5 @@ mod tests {
         g.sample(&r, 0.5, 0.75, "t");
         assert!(r.is_set(QUEUES_OK));
         assert_eq!(r.snapshot().gates[QUEUES_OK].observed, Some(0.5));
-    }
-
-    #[test]
-    fn fd_usage_reads_proc() {
-        let (open, limit) = fd_usage().unwrap();
-        assert!(open > 0 && limit >= open);
     }
 }

@@ -1,12 +1,14 @@
 //! Bind and the accept loop: a `biased` select over cancel and accept, a
-//! `max_conns` permit per connection, and back-off on resource exhaustion.
+//! permit per connection (the cap of [`ConnCap`]), and, when `accept` itself
+//! runs out of descriptors, a reserved one to close the waiting connection
+//! before backing off, so no client is left waiting in the backlog.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
@@ -16,6 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{LISTEN_BACKLOG, TransportConfig};
 use crate::conn::{Conn, ConnParts};
+use crate::fd::{ConnCap, NoFdsLeft};
+use crate::log::LogLimit;
 use crate::metrics::TransportMetrics;
 use crate::stream::Stream;
 use crate::{DisconnectReason, TransportEvent};
@@ -24,6 +28,12 @@ use crate::{DisconnectReason, TransportEvent};
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between `accept` retries under resource exhaustion.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Waiting connections closed with the reserved descriptor per `accept`
+/// failure, so one round stays short when clients keep coming.
+const MAX_SHED_PER_ROUND: usize = 1024;
+/// `accept` failures logged per second at most (each line says how many
+/// were left out).
+const ACCEPT_FAILURE_LOGS_PER_SEC: u32 = 5;
 /// Lifecycle events buffered for slow subscribers before they lag.
 const EVENT_CAPACITY: usize = 1024;
 /// TLS handshakes in progress at once; more wait (within their timeout), so
@@ -43,6 +53,14 @@ pub enum BindError {
         /// The OS error.
         source: io::Error,
     },
+    /// The descriptor limit leaves no room for a single connection.
+    #[error("cannot serve on {addr}: {source}")]
+    NoFds {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The limit and the reserve.
+        source: NoFdsLeft,
+    },
 }
 
 impl BindError {
@@ -50,6 +68,7 @@ impl BindError {
     pub fn reason(&self) -> &'static str {
         match self {
             BindError::Listen { .. } => "listen",
+            BindError::NoFds { .. } => "fd_limit",
         }
     }
 }
@@ -68,6 +87,26 @@ pub struct TransportHandle {
     pub events: broadcast::Sender<TransportEvent>,
     tracker: TaskTracker,
     rejected: Arc<AtomicU64>,
+    load: ConnLoad,
+}
+
+/// Connections held against the cap, readable from any thread.
+#[derive(Debug, Clone)]
+pub struct ConnLoad {
+    permits: Arc<Semaphore>,
+    cap: ConnCap,
+}
+
+impl ConnLoad {
+    /// Connections holding a permit now.
+    pub fn in_use(&self) -> usize {
+        self.cap.cap.saturating_sub(self.permits.available_permits())
+    }
+
+    /// The cap and what set it.
+    pub fn cap(&self) -> ConnCap {
+        self.cap
+    }
 }
 
 impl TransportHandle {
@@ -80,21 +119,33 @@ impl TransportHandle {
     pub fn rejected(&self) -> Arc<AtomicU64> {
         self.rejected.clone()
     }
+
+    /// Connections held against the effective cap.
+    pub fn load(&self) -> ConnLoad {
+        self.load.clone()
+    }
 }
 
 /// Binds `cfg.addr` and spawns the accept loop; each accepted connection is
 /// handed to `handler` on its own task, which returns why it ended.
 ///
-/// A connection over `max_conns` is closed at once and counted in
-/// `transport_rejected_total{reason="max_conns"}`. `EMFILE`, `ENFILE`,
-/// `ENOMEM` and `ENOBUFS` at accept are counted under `reason="resource"`
-/// and retried after a back-off that doubles from 10 ms to 1 s; they are never
-/// fatal. Must be called within a tokio runtime.
+/// At most `min(max_conns, RLIMIT_NOFILE - fd_reserve)` connections are
+/// served at once ([`ConnCap`]); one more is accepted and closed at once,
+/// counted in `transport_rejected_total{reason="max_conns"}` (or
+/// `reason="fd_limit"` when the descriptor limit set the cap). When `accept`
+/// fails with `EMFILE` or `ENFILE` all the same (descriptors taken elsewhere
+/// in the process), a reserved descriptor is given up to accept and close
+/// the waiting connections (`reason="fd_limit"`), then taken back; `ENOMEM`
+/// and `ENOBUFS` count under `reason="resource"`. Either way the loop backs
+/// off, doubling from 10 ms to 1 s; these are never fatal. Must be called
+/// within a tokio runtime.
 pub async fn spawn_transport_with_cancel<F, Fut>(cfg: TransportConfig, handler: F) -> Result<TransportHandle, BindError>
 where
     F: Fn(Conn) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = DisconnectReason> + Send + 'static,
 {
+    let cap =
+        ConnCap::new(cfg.max_conns, cfg.fd_reserve).map_err(|source| BindError::NoFds { addr: cfg.addr, source })?;
     let listener = bind(cfg.addr).map_err(|source| BindError::Listen { addr: cfg.addr, source })?;
     let addr = listener.local_addr().map_err(|source| BindError::Listen { addr: cfg.addr, source })?;
     let cancel = CancellationToken::new();
@@ -102,12 +153,15 @@ where
     let tracker = TaskTracker::new();
     let metrics = TransportMetrics::new(&cfg.name);
     let rejected = metrics.rejected.clone();
+    let load = ConnLoad { permits: Arc::new(Semaphore::new(cap.cap)), cap };
     let accept = AcceptLoop {
         listener,
         #[cfg(feature = "tls")]
         handshakes: Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES)),
         local: addr,
-        permits: Arc::new(Semaphore::new(cfg.max_conns)),
+        permits: load.permits.clone(),
+        cap,
+        reserve: open_reserve(),
         metrics,
         next_id: AtomicU64::new(1),
         cfg,
@@ -116,7 +170,7 @@ where
         cancel: cancel.clone(),
     };
     let task = tokio::spawn(accept.run(handler));
-    Ok(TransportHandle { task, addr, cancel, events, tracker, rejected })
+    Ok(TransportHandle { task, addr, cancel, events, tracker, rejected, load })
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -132,6 +186,10 @@ struct AcceptLoop {
     handshakes: Arc<Semaphore>,
     local: SocketAddr,
     permits: Arc<Semaphore>,
+    cap: ConnCap,
+    /// A descriptor held for the moment `accept` runs out of them: given up
+    /// to accept (and close) a waiting connection, then taken back.
+    reserve: Option<std::fs::File>,
     metrics: TransportMetrics,
     next_id: AtomicU64,
     cfg: TransportConfig,
@@ -141,14 +199,24 @@ struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    async fn run<F, Fut>(self, handler: F)
+    async fn run<F, Fut>(mut self, handler: F)
     where
         F: Fn(Conn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = DisconnectReason> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        tracing::info!(service = %self.cfg.name, addr = %self.local, tls = self.cfg.tls_enabled(), "transport listening");
+        tracing::info!(
+            service = %self.cfg.name,
+            addr = %self.local,
+            tls = self.cfg.tls_enabled(),
+            max_conns = self.cap.max_conns,
+            effective_max_conns = self.cap.cap,
+            fd_reserve = self.cap.fd_reserve,
+            rlimit_nofile = self.cap.nofile,
+            "transport listening"
+        );
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut failures = LogLimit::new(ACCEPT_FAILURE_LOGS_PER_SEC);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -159,8 +227,13 @@ impl AcceptLoop {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
                     let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                        self.metrics.reject(&self.metrics.rejected_max_conns);
-                        tracing::debug!(%peer, max_conns = self.cfg.max_conns, "over max_conns, closing");
+                        let over = if self.cap.fd_bound() {
+                            &self.metrics.rejected_fd_limit
+                        } else {
+                            &self.metrics.rejected_max_conns
+                        };
+                        self.metrics.reject(over);
+                        tracing::debug!(%peer, cap = self.cap.cap, "over the connection cap, closing");
                         drop(stream);
                         continue;
                     };
@@ -194,8 +267,16 @@ impl AcceptLoop {
                     });
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
-                    self.metrics.reject(&self.metrics.rejected_resource);
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept out of resources, backing off");
+                    let shed = if is_fd_exhaustion(&e) {
+                        self.shed_waiting().await
+                    } else {
+                        self.metrics.reject(&self.metrics.rejected_resource);
+                        0
+                    };
+                    if let Some(suppressed) = failures.allow(Instant::now()) {
+                        let backoff_ms = backoff.as_millis() as u64;
+                        tracing::warn!(error = %e, shed, suppressed, backoff_ms, "accept out of resources, backing off");
+                    }
                     tokio::select! {
                         biased;
                         () = self.cancel.cancelled() => break,
@@ -213,6 +294,41 @@ impl AcceptLoop {
         self.tracker.close();
         self.tracker.wait().await;
     }
+}
+
+impl AcceptLoop {
+    /// `accept` ran out of descriptors: gives up the reserved one, accepts
+    /// and closes the connections waiting (each counted as `fd_limit`), and
+    /// takes the reserve back. Returns how many were closed.
+    async fn shed_waiting(&mut self) -> usize {
+        // Closing it frees one descriptor for the accepts below.
+        drop(self.reserve.take());
+        let mut shed = 0;
+        while shed < MAX_SHED_PER_ROUND {
+            // One non-blocking attempt: a connection is waiting or not.
+            let attempt = std::future::poll_fn(|cx| std::task::Poll::Ready(self.listener.poll_accept(cx))).await;
+            match attempt {
+                std::task::Poll::Ready(Ok((stream, _))) => {
+                    drop(stream);
+                    shed += 1;
+                }
+                std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => break,
+            }
+        }
+        self.metrics.reject_n(&self.metrics.rejected_fd_limit, shed as u64);
+        if shed == 0 {
+            // Nothing could be accepted even with the reserve: count the failure.
+            self.metrics.reject(&self.metrics.rejected_fd_limit);
+        }
+        self.reserve = open_reserve();
+        shed
+    }
+}
+
+/// The reserved descriptor; `None` when none can be had now (retried after
+/// the next shedding).
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Sends `Disconnected` when the handler's task ends, also by a panic
@@ -272,4 +388,8 @@ impl AcceptLoop {
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS))
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }

@@ -14,6 +14,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a TLS handshake may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default number of descriptors the data plane leaves to the rest of the
+/// process (admin plane, relay dials, TLS files, `/proc` reads).
+pub const DEFAULT_FD_RESERVE: usize = 64;
 /// Pending connections the kernel queues before `accept`.
 pub const LISTEN_BACKLOG: u32 = 1024;
 
@@ -27,8 +30,13 @@ pub struct TransportConfig {
     pub addr: SocketAddr,
     /// The `service` label on every metric this transport emits.
     pub name: Arc<str>,
-    /// Connections served at once; one more is closed at accept.
+    /// Connections served at once; one more is closed at accept. The
+    /// effective cap is lower when the descriptor limit leaves less room
+    /// (see [`crate::fd::ConnCap`]).
     pub max_conns: usize,
+    /// Descriptors never used for connections: the cap is at most
+    /// `RLIMIT_NOFILE - fd_reserve`.
+    pub fd_reserve: usize,
     /// Time a started message has to finish arriving.
     pub read_timeout: Duration,
     /// Time a write may make no progress before the connection is closed.
@@ -49,6 +57,7 @@ impl TransportConfig {
             addr,
             name: name.into(),
             max_conns: DEFAULT_MAX_CONNS,
+            fd_reserve: DEFAULT_FD_RESERVE,
             read_timeout: DEFAULT_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,

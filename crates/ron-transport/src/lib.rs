@@ -30,17 +30,20 @@
 mod accept;
 mod config;
 mod conn;
+pub mod fd;
+mod log;
 mod metrics;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use accept::{BindError, TransportHandle, spawn_transport_with_cancel};
+pub use accept::{BindError, ConnLoad, TransportHandle, spawn_transport_with_cancel};
 pub use config::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
-    LISTEN_BACKLOG, TransportConfig,
+    DEFAULT_FD_RESERVE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT, LISTEN_BACKLOG, TransportConfig,
 };
 pub use conn::Conn;
+pub use log::LogLimit;
 pub use stream::Stream;
 
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ pub(crate) struct TransportMetrics {
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
     pub(crate) rejected_max_conns: Counter,
+    pub(crate) rejected_fd_limit: Counter,
     pub(crate) rejected_resource: Counter,
     #[cfg(feature = "tls")]
     pub(crate) rejected_tls: Counter,
@@ -28,6 +29,7 @@ impl TransportMetrics {
             bytes_in: counter!("transport_bytes_in_total", "service" => service.clone()),
             bytes_out: counter!("transport_bytes_out_total", "service" => service.clone()),
             rejected_max_conns: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "max_conns"),
+            rejected_fd_limit: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "fd_limit"),
             rejected_resource: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "resource"),
             #[cfg(feature = "tls")]
             rejected_tls: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "tls"),
@@ -40,7 +42,14 @@ impl TransportMetrics {
 impl TransportMetrics {
     /// Counts one rejection in `counter` and in the readable total.
     pub(crate) fn reject(&self, counter: &Counter) {
-        counter.increment(1);
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.reject_n(counter, 1);
+    }
+
+    /// Counts `n` rejections in `counter` and in the readable total.
+    pub(crate) fn reject_n(&self, counter: &Counter, n: u64) {
+        if n > 0 {
+            counter.increment(n);
+            self.rejected.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
