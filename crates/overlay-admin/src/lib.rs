@@ -11,8 +11,8 @@ mod readiness;
 mod server;
 
 pub use metrics::{
-    FRAME_SIZE_BUCKETS, LATENCY_BUCKETS, LIFETIME_BUCKETS, SizeHistogram, SizeTally, install_recorder,
-    render_size_histograms,
+    FRAME_SIZE_BUCKETS, LATENCY_BUCKETS, LIFETIME_BUCKETS, SizeHistogram, SizeTally, detached_recorder,
+    install_recorder, render_size_histograms,
 };
 pub use readiness::{GateState, Readiness, ReadySnapshot, gate};
 pub use server::{AdminConfig, AdminError, AdminHandle, AdminState, VersionInfo, respond};

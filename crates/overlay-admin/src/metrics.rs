@@ -30,14 +30,6 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install_recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = || {
-                PrometheusBuilder::new()
-                    .set_buckets(LATENCY_BUCKETS)
-                    .and_then(|b| b.set_buckets_for_metric(Matcher::Full("overlay_conn_lifetime_seconds".into()), LIFETIME_BUCKETS))
-                    .and_then(|b| {
-                        b.set_buckets_for_metric(Matcher::Full("transport_conn_latency_seconds".into()), LIFETIME_BUCKETS)
-                    })
-            };
             let handle = match builder().map(|b| b.install_recorder()) {
                 Ok(Ok(handle)) => handle,
                 Ok(Err(e)) => {
@@ -62,6 +54,27 @@ pub fn install_recorder() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// A recorder of our own that is not installed globally: for a node whose
+/// embedder keeps the global recorder. `/metrics` then shows only what is
+/// recorded into it directly (the frame-size histograms), not the series the
+/// data path records through the `metrics` macros.
+pub fn detached_recorder() -> PrometheusHandle {
+    match builder() {
+        Ok(b) => b.build_recorder().handle(),
+        Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+    }
+}
+
+/// The recorder with this project's histogram buckets.
+fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("overlay_conn_lifetime_seconds".into()), LIFETIME_BUCKETS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("transport_conn_latency_seconds".into()), LIFETIME_BUCKETS)
+        })
 }
 
 /// Every [`SizeHistogram`] in the process, rendered after the recorder's series.

@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};
-pub use node::{Overlay, OverlayBuilder, PublishError, PublishReceipt, StartError, SubscribeError};
+pub use node::{AddPeerError, Overlay, OverlayBuilder, PublishError, PublishReceipt, StartError, SubscribeError};
 pub use oap_codec::{MsgId, Pattern, Topic};
 pub use ron_transport::{DisconnectReason, TransportEvent};
 pub use subscription::{Delivery, Message, Subscription};

@@ -1,7 +1,7 @@
 //! The node: starts the admin plane and the transport, hands each connection
 //! to a session, and runs the shutdown choreography.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oap_codec::{Caps, MsgId, Pattern, Topic, TopicError};
-use overlay_admin::{AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, gate, install_recorder};
+use overlay_admin::{
+    AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, detached_recorder, gate, install_recorder,
+};
 use overlay_gossip::{PublishBatch, Registry};
 use ron_transport::fd::ConnCap;
 use ron_transport::tls::{self, PqMode, TlsError};
@@ -58,6 +60,18 @@ pub enum PublishError {
     /// The message would not fit a frame.
     #[error("{0}")]
     TooLarge(#[from] overlay_gossip::PublishError),
+}
+
+/// Why [`Overlay::add_peer`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddPeerError {
+    /// A TLS node dials peers with TLS only, and has no `tls.ca` to check them.
+    #[error("not dialing {0}: tls.enabled needs tls.ca to dial peers")]
+    NoTlsTrust(SocketAddr),
+    /// The node is shutting down.
+    #[error("not dialing {0}: the node is shutting down")]
+    Draining(SocketAddr),
 }
 
 /// What one publish did.
@@ -109,6 +123,7 @@ pub struct OverlayBuilder {
     config: Result<ValidConfig, ConfigError>,
     handler: Arc<dyn DataHandler>,
     version: VersionInfo,
+    recorder: Option<bool>,
 }
 
 impl OverlayBuilder {
@@ -124,9 +139,22 @@ impl OverlayBuilder {
         self
     }
 
+    /// Whether the node installs its Prometheus recorder as the process's
+    /// global `metrics` recorder. Default: when the admin plane is on (its
+    /// `/metrics` renders that recorder). An embedding service that installs
+    /// its own recorder says `false`: the node's series then go to the
+    /// embedder's recorder, and the node's own `/metrics` (if served) shows
+    /// only the frame-size histograms.
+    pub fn install_metrics_recorder(mut self, install: bool) -> OverlayBuilder {
+        self.recorder = Some(install);
+        self
+    }
+
     /// Binds, spawns and returns the running node.
     pub async fn start(self) -> Result<Overlay, StartError> {
-        Overlay::launch(self.config?, self.handler, self.version).await
+        let config = self.config?;
+        let install = self.recorder.unwrap_or(config.admin.enabled);
+        Overlay::launch(config, self.handler, self.version, install).await
     }
 }
 
@@ -145,7 +173,8 @@ struct Inner {
     ctx: Arc<SessionCtx>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    dialing: Mutex<HashSet<SocketAddr>>,
+    /// Peers being dialed, each with the token that stops its dialer.
+    dialing: Mutex<HashMap<SocketAddr, CancellationToken>>,
     outbound_ids: Arc<AtomicU64>,
     tls_client: Option<Arc<ClientConfig>>,
     running: Mutex<Option<Running>>,
@@ -169,6 +198,7 @@ impl Overlay {
             config: config.validate(),
             handler: Arc::new(Echo),
             version: VersionInfo::new("overlay-core", env!("CARGO_PKG_VERSION")),
+            recorder: None,
         }
     }
 
@@ -181,6 +211,7 @@ impl Overlay {
         config: ValidConfig,
         handler: Arc<dyn DataHandler>,
         version: VersionInfo,
+        install_recorder_globally: bool,
     ) -> Result<Overlay, StartError> {
         let service = config.transport.name.clone();
         let auth = match &config.auth.root_key_file {
@@ -207,7 +238,7 @@ impl Overlay {
             readiness.set(PQ_READY, tls::supports_hybrid(&tls::provider(pq)));
         }
         let cap = session_cap(&config)?;
-        let recorder = install_recorder();
+        let recorder = if install_recorder_globally { install_recorder() } else { detached_recorder() };
         let metrics = OverlayMetrics::new(&service);
         metrics.build_info(&version.version, &version.git);
 
@@ -310,7 +341,7 @@ impl Overlay {
                 ctx,
                 local_addr: transport.addr,
                 admin_addr,
-                dialing: Mutex::new(HashSet::new()),
+                dialing: Mutex::new(HashMap::new()),
                 outbound_ids: Arc::new(AtomicU64::new(OUTBOUND_IDS)),
                 tls_client,
                 running: Mutex::new(Some(Running { transport, admin })),
@@ -319,7 +350,11 @@ impl Overlay {
             }),
         };
         for peer in node.inner.config.peers.clone() {
-            node.add_peer(peer);
+            // Validation refused configs that would be refused here (a TLS
+            // node with peers and no tls.ca); say so if that ever changes.
+            if let Err(e) = node.add_peer(peer) {
+                tracing::error!(error = %e, "configured peer not dialed");
+            }
         }
         Ok(node)
     }
@@ -376,23 +411,46 @@ impl Overlay {
 
     /// Keeps a relay link to a node (an address, or a [`Peer`] with the
     /// `op = relay` token it requires), redialing with back-off whenever it
-    /// drops. Adding a peer twice changes nothing.
-    pub fn add_peer(&self, peer: impl Into<Peer>) {
+    /// drops, until [`Overlay::remove_peer`] or shutdown. Adding a peer that
+    /// is being dialed changes nothing. A refused peer is not remembered.
+    pub fn add_peer(&self, peer: impl Into<Peer>) -> Result<(), AddPeerError> {
         let peer = peer.into();
-        if self.inner.ctx.drain.is_cancelled() {
-            return;
-        }
-        let new = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(peer.addr());
-        if !new {
-            return;
-        }
+        let addr = peer.addr();
         let tls = self.inner.tls_client.clone();
         if tls.is_none() && self.inner.config.tls.enabled {
             // Never send a relay token or traffic in clear from a TLS node.
-            tracing::error!(peer = %peer.addr(), "not dialing: tls.enabled needs tls.ca to dial peers");
-            return;
+            return Err(AddPeerError::NoTlsTrust(addr));
         }
-        peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone(), tls);
+        let mut dialing = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner);
+        // A dialer that slips in as shutdown begins gets an already
+        // cancelled child token and ends at once.
+        if self.inner.ctx.drain.is_cancelled() {
+            return Err(AddPeerError::Draining(addr));
+        }
+        if dialing.contains_key(&addr) {
+            return Ok(());
+        }
+        let stop = self.inner.ctx.drain.child_token();
+        dialing.insert(addr, stop.clone());
+        drop(dialing);
+        peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone(), tls, stop);
+        Ok(())
+    }
+
+    /// Stops dialing `addr`: no redial happens once its current relay link
+    /// (if any) ends; the link itself is left to end on its own. False when
+    /// `addr` was not being dialed.
+    pub fn remove_peer(&self, addr: SocketAddr) -> bool {
+        let stop = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
+        stop.map(|s| s.cancel()).is_some()
+    }
+
+    /// Addresses being dialed (configured peers and [`Overlay::add_peer`]s).
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        let mut peers: Vec<_> =
+            self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        peers.sort();
+        peers
     }
 
     /// Relay links up now (both directions).

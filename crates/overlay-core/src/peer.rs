@@ -12,6 +12,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Peer;
 use crate::session::{self, Meta, SessionCtx};
@@ -27,8 +28,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// failed dial, so such a peer is not redialed ten times a second.
 const LINK_STABLE: Duration = Duration::from_secs(10);
 
-/// Keeps a relay link to `peer` up until the node drains.
-pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>, tls: Option<Arc<ClientConfig>>) {
+/// Keeps a relay link to `peer` up until `stop` fires (a child of the
+/// node's drain token, also fired by `remove_peer`).
+pub(crate) fn spawn_dialer(
+    peer: Peer,
+    ctx: Arc<SessionCtx>,
+    ids: Arc<AtomicU64>,
+    tls: Option<Arc<ClientConfig>>,
+    stop: CancellationToken,
+) {
     let addr = peer.addr();
     let tls_name = peer.tls_name();
     let token = peer.token().map(|t| Bytes::copy_from_slice(t.trim().as_bytes()));
@@ -39,7 +47,7 @@ pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>
         loop {
             let connected = tokio::select! {
                 biased;
-                () = ctx.drain.cancelled() => return,
+                () = stop.cancelled() => return,
                 r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)) => r,
             };
             match connected {
@@ -74,7 +82,7 @@ pub(crate) fn spawn_dialer(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>
             let pause = jitter.spread(backoff);
             tokio::select! {
                 biased;
-                () = ctx.drain.cancelled() => return,
+                () = stop.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -134,7 +134,7 @@ async fn relay_links_present_their_relay_token() {
     let mut at_b = b.subscribe("relayed.>").unwrap();
     let relay = token(&[Op::Relay], &[], None);
     let a = peer_node(vec![], |_| {}).await;
-    a.add_peer(Peer::Detailed { addr: b.local_addr(), token: Some(relay), name: None });
+    a.add_peer(Peer::Detailed { addr: b.local_addr(), token: Some(relay), name: None }).unwrap();
     wait_links(&a, 1).await;
     wait_links(&b, 1).await;
     a.publish("relayed.x", "through").unwrap();
@@ -148,7 +148,7 @@ async fn relay_links_present_their_relay_token() {
 
     // Without a token the link comes up but B refuses what it relays.
     let c = peer_node(vec![], |_| {}).await;
-    c.add_peer(b.local_addr());
+    c.add_peer(b.local_addr()).unwrap();
     wait_links(&c, 1).await;
     c.publish("relayed.x", "refused").unwrap();
     a.publish("relayed.x", "after").unwrap();
@@ -220,4 +220,24 @@ async fn authenticate_gives_up_on_a_node_that_never_answers() {
     assert!(matches!(err, overlay_core::client::ClientError::Timeout(a) if a == addr), "{err}");
     drop(c);
     silent.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_requiring_tokens_takes_what_its_dialed_peer_relays_back_over_plain_tcp() {
+    // OAP-1 section 6: tokens are checked by the side that accepted the link.
+    let b = secured(|c| c.admin.enabled = false).await;
+    let a = secured(|c| c.admin.enabled = false).await;
+    a.add_peer(Peer::Detailed { addr: b.local_addr(), token: Some(token(&[Op::Relay], &[], None)), name: None })
+        .unwrap();
+    wait_links(&a, 1).await;
+    wait_links(&b, 1).await;
+    let mut at_a = a.subscribe("back.>").unwrap();
+    for i in 0..3u8 {
+        b.publish("back.x", vec![i]).unwrap();
+        let Some(Delivery::Message(m)) = within(at_a.recv()).await else { panic!("no delivery") };
+        assert_eq!(&m.payload[..], &[i]);
+    }
+    for n in [a, b] {
+        n.shutdown().await;
+    }
 }

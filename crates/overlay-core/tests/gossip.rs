@@ -359,7 +359,7 @@ async fn five_nodes_in_a_ring_deliver_exactly_once() {
         nodes.push(peer_node(vec![], |_| {}).await);
     }
     for i in 0..5 {
-        nodes[i].add_peer(nodes[(i + 1) % 5].local_addr());
+        nodes[i].add_peer(nodes[(i + 1) % 5].local_addr()).unwrap();
     }
     for n in &nodes {
         wait_links(n, 2).await;

@@ -172,3 +172,24 @@ async fn a_cancelled_shutdown_still_completes_and_later_calls_return() {
     within(node.stopped()).await;
     assert!(tokio::net::TcpStream::connect(node.local_addr()).await.is_err());
 }
+
+#[tokio::test]
+async fn remove_peer_stops_the_dialer_and_the_peer_can_be_added_again() {
+    // A peer that accepts the dial: removed, it is not dialed again.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = listener.local_addr().unwrap();
+    let node = node(|c| c.admin.enabled = false).await;
+    node.add_peer(peer).unwrap();
+    node.add_peer(peer).unwrap();
+    assert_eq!(node.peers(), vec![peer], "added once");
+    let (first, _) = within(listener.accept()).await.unwrap();
+    assert!(node.remove_peer(peer));
+    assert!(!node.remove_peer(peer), "removed once");
+    assert!(node.peers().is_empty());
+    drop(first);
+    let redial = tokio::time::timeout(std::time::Duration::from_secs(1), listener.accept()).await;
+    assert!(redial.is_err(), "a removed peer is not redialed");
+    node.add_peer(peer).unwrap();
+    within(listener.accept()).await.unwrap();
+    node.shutdown().await;
+}

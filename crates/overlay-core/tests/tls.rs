@@ -106,7 +106,7 @@ async fn relay_links_dial_with_tls_and_check_the_peer_name() {
     let b = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
     let mut at_b = b.subscribe(">").unwrap();
     let a = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
-    a.add_peer(b.local_addr());
+    a.add_peer(b.local_addr()).unwrap();
     wait_links(&a, 1).await;
     a.publish("tls.relay", "sealed").unwrap();
     let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!() };
@@ -114,7 +114,7 @@ async fn relay_links_dial_with_tls_and_check_the_peer_name() {
 
     // A name the certificate does not carry: the link never comes up.
     let c = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
-    c.add_peer(Peer::Detailed { addr: b.local_addr(), token: None, name: Some("elsewhere.example".into()) });
+    c.add_peer(Peer::Detailed { addr: b.local_addr(), token: None, name: Some("elsewhere.example".into()) }).unwrap();
     // The dial is attempted (B counts the handshake the dialer abandoned) and
     // never links; B keeps exactly the one link from A.
     let rejected = format!("transport_rejected_total{{service=\"{}\",reason=\"tls\"}}", b.config().transport.name);
@@ -141,4 +141,20 @@ async fn a_missing_certificate_file_is_named_in_the_error() {
     let err = Overlay::start(cfg).await.err().unwrap();
     assert!(matches!(err, StartError::Tls(_)));
     assert!(err.to_string().contains("tls.cert /nonexistent/cert.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn a_peer_a_tls_node_cannot_dial_is_refused_and_not_remembered() {
+    let pki = pki();
+    let node = node(|c| {
+        c.admin.enabled = false;
+        c.tls.enabled = true;
+        c.tls.cert = Some(pki.cert.clone());
+        c.tls.key = Some(pki.key.clone());
+    })
+    .await;
+    let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    assert_eq!(node.add_peer(addr), Err(overlay_core::AddPeerError::NoTlsTrust(addr)));
+    assert!(node.peers().is_empty(), "a refused peer is not listed as dialed");
+    node.shutdown().await;
 }

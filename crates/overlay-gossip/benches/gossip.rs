@@ -1,5 +1,6 @@
-//! Publish fanout to 1, 100 and 10,000 subscribers, and matching one topic
-//! against 10,000 patterns.
+//! Publish fanout to 1, 100 and 10,000 subscribers (and to 10,000 that it
+//! leaves congested, each gathered once for the publisher's stall), and
+//! matching one topic against 10,000 patterns.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +58,46 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
+/// One publish that leaves 10,000 queues more than half full: every one is
+/// gathered into the batch once (linear, not a scan per queue).
+fn congested(c: &mut Criterion) {
+    let cfg = GossipConfig { delivery_queue_bytes: 256, max_pending_bytes: 64 << 30, ..GossipConfig::default() };
+    let reg = Registry::new(cfg, "bench");
+    let pattern: Pattern = "bench.>".parse().expect("valid pattern");
+    let queues: Vec<Arc<DeliveryQueue>> = (0..10_000)
+        .map(|_| {
+            let q = reg.queue();
+            let id = reg.attach(q.clone());
+            reg.subscribe(id, &pattern).expect("under max_subscriptions");
+            q
+        })
+        .collect();
+    let topic: Topic = "bench.topic".parse().expect("valid topic");
+    let payload = Bytes::from(vec![7u8; 64]);
+    c.bench_function("publish_fanout/10000_subs_left_congested", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut out = Vec::new();
+            let mut batch = PublishBatch::default();
+            for _ in 0..iters {
+                // One message in each queue (under half), then the timed one.
+                reg.publish(&topic, payload.clone(), Instant::now(), &mut batch).expect("fits max_frame");
+                batch.clear();
+                let start = Instant::now();
+                reg.publish(&topic, payload.clone(), start, &mut batch).expect("fits max_frame");
+                spent += start.elapsed();
+                assert_eq!(batch.queues().len(), 10_000);
+                batch.clear();
+                for q in &queues {
+                    out.clear();
+                    q.take(usize::MAX, &mut out);
+                }
+            }
+            spent
+        })
+    });
+}
+
 fn matching(c: &mut Criterion) {
     let reg = registry();
     // 10,000 patterns over 10,000 subscribers: literal, `*` and `>` mixed.
@@ -77,5 +118,5 @@ fn matching(c: &mut Criterion) {
     c.bench_function("match_1_topic_vs_10k_patterns", |b| b.iter(|| std::hint::black_box(reg.interested(&topic))));
 }
 
-criterion_group!(benches, fanout, matching);
+criterion_group!(benches, fanout, congested, matching);
 criterion_main!(benches);

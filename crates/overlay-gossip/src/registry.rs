@@ -1,7 +1,7 @@
 //! The registry: who subscribes to what, which relay links exist, and the
 //! fanout of one message to all of them through their bounded queues.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -115,6 +115,9 @@ const MAX_GATHERED: usize = 64;
 #[derive(Debug, Default)]
 pub struct PublishBatch {
     queues: Vec<Arc<DeliveryQueue>>,
+    /// The gathered queues' addresses: one publish may congest thousands
+    /// of queues, and each must be found in constant time.
+    gathered: HashSet<usize, BuildHasherDefault<IdHasher>>,
     urgent: bool,
     ingress: u64,
     fanout: u64,
@@ -140,12 +143,14 @@ impl PublishBatch {
     /// Forgets the congested queues gathered (keeps the allocation).
     pub fn clear(&mut self) {
         self.queues.clear();
+        self.gathered.clear();
         self.urgent = false;
     }
 
     fn add(&mut self, queue: &Arc<DeliveryQueue>, urgent: bool) {
-        // Each queue once; the list stays short (`MAX_GATHERED` forces a stall).
-        if !self.queues.iter().any(|q| Arc::ptr_eq(q, queue)) {
+        // Each queue once. An address is a fair key: the Arc kept in
+        // `queues` keeps it from being reused while gathered.
+        if self.gathered.insert(Arc::as_ptr(queue) as usize) {
             self.queues.push(queue.clone());
         }
         self.urgent |= urgent;
@@ -468,9 +473,9 @@ fn encode(msg: &Msg, hops: u8) -> Bytes {
     frame
 }
 
-/// Hashes [`SubscriberId`]s, which this registry hands out in sequence (never
-/// a peer's input, so no flooding of one bucket to fear): one multiply
-/// instead of SipHash on every delivery's lookup.
+/// Hashes [`SubscriberId`]s, which this registry hands out in sequence, and
+/// queue addresses (never a peer's input, so no flooding of one bucket to
+/// fear): one multiply instead of SipHash on every delivery's lookup.
 #[derive(Default)]
 struct IdHasher(u64);
 

@@ -381,7 +381,7 @@ where
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
             let info = SessionInfo { caps: negotiated.caps, ..info };
-            let reason = established(io, info, &ctx, credential, meta.dialed, meta.tls.is_some()).await;
+            let reason = established(io, info, &ctx, credential, meta.dialed).await;
             Outcome { reason, established: true }
         }
         Err(Some(fail)) => {
@@ -478,7 +478,6 @@ async fn established<S>(
     ctx: &Arc<SessionCtx>,
     credential: Credential,
     dialed: bool,
-    tls: bool,
 ) -> DisconnectReason
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -510,7 +509,7 @@ where
                 ctx.metrics.reply_queue_depth.increment(1.0);
             }
             let reason =
-                reader::run(&mut rd, queue.clone(), &deliveries, &mut detach.consumer, info, ctx, dialed, tls).await;
+                reader::run(&mut rd, queue.clone(), &deliveries, &mut detach.consumer, info, ctx, dialed).await;
             // The reply sender is gone with the reader: the writer flushes what
             // is queued, shuts the stream down and returns.
             queue.close_reader();

@@ -12,7 +12,7 @@ use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, SubscribeError};
 
 use super::{link_down, link_up};
 use crate::auth::{AuthError, Grant, Op};
-use ron_transport::DisconnectReason;
+use ron_transport::{DisconnectReason, LogLimit};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
 
@@ -25,6 +25,8 @@ const MAX_EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(86_4
 const MIN_READ: usize = 512;
 /// Largest read issued.
 const MAX_READ: usize = 256 * 1024;
+/// "relay peer refused" lines a session logs per second at most.
+const REFUSAL_LOGS_PER_SEC: u32 = 1;
 
 /// What the reader does when its read deadline passes.
 #[derive(Clone, Copy)]
@@ -64,11 +66,12 @@ struct Reader<'a> {
     /// The session's subscriptions with the `req_id` of their `SUB`, so a
     /// revocation can name them.
     subs: Vec<(Pattern, u32)>,
-    /// The connection runs over verified TLS.
-    info_tls: bool,
-    /// This node dialed the link: what the configured peer relays back over
-    /// it needs no token (the peer authenticated nothing to us; we chose it).
+    /// This node dialed the link: what the peer relays back over it needs
+    /// no token, over TLS or plain TCP alike (we chose the peer; tokens are
+    /// checked by the side that accepts a link, OAP-1 section 6).
     dialed: bool,
+    /// Warnings about a relay peer's refusals, a few a second at most.
+    refusals: LogLimit,
 }
 
 /// Reads and dispatches until the session ends; returns why.
@@ -81,7 +84,6 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     info: SessionInfo,
     ctx: &Arc<SessionCtx>,
     dialed: bool,
-    tls: bool,
 ) -> DisconnectReason {
     let mut reader = Reader {
         queue,
@@ -99,8 +101,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         now: Instant::now(),
         grant: None,
         subs: Vec::new(),
-        info_tls: tls,
         dialed,
+        refusals: LogLimit::new(REFUSAL_LOGS_PER_SEC),
     };
     let reason = reader.read_loop(rd).await;
     // A batch cut short by the session's end is counted all the same.
@@ -277,8 +279,10 @@ impl Reader<'_> {
             // Another node's notices on a relay link need no answer; its
             // refusals (a rejected relay token) are worth a warning.
             Frame::Ack(_) | Frame::Lagged { .. } | Frame::Error(_) if matches!(self.consumer, Consumer::Link(_)) => {
-                if let Frame::Error(e) = &frame {
-                    tracing::warn!(code = e.code, reason = %e.reason, "relay peer refused");
+                if let Frame::Error(e) = &frame
+                    && let Some(suppressed) = self.refusals.allow(Instant::now())
+                {
+                    tracing::warn!(code = e.code, reason = %e.reason, suppressed, "relay peer refused");
                 }
                 None
             }
@@ -299,9 +303,9 @@ impl Reader<'_> {
                 Some(refusal) => Some(refusal),
                 None => return self.publish(req_id, &topic, payload).await,
             },
-            // A peer we dialed over verified TLS relays to us without a token
-            // of its own: we chose it and checked its certificate.
-            Frame::Msg(msg) if self.dialed && (self.info_tls || !self.auth_required()) => return self.relay(msg).await,
+            // A peer we dialed relays to us without a token of its own: we
+            // chose it (and, over TLS, checked its certificate).
+            Frame::Msg(msg) if self.dialed => return self.relay(msg).await,
             Frame::Msg(msg) => match self.authorize(0, |g, now| g.relay(&msg.topic, now)) {
                 Some(refusal) => Some(refusal),
                 None => return self.relay(msg).await,
