@@ -121,15 +121,52 @@ fn smoke() -> Result<(), Failure> {
     for (series, want) in expected {
         node.expect(moved(series) == want, &format!("{series} moved by {}, expected {want}", moved(series)))?;
     }
+    let promtool = promtool(&after)?;
 
     let drain = node.terminate()?;
     node.expect(drain.saw_draining, "/readyz never answered 503 draining during shutdown")?;
     node.expect(drain.exit_code == Some(0), &format!("exit code {:?}, expected 0", drain.exit_code))?;
     println!(
-        "smoke ok: ready, ping x5, pub x3 -> sub x3, {} counters moved as expected, /readyz 503 draining on SIGTERM, exit 0",
+        "smoke ok: ready, ping x5, pub x3 -> sub x3, {} counters moved as expected, {promtool}, /readyz 503 draining on SIGTERM, exit 0",
         expected.len()
     );
     Ok(())
+}
+
+/// `promtool check metrics` on a live `/metrics` and `promtool check rules`
+/// on docs/alerts.yml, both with no finding. Without promtool (Debian
+/// package `prometheus`) it says it skipped them; `.ci/run` installs it.
+fn promtool(metrics: &str) -> Result<String, Failure> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let Ok(mut check) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        return Ok("promtool not installed: metrics and rules lint skipped".into());
+    };
+    if let Some(mut stdin) = check.stdin.take() {
+        stdin.write_all(metrics.as_bytes()).map_err(|e| Failure::new(format!("promtool stdin: {e}")))?;
+    }
+    let out = check.wait_with_output().map_err(|e| Failure::new(format!("promtool: {e}")))?;
+    let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() || !findings.trim().is_empty() {
+        return Err(Failure::new(format!("promtool check metrics found:\n{findings}")));
+    }
+    let rules = node::workspace().join("docs/alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .map_err(|e| Failure::new(format!("promtool: {e}")))?;
+    if !out.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        return Err(Failure::new(format!("promtool check rules {}:\n{text}", rules.display())));
+    }
+    Ok("promtool: metrics and alert rules clean".into())
 }
 
 fn roundtrip(args: &[String]) -> Result<(), Failure> {

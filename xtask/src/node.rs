@@ -82,7 +82,7 @@ fn target_dir() -> PathBuf {
     std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"))
 }
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     // `cargo run` sets CARGO_MANIFEST_DIR for the running xtask: prefer it to
     // the path baked in at build time (a binary built from another checkout
     // into a shared target directory would point there).

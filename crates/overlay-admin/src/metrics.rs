@@ -89,6 +89,7 @@ static SIZE_HISTOGRAMS: Mutex<Vec<Arc<SizeHistogram>>> = Mutex::new(Vec::new());
 #[derive(Debug)]
 pub struct SizeHistogram {
     name: &'static str,
+    help: &'static str,
     labels: String,
     slots: [AtomicU64; SIZE_SLOTS],
     sum: AtomicU64,
@@ -121,7 +122,8 @@ impl SizeHistogram {
     /// The series `name{labels}`, registered once per process: asking for the
     /// same name and labels again (a second node with the same `service`)
     /// returns the same histogram, so `/metrics` never shows a series twice.
-    pub fn register(name: &'static str, labels: &[(&str, &str)]) -> Arc<SizeHistogram> {
+    /// `help` is the family's `# HELP` text.
+    pub fn register(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Arc<SizeHistogram> {
         let mut rendered = String::new();
         for (key, value) in labels {
             let value = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
@@ -133,6 +135,7 @@ impl SizeHistogram {
         }
         let h = Arc::new(SizeHistogram {
             name,
+            help,
             labels: rendered,
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             sum: AtomicU64::new(0),
@@ -173,6 +176,7 @@ pub fn render_size_histograms(out: &mut String) {
     for h in &all {
         if !typed.contains(&h.name) {
             typed.push(h.name);
+            let _ = writeln!(out, "# HELP {} {}", h.name, h.help);
             let _ = writeln!(out, "# TYPE {} histogram", h.name);
             // Series of one name stay together, as the format requires.
             all.iter().filter(|o| o.name == h.name).for_each(|o| o.render(out));
@@ -186,15 +190,18 @@ mod tests {
 
     #[test]
     fn tallies_render_as_a_cumulative_prometheus_histogram() {
-        let h = SizeHistogram::register("test_size_bytes", &[("service", "a\"b"), ("dir", "in")]);
+        let h = SizeHistogram::register("test_size_bytes", "Sizes.", &[("service", "a\"b"), ("dir", "in")]);
         let mut t = SizeTally::default();
         for bytes in [1, 512, 513, 1024, 5000, 2 << 20] {
             t.record(bytes);
         }
         h.add(&mut t);
         assert!(t.is_empty(), "adding clears the tally");
-        assert!(Arc::ptr_eq(&h, &SizeHistogram::register("test_size_bytes", &[("service", "a\"b"), ("dir", "in")])));
-        SizeHistogram::register("test_bare_bytes", &[]).add(&mut {
+        assert!(Arc::ptr_eq(
+            &h,
+            &SizeHistogram::register("test_size_bytes", "Sizes.", &[("service", "a\"b"), ("dir", "in")])
+        ));
+        SizeHistogram::register("test_bare_bytes", "Bare.", &[]).add(&mut {
             let mut t = SizeTally::default();
             t.record(10);
             t

@@ -14,7 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics::{counter, histogram};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::{Semaphore, oneshot};
@@ -111,6 +111,8 @@ impl AdminHandle {
     /// Binds `cfg.addr` and serves on a new thread. Sets the `metrics_bound`
     /// gate once the listener is up and the recorder installed.
     pub fn start(cfg: AdminConfig, state: AdminState) -> Result<AdminHandle, AdminError> {
+        describe_histogram!("request_latency_seconds", Unit::Seconds, "Admin plane request latency, by route.");
+        describe_counter!("http_requests_total", "Admin plane requests, by route and status.");
         let bind_err = |source| AdminError::Bind { addr: cfg.addr, source };
         let listener = std::net::TcpListener::bind(cfg.addr).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;

@@ -61,3 +61,35 @@ async fn alerts_and_dashboard_name_only_exported_metrics() {
     assert!(missing.is_empty(), "docs name series the node does not export: {missing:?}");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_family_has_help_text_and_labelled_counters_are_there_from_the_start() {
+    let node = node(|c| c.transport.read_timeout_ms = 100).await;
+    let (_, body) = get(&node, "/metrics").await;
+    let family = |prefix: &str| -> BTreeSet<String> {
+        body.lines().filter_map(|l| l.strip_prefix(prefix)?.split_whitespace().next().map(String::from)).collect()
+    };
+    let (typed, helped) = (family("# TYPE "), family("# HELP "));
+    let bare: Vec<_> = typed.difference(&helped).collect();
+    assert!(bare.is_empty(), "families without # HELP: {bare:?}");
+    let present = |name: &str, label: &str| {
+        body.lines().any(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("{label}\"}} 0")))
+    };
+    for reason in ["too_large", "bad_topic", "auth_missing", "forbidden_topic", "revoked", "slow_consumer"] {
+        assert!(present("overlay_oap_rejects_total", &format!("reason=\"{reason}")), "rejects {reason}\n{body}");
+    }
+    for reason in overlay_core::DisconnectReason::ALL {
+        assert!(present("overlay_sessions_closed_total", &format!("reason=\"{}", reason.label())), "closed {reason:?}");
+    }
+    for (queue, reason) in [("delivery", "full"), ("relay", "budget"), ("relay", "closed")] {
+        assert!(present("overlay_queue_dropped_total", &format!("queue=\"{queue}\",reason=\"{reason}")), "{queue}");
+    }
+    assert!(present("transport_rejected_total", "reason=\"fd_limit"));
+
+    // A session closed for a frame that never finished is counted as such.
+    let mut s = connect(&node).await;
+    s.write_all(&[0, 0, 0, 9, 0x01]).await.unwrap();
+    let Frame::Ctrl(oap_codec::Ctrl::Goaway { code: 408, .. }) = read_frame(&mut s).await else { panic!() };
+    wait_metric(&node, "overlay_sessions_closed_total", &[("reason", "read_timeout")], 1.0).await;
+    node.shutdown().await;
+}

@@ -1,25 +1,30 @@
 //! The gossip_* series (and the delivery side of overlay_queue_*), resolved
-//! once with the node's `service` label.
+//! once with the node's `service` label, every labelled one at 0 from the
+//! start.
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
 
 use crate::queue::DropReason;
 
 /// Handles for one registry.
 pub(crate) struct GossipMetrics {
-    service: String,
     pub(crate) subscribers: Gauge,
     pub(crate) ingress: Counter,
     pub(crate) fanout: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) pending_bytes: Gauge,
     dropped: [Counter; 3],
+    /// `overlay_queue_dropped_total` by queue (`QUEUES`) and reason.
+    queue_dropped: [[Counter; 3]; 2],
 }
 
 const REASONS: [DropReason; 3] = [DropReason::Full, DropReason::Budget, DropReason::Closed];
+/// The `queue` label of `overlay_queue_dropped_total`: subscribers, relay links.
+const QUEUES: [&str; 2] = ["delivery", "relay"];
 
 impl GossipMetrics {
     pub(crate) fn new(service: &str) -> GossipMetrics {
+        describe();
         let s = || service.to_owned();
         GossipMetrics {
             subscribers: gauge!("gossip_subscribers", "service" => s()),
@@ -28,16 +33,38 @@ impl GossipMetrics {
             duplicates: counter!("gossip_duplicates_total", "service" => s()),
             pending_bytes: gauge!("overlay_queue_depth", "service" => s(), "queue" => "delivery"),
             dropped: REASONS.map(|r| counter!("gossip_dropped_total", "service" => s(), "reason" => r.label())),
-            service: service.to_owned(),
+            queue_dropped: QUEUES.map(|q| {
+                REASONS.map(
+                    |r| counter!("overlay_queue_dropped_total", "service" => s(), "queue" => q, "reason" => r.label()),
+                )
+            }),
         }
     }
 
     /// A delivery dropped: `gossip_dropped_total{reason}` and
-    /// `overlay_queue_dropped_total{queue,reason}`.
+    /// `overlay_queue_dropped_total{queue,reason}`; `queue` is `delivery` or `relay`.
     pub(crate) fn dropped(&self, queue: &'static str, reason: DropReason) {
         let at = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
         self.dropped[at].increment(1);
-        counter!("overlay_queue_dropped_total", "service" => self.service.clone(), "queue" => queue, "reason" => reason.label())
-            .increment(1);
+        let q = QUEUES.iter().position(|name| *name == queue).unwrap_or(0);
+        self.queue_dropped[q][at].increment(1);
     }
+}
+
+/// `# HELP` text for the families this crate records.
+fn describe() {
+    describe_gauge!("gossip_subscribers", "Subscriptions (patterns) held by subscribers.");
+    describe_counter!("gossip_ingress_total", "Messages accepted: published here, or relayed and new.");
+    describe_counter!("gossip_fanout_total", "Deliveries queued to subscribers and relay links.");
+    describe_counter!("gossip_duplicates_total", "Relayed copies dropped by the seen-cache.");
+    describe_counter!("gossip_dropped_total", "Deliveries dropped: full queue, process budget, or consumer gone.");
+    describe_gauge!(
+        "overlay_queue_depth",
+        Unit::Count,
+        "Queued for sessions: replies (frames, queue=reply) and deliveries (bytes, queue=delivery)."
+    );
+    describe_counter!(
+        "overlay_queue_dropped_total",
+        "Deliveries dropped, by queue (delivery: subscribers, relay: links) and reason."
+    );
 }

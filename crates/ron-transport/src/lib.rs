@@ -98,6 +98,19 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Every reason, for metrics registered at 0 from the start.
+    pub const ALL: [DisconnectReason; 9] = [
+        DisconnectReason::PeerClosed,
+        DisconnectReason::Handshake,
+        DisconnectReason::IdleTimeout,
+        DisconnectReason::ReadTimeout,
+        DisconnectReason::WriteTimeout,
+        DisconnectReason::Protocol,
+        DisconnectReason::SlowConsumer,
+        DisconnectReason::Io,
+        DisconnectReason::Shutdown,
+    ];
+
     /// Closed label for metrics and logs.
     pub const fn label(self) -> &'static str {
         match self {

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 /// Pre-registered handles, so the hot path is an atomic add.
 #[derive(Clone)]
@@ -23,6 +25,7 @@ pub(crate) struct TransportMetrics {
 
 impl TransportMetrics {
     pub(crate) fn new(service: &str) -> TransportMetrics {
+        describe();
         let service = service.to_owned();
         TransportMetrics {
             connections: gauge!("transport_connections", "service" => service.clone()),
@@ -37,6 +40,22 @@ impl TransportMetrics {
             rejected: Arc::new(AtomicU64::new(0)),
         }
     }
+}
+
+/// `# HELP` text for every transport_* family (the recorder keeps the first).
+fn describe() {
+    describe_gauge!("transport_connections", "Accepted connections open now.");
+    describe_counter!("transport_bytes_in_total", Unit::Bytes, "Bytes read from accepted connections.");
+    describe_counter!("transport_bytes_out_total", Unit::Bytes, "Bytes written to accepted connections.");
+    describe_counter!(
+        "transport_rejected_total",
+        "Connections closed at accept or refused: over max_conns, over the fd-limit cap, out of resources, failed TLS."
+    );
+    describe_histogram!(
+        "transport_conn_latency_seconds",
+        Unit::Seconds,
+        "Lifetime of accepted connections at the transport."
+    );
 }
 
 impl TransportMetrics {

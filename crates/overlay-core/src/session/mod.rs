@@ -390,6 +390,7 @@ where
             Outcome { reason: DisconnectReason::Handshake, established: false }
         }
     };
+    m.session_closed(outcome.reason);
     tracing::debug!(reason = outcome.reason.label(), "session closed");
     outcome
 }
