@@ -472,3 +472,89 @@ fn under_fd_exhaustion_probes_answer_and_clients_over_the_cap_are_closed() {
     let out = Command::new(BIN).args(["ping", "--addr", &node.addr.to_string(), "--count", "1"]).output().unwrap();
     assert!(out.status.success(), "a new client is served: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An OAP/1 frame: `len`, `kind`, payload.
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    f.push(kind);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A `SUB` or `PUB` payload: `req_id`, topic, then `rest`.
+fn topical(req_id: u32, topic: &str, rest: &[u8]) -> Vec<u8> {
+    let mut p = req_id.to_be_bytes().to_vec();
+    p.push(topic.len() as u8);
+    p.extend_from_slice(topic.as_bytes());
+    p.extend_from_slice(rest);
+    p
+}
+
+/// `VmRSS` or `VmHWM` of a process, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn what_stalled_writers_hold_counts_against_max_pending_bytes() {
+    use std::io::{Read, Write};
+    const BUDGET_MIB: u64 = 8;
+    const SUBSCRIBERS: usize = 64;
+    // What the process may hold beyond the budget: the allocator's slack and
+    // the runtime (fixed), and per session its buffers (the writer's copy
+    // buffer for frame heads, read buffer, reply queue), never its batch.
+    const FIXED_KIB: u64 = 6 << 10;
+    const PER_SESSION_KIB: u64 = 64;
+    let node = spawn_node(&[
+        "--set",
+        "oap.max_frame=65536",
+        "--set",
+        "session.delivery_queue_bytes=1048576",
+        "--set",
+        &format!("session.max_pending_bytes={}", BUDGET_MIB << 20),
+        "--set",
+        "session.slow_consumer_timeout_ms=600000",
+        "--set",
+        "transport.write_timeout_ms=300000",
+        "--set",
+        "readiness.sample_ms=100",
+    ]);
+    // Subscribers that never read, each on its own topic so no two queues
+    // share a frame: together they want far more than the budget.
+    let stalled: Vec<_> = (0..SUBSCRIBERS)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(node.addr).unwrap();
+            s.write_all(b"OAP1\x01\x00\x00\x00\x05").unwrap();
+            s.write_all(&frame(0x03, &topical(1, &format!("stall.s{i}"), b""))).unwrap();
+            let mut hello_and_ack = [0u8; 9 + 9];
+            s.read_exact(&mut hello_and_ack).unwrap();
+            s
+        })
+        .collect();
+    let base = proc_kib(node.child.id(), "VmRSS:");
+
+    let mut publisher = std::net::TcpStream::connect(node.addr).unwrap();
+    publisher.write_all(b"OAP1\x01\x00\x00\x00\x05").unwrap();
+    let payload = vec![0x5a; 16 << 10];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut flipped = false;
+    let mut published = 0u64;
+    // Paced: a round to every topic, then a look at /readyz; at least 48 MiB
+    // offered, and on until queues_ok has gone missing.
+    while published < 3072 || !flipped {
+        for i in 0..SUBSCRIBERS {
+            publisher.write_all(&frame(0x05, &topical(0, &format!("stall.s{i}"), &payload))).unwrap();
+        }
+        published += SUBSCRIBERS as u64;
+        let (_, ready) = http_get(node.admin, "/readyz").unwrap();
+        flipped |= ready.contains("\"queues_ok\",") || ready.contains("\"queues_ok\"]");
+        assert!(Instant::now() < deadline, "queues_ok never went missing: {ready}");
+    }
+    let peak = proc_kib(node.child.id(), "VmHWM:");
+    let bound = base + (BUDGET_MIB << 10) + FIXED_KIB + PER_SESSION_KIB * SUBSCRIBERS as u64;
+    eprintln!("stalled writers: base {base} KiB, peak {peak} KiB, bound {bound} KiB, {published} published");
+    assert!(peak <= bound, "peak RSS {peak} KiB over {bound} KiB (base {base} KiB)");
+    drop(stalled);
+}

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use oap_codec::{Frame, HEADER_LEN, MsgId, Topic};
-use overlay_gossip::{DeliveryQueue, Registry, SubscriberId};
+use overlay_gossip::{Charged, DeliveryQueue, Registry, SubscriberId};
 
 /// Bytes taken from the queue per refill.
 const TAKE_BYTES: usize = 256 * 1024;
@@ -45,7 +45,7 @@ pub struct Subscription {
     queue: Arc<DeliveryQueue>,
     registry: Arc<Registry>,
     buffer: VecDeque<Delivery>,
-    taken: Vec<Bytes>,
+    taken: Vec<Charged>,
     waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     ended: bool,
 }
@@ -92,7 +92,10 @@ impl Subscription {
             self.buffer.push_back(Delivery::Lagged(n));
         }
         let got = !self.taken.is_empty() || taken.lagged.is_some();
-        for frame in self.taken.drain(..) {
+        // Each frame's charge ends here: what the embedder keeps of a payload
+        // is its own memory, not the node's delivery budget.
+        for charged in self.taken.drain(..) {
+            let frame = charged.frame();
             // The registry only queues whole MSG frames it encoded itself;
             // the payload stays a slice of that frame (no copy).
             let body = frame.get(HEADER_LEN).map(|kind| (*kind, frame.slice(HEADER_LEN + 1..)));

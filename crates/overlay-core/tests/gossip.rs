@@ -504,3 +504,18 @@ async fn a_peer_that_drops_every_link_after_the_hello_is_not_redialed_in_a_tight
     assert!((1..=8).contains(&accepted), "{accepted} dials in 3 s");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_wide_fanout_charges_the_shared_frame_once_and_reaches_every_subscriber() {
+    // 10,000 x 48 KiB is past the default 256 MiB budget if each queue is
+    // charged the frame; it is one frame, charged once.
+    let node = node(|c| c.admin.enabled = false).await;
+    let mut subs: Vec<_> = (0..10_000).map(|_| node.subscribe("wide.>").unwrap()).collect();
+    let receipt = node.publish("wide.x", vec![7u8; 48 << 10]).unwrap();
+    assert_eq!((receipt.queued, receipt.dropped), (10_000, 0));
+    for sub in &mut subs {
+        let Some(Delivery::Message(m)) = within(sub.recv()).await else { panic!("a subscriber missed it") };
+        assert_eq!(m.payload.len(), 48 << 10);
+    }
+    node.shutdown().await;
+}

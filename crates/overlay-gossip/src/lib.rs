@@ -13,6 +13,6 @@ mod trie;
 
 pub use msgid::MsgIdGen;
 pub use oap_codec::{Msg, MsgId, Pattern, Topic};
-pub use queue::{Budget, DeliveryQueue, DropReason, Offer, Taken};
+pub use queue::{Budget, Charged, DeliveryQueue, DropReason, Offer, Taken};
 pub use registry::{Fanout, GossipConfig, LinkId, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId};
 pub use seen::{PREALLOCATE_MAX, SeenCache};

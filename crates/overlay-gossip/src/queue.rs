@@ -1,6 +1,12 @@
 //! Per-subscriber delivery queues, bounded in bytes and by a process-wide
 //! budget, with the stall-then-lag policy of OAP-1 section 4.
 //!
+//! The budget counts what is really held, once: an encoded frame is charged
+//! when it is made ([`Budget::charge`]), shared by every queue it goes to,
+//! and given back when its last holder lets go of it: after the writer has
+//! written it, a subscription has decoded it, or a closed queue dropped it.
+//! So a wide fanout costs one frame, and a blocked writer's batch still counts.
+//!
 //! A queue is *congested* above half its capacity (publishers stall briefly,
 //! at most `publish_stall_ms`), *lagging* once an offer found it full (new
 //! deliveries are dropped and counted; publishers no longer stall on it)
@@ -38,6 +44,15 @@ impl Budget {
         self.max
     }
 
+    /// Charges `frame` once, for every queue and writer it will go to;
+    /// `None` when it would take the budget past its cap.
+    pub fn charge(self: &Arc<Budget>, frame: Bytes) -> Option<Charged> {
+        if !self.try_reserve(frame.len()) {
+            return None;
+        }
+        Some(Charged(Arc::new(Charge { frame, budget: self.clone() })))
+    }
+
     fn try_reserve(&self, n: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(n).filter(|t| *t <= self.max))
@@ -46,6 +61,41 @@ impl Budget {
 
     fn release(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// An encoded frame with its charge against the [`Budget`]. A clone (one
+/// reference count, no copy) goes to each queue; the charge is given back
+/// when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Charged(Arc<Charge>);
+
+#[derive(Debug)]
+struct Charge {
+    frame: Bytes,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.frame.len());
+    }
+}
+
+impl Charged {
+    /// The encoded frame.
+    pub fn frame(&self) -> &Bytes {
+        &self.0.frame
+    }
+
+    /// Its length in bytes (what it is charged).
+    pub fn len(&self) -> usize {
+        self.0.frame.len()
+    }
+
+    /// True for an empty frame (never made by the registry).
+    pub fn is_empty(&self) -> bool {
+        self.0.frame.is_empty()
     }
 }
 
@@ -70,7 +120,8 @@ pub enum Offer {
 pub enum DropReason {
     /// The queue's own byte capacity was reached.
     Full,
-    /// The process-wide `max_pending_bytes` was reached.
+    /// The process-wide `max_pending_bytes` was reached (the frame could
+    /// not be charged, so no queue got it).
     Budget,
     /// The consumer is gone or was evicted.
     Closed,
@@ -100,7 +151,7 @@ pub struct Taken {
 
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<Bytes>,
+    items: VecDeque<Charged>,
     bytes: usize,
     unreported: u64,
     lagging_since: Option<Instant>,
@@ -108,7 +159,7 @@ struct State {
     closed: bool,
 }
 
-/// One consumer's queue of encoded frames. Many publishers offer, one
+/// One consumer's queue of charged frames. Many publishers offer, one
 /// consumer takes. The lock is held only to move a few pointers.
 #[derive(Debug)]
 pub struct DeliveryQueue {
@@ -117,58 +168,41 @@ pub struct DeliveryQueue {
     drained: Notify,
     capacity: usize,
     slow_after: Duration,
-    budget: Arc<Budget>,
 }
 
 impl DeliveryQueue {
-    /// A queue holding at most `capacity` bytes, drawing on `budget`, that
-    /// evicts its consumer after lagging for `slow_after`.
-    pub fn new(capacity: usize, slow_after: Duration, budget: Arc<Budget>) -> DeliveryQueue {
-        DeliveryQueue {
-            state: Mutex::default(),
-            ready: Notify::new(),
-            drained: Notify::new(),
-            capacity,
-            slow_after,
-            budget,
-        }
+    /// A queue holding at most `capacity` bytes that evicts its consumer
+    /// after lagging for `slow_after`.
+    pub fn new(capacity: usize, slow_after: Duration) -> DeliveryQueue {
+        DeliveryQueue { state: Mutex::default(), ready: Notify::new(), drained: Notify::new(), capacity, slow_after }
     }
 
-    /// Offers one encoded frame (never blocks).
-    pub fn offer(&self, frame: Bytes, now: Instant) -> Offer {
+    /// Offers one charged frame (never blocks).
+    pub fn offer(&self, frame: Charged, now: Instant) -> Offer {
         let len = frame.len();
         let mut st = self.lock();
         if st.closed || st.evicted {
             return Offer::Dropped(DropReason::Closed);
         }
-        let reason = if st.bytes + len > self.capacity {
-            Some(DropReason::Full)
-        } else if !self.budget.try_reserve(len) {
-            Some(DropReason::Budget)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        if st.bytes + len > self.capacity {
             st.unreported += 1;
-            // Only a full queue of its own makes a consumer lagging; a drop
-            // for the shared budget is reported (LAGGED) but not held against it.
-            if reason == DropReason::Full {
-                let since = *st.lagging_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= self.slow_after {
-                    // Evicted: what it holds will never be read; give it back.
-                    st.evicted = true;
-                    st.items.clear();
-                    let bytes = std::mem::take(&mut st.bytes);
-                    drop(st);
-                    self.budget.release(bytes);
-                    self.ready.notify_one();
-                } else {
-                    drop(st);
-                }
-                // Publishers stalled on this queue are released: it lags now.
-                self.drained.notify_waiters();
+            // Only a full queue of its own makes a consumer lagging.
+            let since = *st.lagging_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.slow_after {
+                // Evicted: what it holds will never be read; dropping it
+                // gives its charges back.
+                st.evicted = true;
+                st.bytes = 0;
+                let held = std::mem::take(&mut st.items);
+                drop(st);
+                drop(held);
+                self.ready.notify_one();
+            } else {
+                drop(st);
             }
-            return Offer::Dropped(reason);
+            // Publishers stalled on this queue are released: it lags now.
+            self.drained.notify_waiters();
+            return Offer::Dropped(DropReason::Full);
         }
         st.items.push_back(frame);
         st.bytes += len;
@@ -184,9 +218,22 @@ impl DeliveryQueue {
         if congested { Offer::Congested { urgent } } else { Offer::Queued }
     }
 
+    /// Records a delivery that could not be made for want of budget: the
+    /// consumer learns of it from its next `LAGGED`, and it is not held
+    /// against it (no lag, no eviction). False when the consumer is gone.
+    pub fn miss(&self) -> bool {
+        let mut st = self.lock();
+        if st.closed || st.evicted {
+            return false;
+        }
+        st.unreported += 1;
+        true
+    }
+
     /// Moves queued frames into `out`, up to about `max_bytes` (at least one
-    /// frame when any is queued). Never blocks.
-    pub fn take(&self, max_bytes: usize, out: &mut Vec<Bytes>) -> Taken {
+    /// frame when any is queued). Never blocks. The frames stay charged to
+    /// the budget until `out` lets go of them.
+    pub fn take(&self, max_bytes: usize, out: &mut Vec<Charged>) -> Taken {
         let mut st = self.lock();
         let was_congested = self.congested(&st);
         let mut taken = 0;
@@ -207,7 +254,6 @@ impl DeliveryQueue {
         let evicted = st.evicted;
         let drained = was_congested && !self.congested(&st);
         drop(st);
-        self.budget.release(taken);
         if drained {
             self.drained.notify_waiters();
         }
@@ -256,10 +302,10 @@ impl DeliveryQueue {
     pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        let bytes = std::mem::take(&mut st.bytes);
-        st.items.clear();
+        st.bytes = 0;
+        let held = std::mem::take(&mut st.items);
         drop(st);
-        self.budget.release(bytes);
+        drop(held);
         self.drained.notify_waiters();
         self.ready.notify_one();
     }
@@ -275,91 +321,90 @@ impl DeliveryQueue {
     }
 }
 
-impl Drop for DeliveryQueue {
-    fn drop(&mut self) {
-        let bytes = self.state.get_mut().map(|st| st.bytes).unwrap_or_else(|p| p.into_inner().bytes);
-        self.budget.release(bytes);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame(n: usize) -> Bytes {
-        Bytes::from(vec![0u8; n])
+    fn budget() -> Arc<Budget> {
+        Budget::new(1 << 20)
+    }
+
+    fn frame(budget: &Arc<Budget>, n: usize) -> Charged {
+        budget.charge(Bytes::from(vec![0u8; n])).expect("under the test budget")
     }
 
     #[test]
     fn stall_then_lag_then_recover() {
-        let t0 = Instant::now();
-        let q = DeliveryQueue::new(100, Duration::from_secs(10), Budget::new(1000));
-        assert_eq!(q.offer(frame(40), t0), Offer::Queued);
-        assert_eq!(q.offer(frame(30), t0), Offer::Congested { urgent: false });
-        assert_eq!(q.offer(frame(10), t0), Offer::Congested { urgent: true });
+        let (t0, b) = (Instant::now(), budget());
+        let q = DeliveryQueue::new(100, Duration::from_secs(10));
+        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Queued);
+        assert_eq!(q.offer(frame(&b, 30), t0), Offer::Congested { urgent: false });
+        assert_eq!(q.offer(frame(&b, 10), t0), Offer::Congested { urgent: true });
         assert!(q.is_congested());
-        assert_eq!(q.offer(frame(40), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Dropped(DropReason::Full));
         assert!(!q.is_congested(), "a lagging queue stalls no publisher");
-        assert_eq!(q.offer(frame(40), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Dropped(DropReason::Full));
 
         let mut out = Vec::new();
         let taken = q.take(1000, &mut out);
         assert_eq!((out.len(), taken.lagged, taken.evicted), (3, Some(2), false));
-        assert_eq!(q.offer(frame(40), t0), Offer::Queued, "recovered below half");
+        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Queued, "recovered below half");
         assert_eq!(q.take(1000, &mut out).lagged, None, "loss reported once");
     }
 
     #[test]
     fn lagging_past_the_timeout_evicts() {
-        let t0 = Instant::now();
-        let q = DeliveryQueue::new(10, Duration::from_secs(1), Budget::new(1000));
-        assert_eq!(q.offer(frame(10), t0), Offer::Congested { urgent: true });
-        assert_eq!(q.offer(frame(1), t0), Offer::Dropped(DropReason::Full));
-        assert_eq!(q.offer(frame(1), t0 + Duration::from_millis(999)), Offer::Dropped(DropReason::Full));
-        assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));
-        assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(2)), Offer::Dropped(DropReason::Closed));
+        let (t0, b) = (Instant::now(), budget());
+        let q = DeliveryQueue::new(10, Duration::from_secs(1));
+        assert_eq!(q.offer(frame(&b, 10), t0), Offer::Congested { urgent: true });
+        assert_eq!(q.offer(frame(&b, 1), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(&b, 1), t0 + Duration::from_millis(999)), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(&b, 1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(&b, 1), t0 + Duration::from_secs(2)), Offer::Dropped(DropReason::Closed));
         let mut out = Vec::new();
         let taken = q.take(100, &mut out);
         assert!(taken.evicted);
         assert!(out.is_empty(), "an evicted consumer's backlog is released");
-        assert_eq!(q.queued_bytes(), 0);
+        assert_eq!((q.queued_bytes(), b.used()), (0, 0));
         assert_eq!(taken.lagged, Some(3));
     }
 
     #[test]
-    fn budget_drops_are_reported_but_never_evict() {
-        let t0 = Instant::now();
-        let budget = Budget::new(10);
-        let hog = DeliveryQueue::new(100, Duration::from_secs(1), budget.clone());
-        let q = DeliveryQueue::new(100, Duration::from_secs(1), budget);
-        assert_eq!(hog.offer(frame(10), t0), Offer::Queued);
-        for s in 0..5 {
-            assert_eq!(q.offer(frame(1), t0 + Duration::from_secs(s)), Offer::Dropped(DropReason::Budget));
+    fn budget_misses_are_reported_but_never_evict() {
+        let q = DeliveryQueue::new(100, Duration::from_secs(1));
+        for _ in 0..5 {
+            assert!(q.miss());
         }
         let taken = q.take(100, &mut Vec::new());
         assert_eq!((taken.lagged, taken.evicted), (Some(5), false));
+        q.close();
+        assert!(!q.miss(), "a closed queue misses nothing");
     }
 
     #[test]
-    fn the_budget_bounds_all_queues_together() {
+    fn a_shared_frame_is_charged_once_until_its_last_holder_lets_go() {
         let budget = Budget::new(100);
-        let a = DeliveryQueue::new(1000, Duration::from_secs(10), budget.clone());
-        let b = DeliveryQueue::new(1000, Duration::from_secs(10), budget.clone());
+        let shared = frame(&budget, 60);
+        let (a, b) =
+            (DeliveryQueue::new(1000, Duration::from_secs(10)), DeliveryQueue::new(1000, Duration::from_secs(10)));
         let now = Instant::now();
-        assert_eq!(a.offer(frame(60), now), Offer::Queued);
-        assert_eq!(b.offer(frame(60), now), Offer::Dropped(DropReason::Budget));
-        assert_eq!(b.offer(frame(40), now), Offer::Queued);
-        assert_eq!(budget.used(), 100);
-        a.take(1000, &mut Vec::new());
+        assert_eq!(a.offer(shared.clone(), now), Offer::Queued);
+        assert_eq!(b.offer(shared, now), Offer::Queued);
+        assert_eq!(budget.used(), 60, "two queues, one charge");
+        assert!(budget.charge(Bytes::from(vec![0u8; 41])).is_none(), "the cap holds");
+        let mut taken = Vec::new();
+        a.take(1000, &mut taken);
         drop(b);
-        assert_eq!(budget.used(), 0, "taking and dropping return the budget");
+        assert_eq!(budget.used(), 60, "a taken frame not yet written still counts");
+        taken.clear();
+        assert_eq!(budget.used(), 0, "the last holder gives it back");
     }
 
     #[tokio::test]
     async fn wait_drained_returns_once_below_half() {
-        let q = Arc::new(DeliveryQueue::new(100, Duration::from_secs(10), Budget::new(1000)));
-        let now = Instant::now();
-        q.offer(frame(60), now);
+        let b = budget();
+        let q = Arc::new(DeliveryQueue::new(100, Duration::from_secs(10)));
+        q.offer(frame(&b, 60), Instant::now());
         let waiter = tokio::spawn({
             let q = q.clone();
             async move { q.wait_drained().await }

@@ -12,7 +12,7 @@ use oap_codec::{HEADER_LEN, Msg, MsgId, Pattern, Topic};
 
 use crate::metrics::GossipMetrics;
 use crate::msgid::MsgIdGen;
-use crate::queue::{Budget, DeliveryQueue, DropReason, Offer};
+use crate::queue::{Budget, Charged, DeliveryQueue, DropReason, Offer};
 use crate::seen::SeenCache;
 use crate::trie::Trie;
 
@@ -222,7 +222,7 @@ impl Registry {
 
     /// A fresh queue with this registry's bounds, not yet attached.
     pub fn queue(&self) -> Arc<DeliveryQueue> {
-        Arc::new(DeliveryQueue::new(self.cfg.delivery_queue_bytes, self.cfg.slow_consumer_timeout, self.budget.clone()))
+        Arc::new(DeliveryQueue::new(self.cfg.delivery_queue_bytes, self.cfg.slow_consumer_timeout))
     }
 
     /// Registers a subscriber that receives into `queue`.
@@ -401,9 +401,9 @@ impl Registry {
         out.fanout
     }
 
-    /// Offers one frame, encoded only if some queue wants it, to every queue;
-    /// the last one gets it without a clone (a first clone of a fresh
-    /// `Bytes` allocates its shared header).
+    /// Offers one frame, encoded only if some queue wants it, to every queue.
+    /// It is charged to the budget once for all of them (its clones share
+    /// one count); when it does not fit, every queue misses it.
     fn offer_all<'q>(
         &self,
         queues: impl Iterator<Item = &'q Arc<DeliveryQueue>>,
@@ -412,18 +412,32 @@ impl Registry {
         kind: &'static str,
         out: &mut Out<'_>,
     ) {
-        let mut queues = queues.peekable();
-        if queues.peek().is_none() {
+        let mut queues = queues.into_iter();
+        let Some(mut queue) = queues.next() else { return };
+        let Some(frame) = self.budget.charge(encode()) else {
+            for queue in std::iter::once(queue).chain(queues) {
+                let reason = if queue.miss() { DropReason::Budget } else { DropReason::Closed };
+                self.count_drop(kind, reason, out);
+            }
             return;
+        };
+        for next in queues {
+            self.offer(queue, frame.clone(), now, kind, out);
+            queue = next;
         }
-        let mut frame = encode();
-        while let Some(queue) = queues.next() {
-            let frame = if queues.peek().is_some() { frame.clone() } else { std::mem::take(&mut frame) };
-            self.offer(queue, frame, now, kind, out);
-        }
+        // The last queue takes the charge itself: one reference count less.
+        self.offer(queue, frame, now, kind, out);
     }
 
-    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Bytes, now: Instant, kind: &'static str, out: &mut Out<'_>) {
+    fn count_drop(&self, kind: &'static str, reason: DropReason, out: &mut Out<'_>) {
+        if reason != DropReason::Closed {
+            out.fanout.dropped += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.dropped(kind, reason);
+    }
+
+    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Charged, now: Instant, kind: &'static str, out: &mut Out<'_>) {
         let fanout = &mut out.fanout;
         match queue.offer(frame, now) {
             Offer::Queued => fanout.queued += 1,
@@ -431,13 +445,7 @@ impl Registry {
                 fanout.queued += 1;
                 out.batch.add(queue, urgent);
             }
-            Offer::Dropped(reason) => {
-                if reason != DropReason::Closed {
-                    fanout.dropped += 1;
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                self.metrics.dropped(kind, reason);
-            }
+            Offer::Dropped(reason) => self.count_drop(kind, reason, out),
         }
     }
 

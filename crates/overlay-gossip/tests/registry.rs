@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Frame, MsgId, OapCodec};
-use overlay_gossip::{GossipConfig, PublishBatch, PublishError, Registry, SubscribeError};
+use overlay_gossip::{Charged, GossipConfig, PublishBatch, PublishError, Registry, SubscribeError};
 use tokio_util::codec::Decoder;
 
-fn decode(frame: &Bytes) -> Frame {
-    OapCodec::new().decode(&mut BytesMut::from(&frame[..])).unwrap().unwrap()
+fn decode(frame: &Charged) -> Frame {
+    OapCodec::new().decode(&mut BytesMut::from(&frame.frame()[..])).unwrap().unwrap()
 }
 
 #[test]

@@ -7,10 +7,10 @@
 use std::io::IoSlice;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use oap_codec::{Ctrl, ErrorCode, Frame, Kind};
 use overlay_admin::SizeTally;
-use overlay_gossip::DeliveryQueue;
+use overlay_gossip::{Charged, DeliveryQueue};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -33,10 +33,11 @@ const KEEP_BUFFER: usize = 256 * 1024;
 /// `reconnect_after_ms` in the `GOAWAY 429` to an evicted slow consumer.
 const SLOW_CONSUMER_BACKOFF_MS: u32 = 1000;
 
-/// One thing to write.
+/// One thing to write. A delivery keeps its charge against
+/// `max_pending_bytes` until it has been written.
 enum Out {
     Frame(Frame),
-    Encoded(Bytes),
+    Encoded(Charged),
 }
 
 /// Runs until the reply queue closes (`None`), or returns why the session
@@ -88,9 +89,6 @@ where
             batch.push(Out::Frame(Frame::Lagged { dropped }));
         }
         let delivered = encoded.len() as u64;
-        if delivered > 0 {
-            ctx.registry.note_pending();
-        }
         batch.extend(encoded.drain(..).map(Out::Encoded));
         if taken.evicted {
             m.reject("slow_consumer");
@@ -126,7 +124,12 @@ where
             return Some(reason);
         }
         count_out(ctx, &batch, delivered);
+        // Written: the deliveries' charges are given back here, not when
+        // they were taken off the queue.
         batch.clear();
+        if delivered > 0 {
+            ctx.registry.note_pending();
+        }
         if out.capacity() > KEEP_BUFFER {
             out = BytesMut::new();
         }
@@ -170,7 +173,7 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
                 counts[f.kind() as usize - 1] += 1;
                 f.encoded_len()
             }
-            Out::Encoded(b) => b.len(),
+            Out::Encoded(c) => c.len(),
         };
         bytes += len as u64;
         sizes.record(len);
@@ -208,7 +211,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
                 frame.encode_head(out);
                 frame.tail()
             }
-            Out::Encoded(bytes) => bytes,
+            Out::Encoded(charged) => charged.frame(),
         };
         if tail.len() >= DIRECT_TAIL {
             cuts.push((out.len(), tail));
