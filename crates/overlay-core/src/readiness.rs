@@ -134,6 +134,12 @@ impl Sampler {
     }
 
     fn sample(&self, st: &mut State) {
+        // Consumers lagging past slow_consumer_timeout are evicted now,
+        // whether or not another message comes for them.
+        let evicted = self.ctx.registry.sweep(Instant::now());
+        if evicted > 0 {
+            tracing::debug!(evicted, "slow consumers past their deadline");
+        }
         let budget = self.ctx.registry.budget();
         let used = budget.used() as f64 / budget.max().max(1) as f64;
         // Publishers do not refresh the depth gauge per message; consumers

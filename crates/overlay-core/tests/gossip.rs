@@ -519,3 +519,94 @@ async fn a_wide_fanout_charges_the_shared_frame_once_and_reaches_every_subscribe
     }
     node.shutdown().await;
 }
+
+/// Publishes until the stuck subscriber's queue refuses a message (it lags).
+async fn publish_until_lagging(node: &Overlay, p: &mut overlay_core::client::Client) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut seq = 0;
+    while publish_acked(p, "t", 100, seq).await.1 == 0 {
+        seq += 100;
+        assert!(tokio::time::Instant::now() < deadline, "the subscriber's queue never filled");
+    }
+    assert!(metric(node, "gossip_dropped_total", &[("reason", "full")]).await > 0.0);
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_evicted_at_its_deadline_without_more_messages() {
+    // OAP-1 section 4: the slow-consumer timeout is a deadline, not a check
+    // made when the next message is offered.
+    let node = small_queue_node(300).await;
+    let mut stuck = stuck_subscriber(&node, "t").await;
+    let mut p = pubsub(&node).await;
+    publish_until_lagging(&node, &mut p).await;
+    // Nothing more is published. Past the deadline and a sampler period
+    // (500 ms) with room to spare, the subscriber reads again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    loop {
+        match read_frame(&mut stuck).await {
+            Frame::Ctrl(Ctrl::Goaway { code, .. }) => {
+                assert_eq!(code, 429);
+                break;
+            }
+            Frame::Msg(_) | Frame::Lagged { .. } | Frame::Ctrl(Ctrl::Ping { .. }) => {}
+            other => panic!("got {other:?}"),
+        }
+    }
+    assert_closed(&mut stuck).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_subscriber_whose_writer_is_blocked_is_closed_and_reset() {
+    // idle_timeout holds even while the session's writer waits on a peer
+    // that does not read (write_timeout is 5 minutes here); such a peer is
+    // reset, so its unread bytes do not stay in the kernel.
+    let node = node(|c| {
+        c.oap.max_frame = 4096;
+        c.session.delivery_queue_bytes = 64 << 10;
+        c.transport.write_timeout_ms = 300_000;
+        c.transport.idle_timeout_ms = 1000;
+    })
+    .await;
+    let mut stuck = stuck_subscriber(&node, "t").await;
+    let mut p = pubsub(&node).await;
+    publish_until_lagging(&node, &mut p).await;
+    wait_metric(&node, "overlay_sessions_closed_total", &[("reason", "idle_timeout")], 1.0).await;
+    let mut sink = vec![0u8; 64 << 10];
+    let end = loop {
+        match within(stuck.read(&mut sink)).await {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e.kind()),
+        }
+    };
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "reset, not a graceful close");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_evicted_subscriber_that_never_reads_its_goaway_is_reset() {
+    let node = node(|c| {
+        c.oap.max_frame = 4096;
+        c.session.delivery_queue_bytes = 64 << 10;
+        c.session.slow_consumer_timeout_ms = 300;
+        c.transport.write_timeout_ms = 1000;
+    })
+    .await;
+    let mut stuck = stuck_subscriber(&node, "t").await;
+    let mut p = pubsub(&node).await;
+    publish_until_lagging(&node, &mut p).await;
+    // Evicted at its deadline; its GOAWAY 429 cannot be written within
+    // write_timeout, so the connection is reset instead of closed.
+    wait_metric(&node, "overlay_sessions_closed_total", &[("reason", "write_timeout")], 1.0).await;
+    let mut sink = vec![0u8; 64 << 10];
+    let end = loop {
+        match within(stuck.read(&mut sink)).await {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e.kind()),
+        }
+    };
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+    node.shutdown().await;
+}

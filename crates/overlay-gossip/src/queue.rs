@@ -189,19 +189,12 @@ impl DeliveryQueue {
             // Only a full queue of its own makes a consumer lagging.
             let since = *st.lagging_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= self.slow_after {
-                // Evicted: what it holds will never be read; dropping it
-                // gives its charges back.
-                st.evicted = true;
-                st.bytes = 0;
-                let held = std::mem::take(&mut st.items);
-                drop(st);
-                drop(held);
-                self.ready.notify_one();
+                self.evict(st);
             } else {
                 drop(st);
+                // Publishers stalled on this queue are released: it lags now.
+                self.drained.notify_waiters();
             }
-            // Publishers stalled on this queue are released: it lags now.
-            self.drained.notify_waiters();
             return Offer::Dropped(DropReason::Full);
         }
         st.items.push_back(frame);
@@ -216,6 +209,31 @@ impl DeliveryQueue {
             self.ready.notify_one();
         }
         if congested { Offer::Congested { urgent } } else { Offer::Queued }
+    }
+
+    /// Evicts the consumer when it has lagged for the slow-consumer timeout
+    /// by `now`, whether or not more deliveries come for it (the node calls
+    /// this periodically); true when it did.
+    pub fn expire(&self, now: Instant) -> bool {
+        let st = self.lock();
+        let due = st.lagging_since.is_some_and(|since| now.saturating_duration_since(since) >= self.slow_after);
+        if !due || st.closed || st.evicted {
+            return false;
+        }
+        self.evict(st);
+        true
+    }
+
+    /// Evicts the consumer: what it holds will never be read, and dropping it
+    /// gives the frames' charges back. Its consumer is woken to send `GOAWAY 429`.
+    fn evict(&self, mut st: MutexGuard<'_, State>) {
+        st.evicted = true;
+        st.bytes = 0;
+        let held = std::mem::take(&mut st.items);
+        drop(st);
+        drop(held);
+        self.ready.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Records a delivery that could not be made for want of budget: the
@@ -367,6 +385,21 @@ mod tests {
         assert!(out.is_empty(), "an evicted consumer's backlog is released");
         assert_eq!((q.queued_bytes(), b.used()), (0, 0));
         assert_eq!(taken.lagged, Some(3));
+    }
+
+    #[test]
+    fn a_lagging_consumer_is_evicted_at_its_deadline_without_another_offer() {
+        let (t0, b) = (Instant::now(), budget());
+        let q = DeliveryQueue::new(10, Duration::from_secs(1));
+        assert_eq!(q.offer(frame(&b, 10), t0), Offer::Congested { urgent: true });
+        assert!(!q.expire(t0 + Duration::from_secs(5)), "full but never refused: not lagging");
+        assert_eq!(q.offer(frame(&b, 1), t0), Offer::Dropped(DropReason::Full));
+        assert!(!q.expire(t0 + Duration::from_millis(999)));
+        assert!(q.expire(t0 + Duration::from_secs(1)), "no offer needed");
+        assert!(!q.expire(t0 + Duration::from_secs(2)), "once");
+        assert_eq!(b.used(), 0, "its backlog is given back");
+        let taken = q.take(100, &mut Vec::new());
+        assert_eq!((taken.evicted, taken.lagged), (true, Some(1)));
     }
 
     #[test]

@@ -320,6 +320,16 @@ impl Registry {
         index.links.iter().for_each(|l| l.queue.close());
     }
 
+    /// Evicts every subscriber and link that has lagged past the
+    /// slow-consumer timeout by `now` (see [`DeliveryQueue::expire`]), so
+    /// the timeout is a deadline, not a check made on the next offer.
+    /// Returns how many were evicted.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let index = self.read();
+        let subscribers = index.subscribers.values().map(|s| &s.queue);
+        subscribers.chain(index.links.iter().map(|l| &l.queue)).filter(|q| q.expire(now)).count()
+    }
+
     /// Relay links attached now.
     pub fn links(&self) -> usize {
         self.read().links.len()

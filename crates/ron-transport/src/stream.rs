@@ -34,6 +34,22 @@ macro_rules! delegate {
     };
 }
 
+impl Stream {
+    /// Makes the coming close a TCP reset (`SO_LINGER` 0): a peer that does
+    /// not read leaves no unsent buffer behind in the kernel. For a session
+    /// the node gives up on; a graceful close is the default.
+    pub fn reset_on_close(&self) {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        if let Err(e) = tcp.set_zero_linger() {
+            tracing::debug!(error = %e, "cannot set SO_LINGER 0");
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_read(cx, buf))

@@ -44,6 +44,38 @@ const KEEP_REPLY_SLOTS: usize = 64;
 const LINGER: Duration = Duration::from_secs(1);
 /// Bytes a lingering session discards at most before it closes anyway.
 const LINGER_MAX_BYTES: usize = 1 << 20;
+/// Longest the writer gets to flush a close the reader decided (idle, read
+/// timeout, a fatal error) before the session is reset: such a peer has
+/// stopped talking, and a writer blocked on it has stopped being read.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A stream the node can abort with a TCP reset (`SO_LINGER` 0, then close):
+/// for a session it gives up on because its peer does not read, so no
+/// unread send buffer stays behind in the kernel.
+pub(crate) trait Reset {
+    /// Makes the coming close a reset.
+    fn reset_on_close(&self);
+}
+
+impl Reset for Box<ron_transport::Conn> {
+    fn reset_on_close(&self) {
+        self.get_ref().reset_on_close();
+    }
+}
+
+impl Reset for tokio::net::TcpStream {
+    fn reset_on_close(&self) {
+        if let Err(e) = self.set_zero_linger() {
+            tracing::debug!(error = %e, "cannot set SO_LINGER 0");
+        }
+    }
+}
+
+impl Reset for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close();
+    }
+}
 
 /// Session limits, fixed at node start.
 #[derive(Debug, Clone)]
@@ -350,7 +382,7 @@ impl ReplyQueue {
 /// Serves one connection until it ends, and says why.
 pub(crate) async fn run<S>(io: S, meta: Meta, ctx: Arc<SessionCtx>, credential: Credential) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let kx_group = meta.tls.map(|t| t.kx_group);
     let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id, kx_group);
@@ -359,7 +391,7 @@ where
 
 async fn serve<S>(mut io: S, meta: Meta, ctx: Arc<SessionCtx>, credential: Credential) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let m = &ctx.metrics;
     m.connections_total.increment(1);
@@ -463,7 +495,7 @@ where
         if let Ok(Ok(())) = tokio::time::timeout(limits.write_timeout, send).await {
             // Frames sent right behind the hello must not turn our close into
             // a reset that destroys the ERROR.
-            linger(io, &ctx.kill).await;
+            linger(io, LINGER, &ctx.kill).await;
         }
     }
     Err(match refused {
@@ -481,9 +513,9 @@ async fn established<S>(
     dialed: bool,
 ) -> DisconnectReason
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(io);
+    let (mut rd, mut wr) = tokio::io::split(io);
     let queue = Arc::new(ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame));
     let deliveries = ctx.registry.queue();
     let auth_required = ctx.auth.as_ref().is_some_and(|a| a.required);
@@ -497,10 +529,11 @@ where
     };
     let link = matches!(consumer, Consumer::Link(_));
     let mut detach = Detach { ctx, consumer, deliveries: deliveries.clone(), peer: info.peer };
-    let (reason, write_reason) = {
+    let write_timeout = ctx.limits.write_timeout;
+    let (reason, write_reason, grace_expired) = {
         // Both pinned where they are made: a future moved into a pin would keep
         // a second slot of its size in this function's state.
-        let mut writer = std::pin::pin!(writer::run(wr, &queue, &deliveries, ctx, link));
+        let mut writer = std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, ctx, link));
         let mut reader = std::pin::pin!(async {
             // A dialed link presents its token ahead of everything else it sends.
             if let Some(token) = credential
@@ -523,12 +556,18 @@ where
         // writer is always polled after the reader, so it finds what the reader
         // queued in the same pass ([`ReplyQueue::push`] relies on it).
         let (mut read_end, mut write_end) = (None, None);
+        // Armed when the reader ends a session on its own account: the
+        // writer's time to flush the GOAWAY (boxed: rare, and a timer is large).
+        let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             loop {
                 if read_end.is_none()
                     && let Poll::Ready(reason) = reader.as_mut().poll(cx)
                 {
                     read_end = Some(reason);
+                    if closes_on_its_own(reason) {
+                        grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE.min(write_timeout))));
+                    }
                 }
                 if write_end.is_none()
                     && let Poll::Ready(reason) = writer.as_mut().poll(cx)
@@ -541,7 +580,10 @@ where
                 }
             }
             match (read_end, write_end) {
-                (Some(read), Some(write)) => Poll::Ready((read, write)),
+                (Some(read), Some(write)) => Poll::Ready((read, write, false)),
+                (Some(read), None) if grace.as_mut().is_some_and(|g| g.as_mut().poll(cx).is_ready()) => {
+                    Poll::Ready((read, None, true))
+                }
                 _ => Poll::Pending,
             }
         })
@@ -549,10 +591,29 @@ where
     };
     let reason = write_reason.unwrap_or(reason);
     drop(detach);
-    if node_initiated(reason) {
-        Box::pin(linger(&mut rd, &ctx.kill)).await;
+    let mut io = rd.unsplit(wr);
+    // A peer that does not read is not closed gracefully: the unsent
+    // bytes would stay in the kernel (up to its send buffer, per socket).
+    let gave_up = grace_expired || reason == DisconnectReason::WriteTimeout;
+    if gave_up {
+        tracing::debug!(reason = reason.label(), "peer does not read; resetting");
+        io.reset_on_close();
+    } else if reason == DisconnectReason::SlowConsumer {
+        // Its GOAWAY 429 is written: it has write_timeout to read it and
+        // close, or it is reset.
+        if !Box::pin(linger(&mut io, write_timeout, &ctx.kill)).await {
+            io.reset_on_close();
+        }
+    } else if node_initiated(reason) {
+        Box::pin(linger(&mut io, LINGER, &ctx.kill)).await;
     }
     reason
+}
+
+/// The reader ended the session for a reason of the node's own (not the
+/// peer's close, a stream error or the drain, which `kill` bounds).
+fn closes_on_its_own(reason: DisconnectReason) -> bool {
+    node_initiated(reason) && reason != DisconnectReason::Shutdown
 }
 
 /// Takes a session's consumer out of the registry and closes its delivery
@@ -580,10 +641,11 @@ fn node_initiated(reason: DisconnectReason) -> bool {
     !matches!(reason, DisconnectReason::PeerClosed | DisconnectReason::Io | DisconnectReason::WriteTimeout)
 }
 
-/// After the node closed its side, discards what the peer still sends for a
-/// bounded time, so our last frame is not destroyed by a reset.
-async fn linger<R: AsyncRead + Unpin>(rd: &mut R, kill: &CancellationToken) {
-    let deadline = Instant::now() + LINGER;
+/// After the node closed its side, discards what the peer still sends for
+/// at most `limit`, so our last frame is not destroyed by a reset. True when
+/// the peer closed its side (or the stream failed) within it.
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R, limit: Duration, kill: &CancellationToken) -> bool {
+    let deadline = Instant::now() + limit;
     // On the heap: a 4 KiB array here would sit in every session's future
     // for its whole life, not only while it lingers.
     let mut sink = vec![0u8; 4096];
@@ -591,14 +653,16 @@ async fn linger<R: AsyncRead + Unpin>(rd: &mut R, kill: &CancellationToken) {
     while discarded < LINGER_MAX_BYTES {
         let read = tokio::select! {
             biased;
-            () = kill.cancelled() => return,
+            () = kill.cancelled() => return false,
             r = tokio::time::timeout_at(deadline.into(), rd.read(&mut sink)) => r,
         };
         match read {
             Ok(Ok(n @ 1..)) => discarded += n,
-            _ => return,
+            Ok(_) => return true,
+            Err(_) => return false,
         }
     }
+    false
 }
 
 /// `reconnect_after_ms` for a session's shutdown `GOAWAY`: a Weyl sequence

@@ -46,7 +46,7 @@ enum Out {
 /// (`writer_gone`). `link` is true on relay links, which get no `LAGGED`
 /// (the loss is counted here).
 pub(super) async fn run<W>(
-    mut wr: W,
+    wr: &mut W,
     replies: &ReplyQueue,
     deliveries: &DeliveryQueue,
     ctx: &SessionCtx,
@@ -117,7 +117,7 @@ where
         let written = tokio::select! {
             biased;
             () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
-            r = write_batch(&mut wr, &mut out, &batch, write_timeout) => r,
+            r = write_batch(wr, &mut out, &batch, write_timeout) => r,
         };
         out.clear();
         if let Err(reason) = written {
