@@ -15,7 +15,7 @@ use ron_transport::DisconnectReason;
 /// Every `reason` of `overlay_oap_rejects_total`: the decode errors'
 /// (`DecodeError::reason`), the auth refusals' (`AuthError::reason`), and
 /// the session's own.
-pub(crate) const REJECT_REASONS: [&str; 24] = [
+pub(crate) const REJECT_REASONS: [&str; 25] = [
     // oap-codec DecodeError
     "too_large",
     "empty",
@@ -43,6 +43,7 @@ pub(crate) const REJECT_REASONS: [&str; 24] = [
     "message_too_large",
     "cap_not_negotiated",
     "slow_consumer",
+    "bad_msg_id",
 ];
 
 /// Every `kx_group` a TLS session can report (`TlsInfo::from_group`).

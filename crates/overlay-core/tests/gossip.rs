@@ -610,3 +610,52 @@ async fn an_evicted_subscriber_that_never_reads_its_goaway_is_reset() {
     assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_v1_client_cannot_shadow_another_nodes_messages_with_predicted_ids() {
+    // An open node (no auth.required) takes any PEER_V1 session as a relay
+    // link. The forger learns A's ids from what B floods to it, predicts
+    // A's next ones, and sends them first with other content.
+    let b = peer_node(vec![], |_| {}).await;
+    let a = peer_node(vec![b.local_addr()], |_| {}).await;
+    wait_links(&b, 1).await;
+    let mut at_b = b.subscribe("t.>").unwrap();
+    let mut forger =
+        overlay_core::client::Client::connect(b.local_addr(), Caps::GOSSIP_V1 | Caps::PEER_V1).await.unwrap();
+    wait_links(&b, 2).await;
+    a.publish("t.x", "seen by the forger").unwrap();
+    let Some(Delivery::Message(first)) = within(at_b.recv()).await else { panic!() };
+    let observed = loop {
+        if let Frame::Msg(m) = within(forger.recv()).await.unwrap() {
+            break m;
+        }
+    };
+    assert_eq!(observed.msg_id, first.msg_id);
+    for ahead in 1..=199u8 {
+        let mut id = observed.msg_id;
+        id.0[10] = id.0[10].wrapping_add(ahead);
+        let forged = oap_codec::Msg { topic: "t.x".parse().unwrap(), msg_id: id, hops: 1, payload: "forged".into() };
+        forger.feed(&Frame::Msg(forged)).unwrap();
+    }
+    forger.flush().await.unwrap();
+    // Every forged frame is refused (ERROR 400), in order, before B reads on.
+    let mut refused = 0;
+    while refused < 199 {
+        match within(forger.recv()).await.unwrap() {
+            Frame::Error(e) => {
+                assert_eq!(e.code, 400, "{}", e.reason);
+                refused += 1;
+            }
+            Frame::Msg(_) | Frame::Ctrl(_) => {}
+            other => panic!("forger got {other:?}"),
+        }
+    }
+    for i in 0..10u8 {
+        a.publish("t.x", vec![i]).unwrap();
+        let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!("real message {i} lost") };
+        assert_eq!(&m.payload[..], &[i]);
+    }
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}

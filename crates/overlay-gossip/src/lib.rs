@@ -11,8 +11,10 @@ mod registry;
 mod seen;
 mod trie;
 
-pub use msgid::MsgIdGen;
+pub use msgid::{MsgIdGen, PREFIX_LEN, binds};
 pub use oap_codec::{Msg, MsgId, Pattern, Topic};
 pub use queue::{Budget, Charged, DeliveryQueue, DropReason, Offer, Taken};
-pub use registry::{Fanout, GossipConfig, LinkId, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId};
+pub use registry::{
+    Fanout, GossipConfig, LinkId, PublishBatch, PublishError, Refused, Registry, SubscribeError, SubscriberId,
+};
 pub use seen::{PREALLOCATE_MAX, SeenCache};

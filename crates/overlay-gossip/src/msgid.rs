@@ -1,46 +1,73 @@
-//! Message ids: 8 bytes chosen at random when the node starts, then an
-//! 8-byte counter, so ids are unique per node and across restarts.
+//! Message ids that bind their content, so a third party can neither
+//! predict a future id nor use a real one for other content.
+//!
+//! ```text
+//! msg_id (16 bytes) = prefix (6, random per node start) | sequence (5) | digest (5)
+//! digest = first 5 bytes of rapidhash(payload, seed = rapidhash(topic, seed = prefix | sequence))
+//! ```
+//!
+//! A node checks the digest of every `MSG` it receives on a relay link
+//! ([`binds`]) before the id enters its seen-cache: a frame that carries a
+//! predicted id (of another node's next message) with other content fails
+//! the check and cannot shadow the real message. A forger who wants its id
+//! to collide with a real message's must guess a 40-bit digest of content it
+//! has not seen. The digest is a fast, non-cryptographic hash: it stops
+//! shadowing, not a relay that sends content of its own under a fresh id
+//! (that takes relay tokens, OAP-1 section 6).
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use oap_codec::MsgId;
+use oap_codec::{MsgId, Topic};
+use rapidhash::v3::{RapidSecrets, rapidhash_v3_seeded};
+
+/// Bytes of a [`MsgId`] naming the node that made it.
+pub const PREFIX_LEN: usize = 6;
+/// Bytes of the per-node sequence number that follow the prefix.
+const SEQ_LEN: usize = 5;
+/// Where the digest starts: prefix and sequence come before it.
+const DIGEST_AT: usize = PREFIX_LEN + SEQ_LEN;
 
 /// Hands out [`MsgId`]s.
 #[derive(Debug)]
 pub struct MsgIdGen {
-    prefix: [u8; 8],
+    prefix: [u8; PREFIX_LEN],
     next: AtomicU64,
 }
 
 impl MsgIdGen {
     /// A generator with a fresh random prefix.
     pub fn new() -> MsgIdGen {
-        MsgIdGen::with_prefix(random_u64().to_be_bytes())
+        let random = random_u64().to_be_bytes();
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix.copy_from_slice(&random[..PREFIX_LEN]);
+        MsgIdGen::with_prefix(prefix)
     }
 
-    /// A generator with a given prefix (tests).
-    pub fn with_prefix(prefix: [u8; 8]) -> MsgIdGen {
+    /// A generator with a given prefix (tests, simulations).
+    pub fn with_prefix(prefix: [u8; PREFIX_LEN]) -> MsgIdGen {
         MsgIdGen { prefix, next: AtomicU64::new(0) }
     }
 
-    /// The next id.
-    pub fn next_id(&self) -> MsgId {
+    /// The id of the next message this node publishes on `topic`. The
+    /// sequence wraps after 2^40 messages; ids stay distinct while the
+    /// content differs, which is all a seen-cache window needs.
+    pub fn next_id(&self, topic: &Topic, payload: &[u8]) -> MsgId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&self.prefix);
-        id[8..].copy_from_slice(&n.to_be_bytes());
+        id[..PREFIX_LEN].copy_from_slice(&self.prefix);
+        id[PREFIX_LEN..DIGEST_AT].copy_from_slice(&n.to_be_bytes()[8 - SEQ_LEN..]);
+        let digest = digest(&id, topic, payload);
+        id[DIGEST_AT..].copy_from_slice(&digest);
         MsgId(id)
     }
 
-    /// True when `id` is one this generator handed out already: a message
-    /// this node published itself, coming back around a loop. Exact, so it
-    /// replaces a seen-cache entry for every local publish.
+    /// True when `id` carries this node's prefix: a message of ours that
+    /// came back around a loop, or a forgery of one. Neither is relayed, and
+    /// neither takes a seen-cache entry.
     pub fn issued(&self, id: &MsgId) -> bool {
-        let (prefix, counter) = id.0.split_at(8);
-        let n = counter.try_into().map_or(u64::MAX, u64::from_be_bytes);
-        prefix == self.prefix && n < self.next.load(Ordering::Relaxed)
+        id.0[..PREFIX_LEN] == self.prefix
     }
 }
 
@@ -48,6 +75,26 @@ impl Default for MsgIdGen {
     fn default() -> MsgIdGen {
         MsgIdGen::new()
     }
+}
+
+/// True when `id`'s digest is the one its topic and payload give: checked on
+/// every relayed `MSG` before its id is remembered.
+pub fn binds(id: &MsgId, topic: &Topic, payload: &[u8]) -> bool {
+    id.0[DIGEST_AT..] == digest(&id.0, topic, payload)
+}
+
+/// The digest of `(prefix, sequence, topic, payload)`; only the first
+/// [`DIGEST_AT`] bytes of `id` are read.
+fn digest(id: &[u8; 16], topic: &Topic, payload: &[u8]) -> [u8; 16 - DIGEST_AT] {
+    let mut head = [0u8; 16];
+    head[..DIGEST_AT].copy_from_slice(&id[..DIGEST_AT]);
+    let key = u128::from_be_bytes(head);
+    let seed = (key >> 64) as u64 ^ (key as u64).rotate_left(29);
+    let over_topic = rapidhash_v3_seeded(topic.as_bytes(), &RapidSecrets::seed_cpp(seed));
+    let over_payload = rapidhash_v3_seeded(payload, &RapidSecrets::seed_cpp(over_topic));
+    let mut out = [0u8; 16 - DIGEST_AT];
+    out.copy_from_slice(&over_payload.to_be_bytes()[..16 - DIGEST_AT]);
+    out
 }
 
 /// 64 random bits: std's `RandomState` keys come from the OS's randomness;
@@ -63,23 +110,34 @@ pub(crate) fn random_u64() -> u64 {
 mod tests {
     use super::*;
 
+    fn topic() -> Topic {
+        "a.b".parse().unwrap()
+    }
+
     #[test]
     fn ids_are_unique_within_and_across_generators() {
-        let a = MsgIdGen::new();
-        let b = MsgIdGen::new();
-        let ids: std::collections::HashSet<MsgId> = (0..1000).flat_map(|_| [a.next_id(), b.next_id()]).collect();
+        let (a, b) = (MsgIdGen::new(), MsgIdGen::new());
+        let ids: std::collections::HashSet<MsgId> =
+            (0..1000).flat_map(|_| [a.next_id(&topic(), b"same"), b.next_id(&topic(), b"same")]).collect();
         assert_eq!(ids.len(), 2000);
     }
 
     #[test]
-    fn issued_knows_exactly_the_ids_handed_out() {
-        let a = MsgIdGen::with_prefix([7; 8]);
-        let first = a.next_id();
-        let second = a.next_id();
-        assert!(a.issued(&first) && a.issued(&second));
-        let mut future = second;
-        future.0[15] += 1;
-        assert!(!a.issued(&future), "a forged id past the counter is not ours yet");
-        assert!(!a.issued(&MsgIdGen::with_prefix([8; 8]).next_id()), "another node's id");
+    fn an_id_binds_its_topic_and_payload() {
+        let g = MsgIdGen::with_prefix([7; PREFIX_LEN]);
+        let id = g.next_id(&topic(), b"payload");
+        assert!(binds(&id, &topic(), b"payload"));
+        assert!(!binds(&id, &topic(), b"payloaD"), "other content");
+        assert!(!binds(&id, &"a.c".parse().unwrap(), b"payload"), "other topic");
+        let mut predicted = id;
+        predicted.0[DIGEST_AT - 1] += 1;
+        assert!(!binds(&predicted, &topic(), b"payload"), "the next sequence with this content needs its own digest");
+    }
+
+    #[test]
+    fn issued_knows_its_own_prefix() {
+        let a = MsgIdGen::with_prefix([7; PREFIX_LEN]);
+        assert!(a.issued(&a.next_id(&topic(), b"")));
+        assert!(!a.issued(&MsgIdGen::with_prefix([8; PREFIX_LEN]).next_id(&topic(), b"")), "another node's id");
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use oap_codec::{HEADER_LEN, Msg, MsgId, Pattern, Topic};
 
 use crate::metrics::GossipMetrics;
-use crate::msgid::MsgIdGen;
+use crate::msgid::{MsgIdGen, binds};
 use crate::queue::{Budget, Charged, DeliveryQueue, DropReason, Offer};
 use crate::seen::SeenCache;
 use crate::trie::Trie;
@@ -96,6 +96,19 @@ pub struct Fanout {
     /// Queues that dropped it (full, or over the budget). Consumers that
     /// were leaving (closed or evicted) count in neither.
     pub dropped: u32,
+}
+
+/// Why a relayed message was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// Its id was seen already (or is this node's own): normal in a mesh.
+    #[error("duplicate message id")]
+    Duplicate,
+    /// Its id does not bind its topic and payload: a forged or corrupt id,
+    /// dropped before it can shadow the real message.
+    #[error("msg_id does not match the message's content")]
+    Forged,
 }
 
 /// A fanout in progress: its report, and where congested queues go.
@@ -293,6 +306,8 @@ impl Registry {
         if let Some(at) = index.links.iter().position(|l| l.id == id) {
             index.links.swap_remove(at);
         }
+        drop(index);
+        self.lock_seen().forget(id.0);
     }
 
     /// How many subscribers a message on `topic` would reach (each once).
@@ -349,24 +364,34 @@ impl Registry {
     ) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
         // Not put in the seen-cache: `relay` knows its own ids by `issued`.
-        let msg_id = self.ids.next_id();
+        let msg_id = self.ids.next_id(topic, &payload);
         batch.ingress += 1;
         Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, batch))
     }
 
-    /// Takes a `MSG` that arrived over relay link `from`: `None` when its id
-    /// was seen already; otherwise delivers it locally with its `hops` and
-    /// forwards it with `hops + 1` to every other link while
+    /// Takes a `MSG` that arrived over relay link `from`: refused when its
+    /// id does not bind its content, or was seen already (in `from`'s share
+    /// of the seen-cache or another's); otherwise delivers it locally with
+    /// its `hops` and forwards it with `hops + 1` to every other link while
     /// `hops < max_hops`. Congested queues and counts go to `batch`, as in
     /// [`Registry::publish`].
-    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant, batch: &mut PublishBatch) -> Option<Fanout> {
-        if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, now) {
+    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant, batch: &mut PublishBatch) -> Result<Fanout, Refused> {
+        if self.ids.issued(&msg.msg_id) {
             self.metrics.duplicates.increment(1);
-            return None;
+            return Err(Refused::Duplicate);
+        }
+        // Checked before the id is remembered: a forged id never enters
+        // the cache, so it cannot make the real message look seen.
+        if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
+            return Err(Refused::Forged);
+        }
+        if !self.lock_seen().insert(msg.msg_id, from.0, now) {
+            self.metrics.duplicates.increment(1);
+            return Err(Refused::Duplicate);
         }
         batch.ingress += 1;
         let forward = msg.hops < self.cfg.max_hops;
-        Some(self.fan_out(&msg, Some(from), forward, now, batch))
+        Ok(self.fan_out(&msg, Some(from), forward, now, batch))
     }
 
     /// Adds what `batch` counted (`gossip_ingress_total`,

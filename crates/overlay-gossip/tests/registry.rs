@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use oap_codec::{Frame, MsgId, OapCodec};
-use overlay_gossip::{Charged, GossipConfig, PublishBatch, PublishError, Registry, SubscribeError};
+use oap_codec::{Frame, OapCodec};
+use overlay_gossip::{Charged, GossipConfig, MsgIdGen, PublishBatch, PublishError, Refused, Registry, SubscribeError};
 use tokio_util::codec::Decoder;
 
 fn decode(frame: &Charged) -> Frame {
@@ -124,13 +124,16 @@ fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
     a.take(usize::MAX, &mut out);
     let Frame::Msg(relayed) = decode(&out[0]) else { panic!("MSG") };
     assert_eq!(relayed.hops, 1);
-    assert!(
-        reg.relay(relayed.clone(), link_a, now, &mut PublishBatch::default()).is_none(),
+    assert_eq!(
+        reg.relay(relayed.clone(), link_a, now, &mut PublishBatch::default()).unwrap_err(),
+        Refused::Duplicate,
         "our own message coming back is a duplicate"
     );
 
+    // Another node's message (its id binds its content).
+    let other = MsgIdGen::with_prefix([9; 6]);
     let mut foreign = relayed;
-    foreign.msg_id.0[0] ^= 0xff;
+    foreign.msg_id = other.next_id(&foreign.topic, &foreign.payload);
     foreign.hops = 2;
     let f = reg.relay(foreign.clone(), link_a, now, &mut PublishBatch::default()).unwrap();
     assert_eq!(f.queued, 2, "local + link b, not back to a");
@@ -143,7 +146,7 @@ fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
     let Frame::Msg(here) = decode(&out[1]) else { panic!("MSG") };
     assert_eq!(here.hops, 2, "local delivery keeps the hops it arrived with");
 
-    foreign.msg_id.0[1] ^= 0xff;
+    foreign.msg_id = other.next_id(&foreign.topic, &foreign.payload);
     foreign.hops = 3;
     assert_eq!(
         reg.relay(foreign, link_a, now, &mut PublishBatch::default()).unwrap().queued,
@@ -169,20 +172,58 @@ fn seen_ttl_bounds_dedup() {
     let reg = Registry::new(GossipConfig { seen_ttl: Duration::from_secs(1), ..GossipConfig::default() }, "t");
     let link = reg.attach_link(reg.queue(), Vec::new());
     let now = Instant::now();
-    let foreign =
-        oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: MsgId([9; 16]), hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).is_some());
-    assert!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).is_none());
+    let topic: oap_codec::Topic = "x".parse().unwrap();
+    let msg_id = MsgIdGen::with_prefix([9; 6]).next_id(&topic, b"");
+    let foreign = oap_codec::Msg { topic, msg_id, hops: 1, payload: Bytes::new() };
+    assert!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).is_ok());
+    assert_eq!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).unwrap_err(), Refused::Duplicate);
     assert!(
-        reg.relay(foreign, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_some(),
+        reg.relay(foreign, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_ok(),
         "aged out of the seen-cache"
     );
 
     // A message this node published is refused whenever it comes back.
     let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap();
     let own = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(own.clone(), link, now, &mut PublishBatch::default()).is_none());
-    assert!(reg.relay(own, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_none());
+    assert!(reg.relay(own.clone(), link, now, &mut PublishBatch::default()).is_err());
+    assert!(reg.relay(own, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_err());
+}
+
+#[test]
+fn forged_ids_never_shadow_the_real_messages() {
+    // A relay link that predicts another node's next ids (prefix, sequence)
+    // and sends them first with other content: refused, never remembered.
+    let reg = Registry::new(GossipConfig::default(), "t");
+    let local = reg.queue();
+    let sub = reg.attach(local.clone());
+    reg.subscribe(sub, &">".parse().unwrap()).unwrap();
+    let (forger, honest) = (reg.attach_link(reg.queue(), Vec::new()), reg.attach_link(reg.queue(), Vec::new()));
+    let topic: oap_codec::Topic = "t".parse().unwrap();
+    let now = Instant::now();
+    let origin = MsgIdGen::with_prefix([5; 6]);
+    let real: Vec<_> = (0..10u8)
+        .map(|i| oap_codec::Msg {
+            topic: topic.clone(),
+            msg_id: origin.next_id(&topic, &[i]),
+            hops: 1,
+            payload: vec![i].into(),
+        })
+        .collect();
+    for m in &real {
+        let mut forged = m.clone();
+        forged.payload = Bytes::from_static(b"forged");
+        assert_eq!(reg.relay(forged, forger, now, &mut PublishBatch::default()).unwrap_err(), Refused::Forged);
+        let mut truncated = m.msg_id;
+        truncated.0[15] ^= 1;
+        let near = oap_codec::Msg { msg_id: truncated, ..m.clone() };
+        assert_eq!(reg.relay(near, forger, now, &mut PublishBatch::default()).unwrap_err(), Refused::Forged);
+    }
+    for m in &real {
+        assert!(reg.relay(m.clone(), honest, now, &mut PublishBatch::default()).is_ok(), "the real message passes");
+    }
+    let mut out = Vec::new();
+    local.take(usize::MAX, &mut out);
+    assert_eq!(out.len(), 10, "all ten real messages delivered");
 }
 
 #[test]

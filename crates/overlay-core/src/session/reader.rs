@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, OapCodec, Pattern, PubAck, Topic};
 use overlay_admin::SizeTally;
-use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, SubscribeError};
+use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, Refused, SubscribeError};
 
 use super::{link_down, link_up};
 use crate::auth::{AuthError, Grant, Op};
@@ -420,8 +420,14 @@ impl Reader<'_> {
                 .await
                 .err();
         };
-        self.ctx.registry.relay(msg, link, self.now, &mut self.batch);
-        None
+        match self.ctx.registry.relay(msg, link, self.now, &mut self.batch) {
+            Err(e @ Refused::Forged) => {
+                self.ctx.metrics.reject("bad_msg_id");
+                self.reply(Frame::error(ErrorCode::BadRequest, 0, e.to_string())).await.err()
+            }
+            // Duplicates are normal in a mesh (counted by the registry).
+            Ok(_) | Err(_) => None,
+        }
     }
 
     /// Spec section 4: wait (at most `publish_stall_ms` in all) for the
