@@ -556,58 +556,58 @@ async fn a_lagging_subscriber_is_evicted_at_its_deadline_without_more_messages()
     node.shutdown().await;
 }
 
+/// A node with 64 KiB delivery queues (and `tweak`), a subscriber that never
+/// reads, and its queue published full (it lags).
+async fn lagging_subscriber(tweak: impl FnOnce(&mut overlay_core::OverlayConfig)) -> (Overlay, tokio::net::TcpStream) {
+    let node = node(|c| {
+        c.oap.max_frame = 4096;
+        c.session.delivery_queue_bytes = 64 << 10;
+        tweak(c);
+    })
+    .await;
+    let stuck = stuck_subscriber(&node, "t").await;
+    publish_until_lagging(&node, &mut pubsub(&node).await).await;
+    (node, stuck)
+}
+
+/// Reads until the stream ends: `Ok` for a graceful close, else the error.
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> Result<(), std::io::ErrorKind> {
+    let mut sink = vec![0u8; 64 << 10];
+    loop {
+        match within(s.read(&mut sink)).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_idle_subscriber_whose_writer_is_blocked_is_closed_and_reset() {
     // idle_timeout holds even while the session's writer waits on a peer
     // that does not read (write_timeout is 5 minutes here); such a peer is
     // reset, so its unread bytes do not stay in the kernel.
-    let node = node(|c| {
-        c.oap.max_frame = 4096;
-        c.session.delivery_queue_bytes = 64 << 10;
+    let (node, mut stuck) = lagging_subscriber(|c| {
         c.transport.write_timeout_ms = 300_000;
         c.transport.idle_timeout_ms = 1000;
     })
     .await;
-    let mut stuck = stuck_subscriber(&node, "t").await;
-    let mut p = pubsub(&node).await;
-    publish_until_lagging(&node, &mut p).await;
     wait_metric(&node, "overlay_sessions_closed_total", &[("reason", "idle_timeout")], 1.0).await;
-    let mut sink = vec![0u8; 64 << 10];
-    let end = loop {
-        match within(stuck.read(&mut sink)).await {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
-            Err(e) => break Err(e.kind()),
-        }
-    };
-    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "reset, not a graceful close");
+    assert_eq!(read_to_close(&mut stuck).await, Err(std::io::ErrorKind::ConnectionReset), "reset, not a close");
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_evicted_subscriber_that_never_reads_its_goaway_is_reset() {
-    let node = node(|c| {
-        c.oap.max_frame = 4096;
-        c.session.delivery_queue_bytes = 64 << 10;
+    let (node, mut stuck) = lagging_subscriber(|c| {
         c.session.slow_consumer_timeout_ms = 300;
         c.transport.write_timeout_ms = 1000;
     })
     .await;
-    let mut stuck = stuck_subscriber(&node, "t").await;
-    let mut p = pubsub(&node).await;
-    publish_until_lagging(&node, &mut p).await;
     // Evicted at its deadline; its GOAWAY 429 cannot be written within
     // write_timeout, so the connection is reset instead of closed.
     wait_metric(&node, "overlay_sessions_closed_total", &[("reason", "write_timeout")], 1.0).await;
-    let mut sink = vec![0u8; 64 << 10];
-    let end = loop {
-        match within(stuck.read(&mut sink)).await {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
-            Err(e) => break Err(e.kind()),
-        }
-    };
-    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(read_to_close(&mut stuck).await, Err(std::io::ErrorKind::ConnectionReset));
     node.shutdown().await;
 }
 

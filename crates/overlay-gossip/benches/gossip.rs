@@ -14,19 +14,24 @@ fn registry() -> Registry {
     Registry::new(cfg, "bench")
 }
 
+/// `n` subscribers to `bench.>`, and their queues.
+fn subscribe(reg: &Registry, n: usize) -> Vec<Arc<DeliveryQueue>> {
+    let pattern: Pattern = "bench.>".parse().expect("valid pattern");
+    (0..n)
+        .map(|_| {
+            let q = reg.queue();
+            let id = reg.attach(q.clone());
+            reg.subscribe(id, &pattern).expect("under max_subscriptions");
+            q
+        })
+        .collect()
+}
+
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_fanout");
     for subscribers in [1usize, 100, 10_000] {
         let reg = registry();
-        let pattern: Pattern = "bench.>".parse().expect("valid pattern");
-        let queues: Vec<Arc<DeliveryQueue>> = (0..subscribers)
-            .map(|_| {
-                let q = reg.queue();
-                let id = reg.attach(q.clone());
-                reg.subscribe(id, &pattern).expect("under max_subscriptions");
-                q
-            })
-            .collect();
+        let queues = subscribe(&reg, subscribers);
         let topic: Topic = "bench.topic".parse().expect("valid topic");
         let payload = Bytes::from(vec![7u8; 64]);
         group.throughput(Throughput::Elements(subscribers as u64));
@@ -63,15 +68,7 @@ fn fanout(c: &mut Criterion) {
 fn congested(c: &mut Criterion) {
     let cfg = GossipConfig { delivery_queue_bytes: 256, max_pending_bytes: 64 << 30, ..GossipConfig::default() };
     let reg = Registry::new(cfg, "bench");
-    let pattern: Pattern = "bench.>".parse().expect("valid pattern");
-    let queues: Vec<Arc<DeliveryQueue>> = (0..10_000)
-        .map(|_| {
-            let q = reg.queue();
-            let id = reg.attach(q.clone());
-            reg.subscribe(id, &pattern).expect("under max_subscriptions");
-            q
-        })
-        .collect();
+    let queues = subscribe(&reg, 10_000);
     let topic: Topic = "bench.topic".parse().expect("valid topic");
     let payload = Bytes::from(vec![7u8; 64]);
     c.bench_function("publish_fanout/10000_subs_left_congested", |b| {

@@ -228,6 +228,12 @@ impl DeliveryQueue {
     /// gives the frames' charges back. Its consumer is woken to send `GOAWAY 429`.
     fn evict(&self, mut st: MutexGuard<'_, State>) {
         st.evicted = true;
+        self.end(st);
+    }
+
+    /// Drops what is queued (giving its charges back, outside the lock) and
+    /// wakes the consumer and every stalled publisher.
+    fn end(&self, mut st: MutexGuard<'_, State>) {
         st.bytes = 0;
         let held = std::mem::take(&mut st.items);
         drop(st);
@@ -320,12 +326,7 @@ impl DeliveryQueue {
     pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        st.bytes = 0;
-        let held = std::mem::take(&mut st.items);
-        drop(st);
-        drop(held);
-        self.drained.notify_waiters();
-        self.ready.notify_one();
+        self.end(st);
     }
 
     fn congested(&self, st: &State) -> bool {
