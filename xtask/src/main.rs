@@ -6,7 +6,9 @@
 //! - `cargo xtask soak [--secs S] [--conc C] [--nodes K]`: a mesh under mixed load.
 //! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP]`: throughput, latency, connect rate and memory.
 
+mod fuzz;
 mod node;
+mod stress;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -35,7 +37,14 @@ commands:
   soak [--secs S] [--conc C] [--nodes K]
                      K linked nodes (3), C clients (16) for S seconds (30): echoes,
                      cross-node pub/sub, stalls, churn; checks loss accounting,
-                     readiness, sessions back to 0 and RSS growth after warm-up";
+                     readiness, sessions back to 0 and RSS growth after warm-up
+  fuzz [--secs S] [--only T] [--cmin]
+                     every cargo-fuzz target (frame, hello, topic, macaroon, config,
+                     session) for S seconds (60) on nightly from fuzz/corpus; --cmin
+                     minimizes each corpus after its run (cargo install cargo-fuzz)
+  stress [SCENARIO|all] [--full]
+                     wide-fanout, tls-garbage, slowloris, emfile against the release
+                     binary; a short version of each (in ci), --full the issue's sizes";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +54,8 @@ fn main() -> ExitCode {
         Some("roundtrip") => roundtrip(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("stress") => stress::stress(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ pub(crate) struct Node {
     addr: String,
     admin: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// Lines logged at WARN or above so far.
+    warnings: Arc<AtomicU64>,
 }
 
 /// Builds the binary (debug, sharing the workspace's target) and returns its path.
@@ -95,7 +98,20 @@ impl Node {
     /// Starts the binary on free loopback ports and reads its addresses
     /// from the start-up log line.
     pub(crate) fn start(bin: &Path, name: &str, extra: &[&str]) -> Result<Node, Failure> {
-        let mut child = Command::new(bin)
+        Node::start_via(&[], bin, name, extra)
+    }
+
+    /// [`Node::start`] through a wrapper command (`prlimit --nofile=256`).
+    pub(crate) fn start_via(wrapper: &[&str], bin: &Path, name: &str, extra: &[&str]) -> Result<Node, Failure> {
+        let mut command = match wrapper {
+            [program, rest @ ..] => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            [] => Command::new(bin),
+        };
+        let mut child = command
             .args(["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--name", name])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -107,8 +123,13 @@ impl Node {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
+        let warnings = Arc::new(AtomicU64::new(0));
+        let warned = warnings.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                    warned.fetch_add(1, Ordering::Relaxed);
+                }
                 if line.contains("overlay node started") {
                     let _ = tx.send(line.clone());
                 }
@@ -119,8 +140,14 @@ impl Node {
                 }
             }
         });
-        let mut node =
-            Node { bin: bin.to_path_buf(), child: Some(child), addr: String::new(), admin: String::new(), log };
+        let mut node = Node {
+            bin: bin.to_path_buf(),
+            child: Some(child),
+            addr: String::new(),
+            admin: String::new(),
+            log,
+            warnings,
+        };
         let started =
             rx.recv_timeout(PATIENCE).map_err(|_| node.fail("the node never logged \"overlay node started\""))?;
         node.addr = field(&started, "addr").ok_or_else(|| node.fail("no addr in the start-up line"))?;
@@ -130,7 +157,24 @@ impl Node {
 
     /// A node someone else runs.
     pub(crate) fn existing(bin: &Path, addr: &str, admin: &str) -> Result<Node, Failure> {
-        Ok(Node { bin: bin.to_path_buf(), child: None, addr: addr.into(), admin: admin.into(), log: Arc::default() })
+        Ok(Node {
+            bin: bin.to_path_buf(),
+            child: None,
+            addr: addr.into(),
+            admin: admin.into(),
+            log: Arc::default(),
+            warnings: Arc::default(),
+        })
+    }
+
+    /// Lines the node has logged at WARN or ERROR so far.
+    pub(crate) fn warnings(&self) -> u64 {
+        self.warnings.load(Ordering::Relaxed)
+    }
+
+    /// The admin plane's address.
+    pub(crate) fn admin(&self) -> &str {
+        &self.admin
     }
 
     /// The node's process id.

@@ -602,9 +602,7 @@ async fn connect_rate(
 }
 
 fn rss_kib(pid: &str) -> Result<u64, BoxError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+    common::proc_kib(pid, "VmRSS:")
 }
 
 async fn idle_rss(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, pid: &str) -> Result<f64, BoxError> {

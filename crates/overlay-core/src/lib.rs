@@ -36,4 +36,5 @@ pub use handler::{DataHandler, Echo, SessionInfo};
 pub use node::{AddPeerError, Overlay, OverlayBuilder, PublishError, PublishReceipt, StartError, SubscribeError};
 pub use oap_codec::{MsgId, Pattern, Topic};
 pub use ron_transport::{DisconnectReason, TransportEvent};
+pub use session::Reset;
 pub use subscription::{Delivery, Message, Subscription};

@@ -15,7 +15,7 @@ use overlay_admin::{
 use overlay_gossip::{PublishBatch, Registry};
 use ron_transport::fd::ConnCap;
 use ron_transport::tls::{self, PqMode, TlsError};
-use ron_transport::{BindError, TransportConfig, TransportHandle, spawn_transport_with_cancel};
+use ron_transport::{BindError, DisconnectReason, TransportConfig, TransportHandle, spawn_transport_with_cancel};
 use rustls::ClientConfig;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -451,6 +451,19 @@ impl Overlay {
             self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
         peers.sort();
         peers
+    }
+
+    /// Serves one OAP/1 session over a stream the embedder accepted itself
+    /// (or an in-memory one: tests, fuzzing), as if the node's listener had
+    /// accepted it from `peer`; returns why it ended. It follows the node's
+    /// drain like any session, but is not counted against the session cap.
+    pub async fn serve<S>(&self, io: S, peer: SocketAddr) -> DisconnectReason
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + session::Reset + Unpin + Send + 'static,
+    {
+        let id = self.inner.outbound_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let meta = Meta { id, peer, opened: Instant::now(), tls: None, dialed: false };
+        session::run(io, meta, self.inner.ctx.clone(), None).await.reason
     }
 
     /// Relay links up now (both directions).

@@ -13,3 +13,10 @@ pub(crate) fn percentile(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
     v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
 }
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`).
+pub(crate) fn proc_kib(pid: &str, field: &str) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).ok_or_else(|| format!("no {field}"))?;
+    Ok(line.split_whitespace().nth(1).ok_or_else(|| format!("bad {field}"))?.parse()?)
+}

@@ -51,10 +51,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A stream the node can abort with a TCP reset (`SO_LINGER` 0, then close):
 /// for a session it gives up on because its peer does not read, so no
-/// unread send buffer stays behind in the kernel.
-pub(crate) trait Reset {
+/// unread send buffer stays behind in the kernel. Streams without a kernel
+/// buffer (in-memory ones) do nothing.
+pub trait Reset {
     /// Makes the coming close a reset.
     fn reset_on_close(&self);
+}
+
+impl Reset for tokio::io::DuplexStream {
+    fn reset_on_close(&self) {}
 }
 
 impl Reset for Box<ron_transport::Conn> {

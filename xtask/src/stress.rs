@@ -1,0 +1,81 @@
+//! `cargo xtask stress <scenario> [--full]`: starts the release binary set
+//! up for the scenario and runs the `stress` example's driver against it;
+//! prints the driver's `pass`/`FAIL` line with its figures. Without `--full`
+//! each scenario runs a short version (what `.ci/run` runs); `--full` runs
+//! the sizes issue #9 asks for (by hand: minutes each).
+
+use std::process::Command;
+
+use crate::node::{self, Failure, Node};
+
+/// The scenarios, in the order `all` runs them.
+pub(crate) const SCENARIOS: [&str; 4] = ["wide-fanout", "tls-garbage", "slowloris", "emfile"];
+
+pub(crate) fn stress(args: &[String]) -> Result<(), Failure> {
+    let full = args.iter().any(|a| a == "--full");
+    let which: Vec<&str> = match args.first().map(String::as_str) {
+        Some("all") | None => SCENARIOS.to_vec(),
+        Some(s) if SCENARIOS.contains(&s) => vec![s],
+        Some(other) => {
+            return Err(Failure::new(format!("unknown scenario {other:?}; one of {} or all", SCENARIOS.join(", "))));
+        }
+    };
+    let bin = node::build_release()?;
+    let driver = node::build_example("stress", true)?;
+    for scenario in which {
+        run(scenario, full, &bin, &driver)?;
+    }
+    Ok(())
+}
+
+fn run(scenario: &str, full: bool, bin: &std::path::Path, driver: &std::path::Path) -> Result<(), Failure> {
+    let size = |short: &'static str, long: &'static str| if full { long } else { short };
+    let (node, args): (Node, Vec<String>) = match scenario {
+        "wide-fanout" => {
+            let node = Node::start(bin, "stress", &["--set", "transport.max_conns=20000"])?;
+            (node, vec!["--subs".into(), size("2000", "10000").into()])
+        }
+        "tls-garbage" => {
+            let pki = node::target().join("bench-pki");
+            let made = Command::new(node::build_example("bench", true)?)
+                .args(["--make-certs", &pki.to_string_lossy()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !made {
+                return Err(Failure::new("cannot make the TLS certificates"));
+            }
+            let cert = format!("tls.cert={}", pki.join("cert.pem").display());
+            let key = format!("tls.key={}", pki.join("key.pem").display());
+            let node = Node::start(bin, "stress", &["--set", "tls.enabled=true", "--set", &cert, "--set", &key])?;
+            let admin = node.admin().to_string();
+            (node, vec!["--admin".into(), admin, "--clients".into(), size("20", "100").into()])
+        }
+        "slowloris" => {
+            let timeout = size("1000", "5000");
+            let node = Node::start(bin, "stress", &["--set", &format!("transport.read_timeout_ms={timeout}")])?;
+            (node, vec!["--clients".into(), size("200", "1000").into(), "--read-timeout-ms".into(), timeout.into()])
+        }
+        "emfile" => {
+            let node = Node::start_via(&["prlimit", "--nofile=256:"], bin, "stress", &[])?;
+            (node, vec!["--secs".into(), size("10", "60").into()])
+        }
+        other => return Err(Failure::new(format!("unknown scenario {other}"))),
+    };
+    node.wait_ready()?;
+    let pid = node.pid().ok_or_else(|| Failure::new("no pid"))?.to_string();
+    let warnings_before = node.warnings();
+    let out = Command::new(driver)
+        .arg(scenario)
+        .args(["--addr", node.addr(), "--pid", &pid])
+        .args(&args)
+        .output()
+        .map_err(|e| Failure::new(format!("cannot run the stress driver: {e}")))?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let warnings = node.warnings() - warnings_before;
+    println!("{line} [node logged {warnings} WARN/ERROR lines]");
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        return Err(node.fail(format!("stress {scenario} failed")));
+    }
+    Ok(())
+}
