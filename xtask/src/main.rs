@@ -25,7 +25,8 @@ const CI_STEPS: &[(&str, &[&str])] = &[
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                 fmt --check, clippy -D warnings, test --workspace, smoke, soak --secs 30
+  ci                 fmt --check, clippy -D warnings, test --workspace, smoke, soak --secs 30,
+                     stress all (short)
                      (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
@@ -95,6 +96,10 @@ fn ci() -> Result<(), Failure> {
     eprintln!("==> soak --secs 30");
     soak(&["--secs".into(), "30".into()])?;
     eprintln!("==> soak: ok in {:.0?}", started.elapsed());
+    let started = Instant::now();
+    eprintln!("==> stress all (short versions)");
+    stress::stress(&["all".into()])?;
+    eprintln!("==> stress: ok in {:.0?}", started.elapsed());
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! stress wide-fanout --addr A --pid P [--subs N] [--size BYTES]
 //! stress tls-garbage --addr A --admin H --pid P [--clients N] [--bytes BYTES]
 //! stress slowloris   --addr A --pid P [--clients N] [--read-timeout-ms T] [--secs S]
-//! stress emfile      --addr A --pid P [--secs S]
+//! stress emfile      --addr A --pid P [--secs S] [--max-held N]
 //! ```
 
 use std::net::SocketAddr;
@@ -212,9 +212,11 @@ async fn slowloris() -> Verdict {
     for _ in 0..clients {
         let mut s = session(addr, Caps::GOSSIP_V1).await?;
         tasks.push(tokio::spawn(async move {
-            // A DATA frame of 100 bytes, of which the header and a byte come now.
-            s.write_all(&[0, 0, 0, 101, 1, 0]).await?;
+            // A DATA frame of 100 bytes, of which the header and a byte come
+            // now. The clock starts before the write: the node's cannot start
+            // earlier, so a close seen early is the node's, never ours.
             let started = Instant::now();
+            s.write_all(&[0, 0, 0, 101, 1, 0]).await?;
             let mut buf = BytesMut::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
@@ -270,17 +272,25 @@ async fn echo_p99(addr: SocketAddr, for_how_long: Duration) -> Result<u64, BoxEr
 }
 
 /// A client opens connections and holds them for `--secs` (60), past the
-/// node's descriptor cap and its own limit: the node logs few accept
-/// failures (xtask counts them), spends under 5 % of a core, and serves a
-/// new client within 1.1 s once the flood stops.
+/// node's descriptor cap, until its own limit (or `--max-held`) stops it,
+/// then keeps trying: the node logs few accept failures (xtask counts
+/// them), spends under 5 % of a core, and serves a new client within 1.1 s
+/// once the flood stops.
 async fn emfile() -> Verdict {
     let (addr, pid) = (addr()?, pid()?);
     let secs = num("--secs", 60)?;
+    let max_held = num("--max-held", u64::MAX)? as usize;
     let cpu_before = cpu_ticks(&pid)?;
     let started = Instant::now();
     let mut held = Vec::new();
     let mut refused = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
+        if held.len() >= max_held {
+            // As if out of descriptors: the attempts fail on the client's side.
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
             Ok(Ok(s)) => held.push(s),
             // Our own descriptors are gone, or the backlog is full: wait a little.
@@ -290,9 +300,11 @@ async fn emfile() -> Verdict {
             }
         }
     }
-    let cpu = (cpu_ticks(&pid)? - cpu_before) as f64 / ticks_per_sec() / started.elapsed().as_secs_f64();
+    let flooded = started.elapsed();
     let opened = held.len();
+    // Dropped before reading /proc: the flood may have used every descriptor.
     drop(held);
+    let cpu = (cpu_ticks(&pid)? - cpu_before) as f64 / ticks_per_sec() / flooded.as_secs_f64();
     let t = Instant::now();
     let mut served = None;
     while t.elapsed() < Duration::from_secs(5) {
