@@ -111,6 +111,7 @@ impl Subscription {
             }
         }
         if got {
+            overlay_gossip::settle_releases();
             self.registry.note_pending();
         }
         if taken.evicted || self.queue.is_closed() {

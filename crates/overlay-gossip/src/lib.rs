@@ -13,7 +13,7 @@ mod trie;
 
 pub use msgid::{MsgIdGen, PREFIX_LEN, binds};
 pub use oap_codec::{Msg, MsgId, Pattern, Topic};
-pub use queue::{Budget, Charged, DeliveryQueue, DropReason, Offer, Taken};
+pub use queue::{Budget, Charged, DeliveryQueue, DropReason, Offer, Taken, settle_releases};
 pub use registry::{
     Fanout, GossipConfig, LinkId, PublishBatch, PublishError, Refused, Registry, SubscribeError, SubscriberId,
 };

@@ -11,7 +11,9 @@
 //! predicted id (of another node's next message) with other content fails
 //! the check and cannot shadow the real message. A forger who wants its id
 //! to collide with a real message's must guess a 40-bit digest of content it
-//! has not seen. The digest is a fast, non-cryptographic hash: it stops
+//! has not seen. A message published while the node has no relay link
+//! never reaches another node, so its digest is left zero (no hashing).
+//! The digest is a fast, non-cryptographic hash: it stops
 //! shadowing, not a relay that sends content of its own under a fresh id
 //! (that takes relay tokens, OAP-1 section 6).
 
@@ -60,6 +62,17 @@ impl MsgIdGen {
         id[PREFIX_LEN..DIGEST_AT].copy_from_slice(&n.to_be_bytes()[8 - SEQ_LEN..]);
         let digest = digest(&id, topic, payload);
         id[DIGEST_AT..].copy_from_slice(&digest);
+        MsgId(id)
+    }
+
+    /// The id of a message that will not leave this node (no relay link
+    /// is attached): unique like [`MsgIdGen::next_id`], with a zero digest,
+    /// since no other node will check it.
+    pub fn next_local_id(&self) -> MsgId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut id = [0u8; 16];
+        id[..PREFIX_LEN].copy_from_slice(&self.prefix);
+        id[PREFIX_LEN..DIGEST_AT].copy_from_slice(&n.to_be_bytes()[8 - SEQ_LEN..]);
         MsgId(id)
     }
 

@@ -13,6 +13,7 @@
 //! until it drains below half, and *evicted* when it has lagged longer than
 //! the slow-consumer timeout. Time is passed in; nothing here reads a clock.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,9 +30,12 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Arc<Budget> {
-        Arc::new(Budget { used: AtomicUsize::new(0), max })
+    /// A budget of `max` bytes, for the life of the process (16 bytes, one
+    /// per registry): each charge can then refer to it without a reference
+    /// count, which publisher and writer threads would otherwise both touch
+    /// for every message.
+    pub fn new(max: usize) -> &'static Budget {
+        Box::leak(Box::new(Budget { used: AtomicUsize::new(0), max }))
     }
 
     /// Bytes queued now, across every queue sharing this budget.
@@ -46,11 +50,11 @@ impl Budget {
 
     /// Charges `frame` once, for every queue and writer it will go to;
     /// `None` when it would take the budget past its cap.
-    pub fn charge(self: &Arc<Budget>, frame: Bytes) -> Option<Charged> {
+    pub fn charge(&'static self, frame: Bytes) -> Option<Charged> {
         if !self.try_reserve(frame.len()) {
             return None;
         }
-        Some(Charged(Arc::new(Charge { frame, budget: self.clone() })))
+        Some(Charged(Holder::One(Charge { frame, budget: self })))
     }
 
     fn try_reserve(&self, n: usize) -> bool {
@@ -64,38 +68,110 @@ impl Budget {
     }
 }
 
-/// An encoded frame with its charge against the [`Budget`]. A clone (one
-/// reference count, no copy) goes to each queue; the charge is given back
-/// when the last clone is dropped.
-#[derive(Debug, Clone)]
-pub struct Charged(Arc<Charge>);
+/// An encoded frame with its charge against the [`Budget`]; the charge is
+/// given back when the frame is dropped. A frame for one queue is held as
+/// it is; one for several is [`Charged::into_shared`] first, and each queue
+/// gets a [`Charged::share`] (one reference count, no copy), the charge
+/// given back with the last.
+#[derive(Debug)]
+pub struct Charged(Holder);
+
+#[derive(Debug)]
+enum Holder {
+    /// One holder: no reference count, no allocation besides the frame.
+    One(Charge),
+    /// Several holders of one charge.
+    Shared(Arc<Charge>),
+}
 
 #[derive(Debug)]
 struct Charge {
     frame: Bytes,
-    budget: Arc<Budget>,
+    budget: &'static Budget,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.release(self.frame.len());
+        release_later(self.budget, self.frame.len());
     }
 }
 
+/// Bytes of dropped charges a thread collects before it gives them back
+/// on its own (without a [`settle_releases`]).
+const RELEASE_BATCH: usize = 256 << 10;
+
+thread_local! {
+    /// Bytes that charges dropped on this thread have given back, not yet
+    /// returned to their budget: the budget is updated once per write batch
+    /// (or [`RELEASE_BATCH`]), not once per frame, so the writer's thread
+    /// and the publisher's do not trade the budget's cache line per message.
+    static RELEASED: Cell<(Option<&'static Budget>, usize)> = const { Cell::new((None, 0)) };
+}
+
+fn release_later(budget: &'static Budget, bytes: usize) {
+    RELEASED.with(|cell| match cell.get() {
+        (Some(b), pending) if std::ptr::eq(b, budget) => {
+            let pending = pending + bytes;
+            if pending >= RELEASE_BATCH {
+                budget.release(pending);
+                cell.set((Some(budget), 0));
+            } else {
+                cell.set((Some(budget), pending));
+            }
+        }
+        (other, pending) => {
+            if let Some(b) = other {
+                b.release(pending);
+            }
+            cell.set((Some(budget), bytes));
+        }
+    });
+}
+
+/// Returns what charges dropped on this thread have given back to their
+/// budget. Consumers call it after each batch they wrote or read; a thread
+/// that never does holds back at most [`RELEASE_BATCH`] bytes.
+pub fn settle_releases() {
+    RELEASED.with(|cell| {
+        if let (Some(budget), pending) = cell.replace((None, 0)) {
+            budget.release(pending);
+        }
+    });
+}
+
 impl Charged {
+    /// The frame, ready to be shared by several queues.
+    pub fn into_shared(self) -> Charged {
+        match self.0 {
+            Holder::One(charge) => Charged(Holder::Shared(Arc::new(charge))),
+            shared => Charged(shared),
+        }
+    }
+
+    /// Another holder of a shared frame; `None` for one that is not shared.
+    pub fn share(&self) -> Option<Charged> {
+        match &self.0 {
+            Holder::Shared(charge) => Some(Charged(Holder::Shared(charge.clone()))),
+            Holder::One(_) => None,
+        }
+    }
+
     /// The encoded frame.
     pub fn frame(&self) -> &Bytes {
-        &self.0.frame
+        match &self.0 {
+            Holder::One(charge) => &charge.frame,
+            Holder::Shared(charge) => &charge.frame,
+        }
     }
 
     /// Its length in bytes (what it is charged).
     pub fn len(&self) -> usize {
-        self.0.frame.len()
+        self.frame().len()
     }
 
     /// True for an empty frame (never made by the registry).
     pub fn is_empty(&self) -> bool {
-        self.0.frame.is_empty()
+        self.frame().is_empty()
     }
 }
 
@@ -238,6 +314,7 @@ impl DeliveryQueue {
         let held = std::mem::take(&mut st.items);
         drop(st);
         drop(held);
+        settle_releases();
         self.ready.notify_one();
         self.drained.notify_waiters();
     }
@@ -344,11 +421,11 @@ impl DeliveryQueue {
 mod tests {
     use super::*;
 
-    fn budget() -> Arc<Budget> {
+    fn budget() -> &'static Budget {
         Budget::new(1 << 20)
     }
 
-    fn frame(budget: &Arc<Budget>, n: usize) -> Charged {
+    fn frame(budget: &'static Budget, n: usize) -> Charged {
         budget.charge(Bytes::from(vec![0u8; n])).expect("under the test budget")
     }
 
@@ -356,18 +433,18 @@ mod tests {
     fn stall_then_lag_then_recover() {
         let (t0, b) = (Instant::now(), budget());
         let q = DeliveryQueue::new(100, Duration::from_secs(10));
-        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Queued);
-        assert_eq!(q.offer(frame(&b, 30), t0), Offer::Congested { urgent: false });
-        assert_eq!(q.offer(frame(&b, 10), t0), Offer::Congested { urgent: true });
+        assert_eq!(q.offer(frame(b, 40), t0), Offer::Queued);
+        assert_eq!(q.offer(frame(b, 30), t0), Offer::Congested { urgent: false });
+        assert_eq!(q.offer(frame(b, 10), t0), Offer::Congested { urgent: true });
         assert!(q.is_congested());
-        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(b, 40), t0), Offer::Dropped(DropReason::Full));
         assert!(!q.is_congested(), "a lagging queue stalls no publisher");
-        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(b, 40), t0), Offer::Dropped(DropReason::Full));
 
         let mut out = Vec::new();
         let taken = q.take(1000, &mut out);
         assert_eq!((out.len(), taken.lagged, taken.evicted), (3, Some(2), false));
-        assert_eq!(q.offer(frame(&b, 40), t0), Offer::Queued, "recovered below half");
+        assert_eq!(q.offer(frame(b, 40), t0), Offer::Queued, "recovered below half");
         assert_eq!(q.take(1000, &mut out).lagged, None, "loss reported once");
     }
 
@@ -375,15 +452,18 @@ mod tests {
     fn lagging_past_the_timeout_evicts() {
         let (t0, b) = (Instant::now(), budget());
         let q = DeliveryQueue::new(10, Duration::from_secs(1));
-        assert_eq!(q.offer(frame(&b, 10), t0), Offer::Congested { urgent: true });
-        assert_eq!(q.offer(frame(&b, 1), t0), Offer::Dropped(DropReason::Full));
-        assert_eq!(q.offer(frame(&b, 1), t0 + Duration::from_millis(999)), Offer::Dropped(DropReason::Full));
-        assert_eq!(q.offer(frame(&b, 1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));
-        assert_eq!(q.offer(frame(&b, 1), t0 + Duration::from_secs(2)), Offer::Dropped(DropReason::Closed));
+        assert_eq!(q.offer(frame(b, 10), t0), Offer::Congested { urgent: true });
+        assert_eq!(q.offer(frame(b, 1), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(b, 1), t0 + Duration::from_millis(999)), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(b, 1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(b, 1), t0 + Duration::from_secs(2)), Offer::Dropped(DropReason::Closed));
         let mut out = Vec::new();
         let taken = q.take(100, &mut out);
         assert!(taken.evicted);
         assert!(out.is_empty(), "an evicted consumer's backlog is released");
+        // The refused frames were dropped on this thread: settled here, as
+        // the registry does after each batch.
+        settle_releases();
         assert_eq!((q.queued_bytes(), b.used()), (0, 0));
         assert_eq!(taken.lagged, Some(3));
     }
@@ -392,9 +472,9 @@ mod tests {
     fn a_lagging_consumer_is_evicted_at_its_deadline_without_another_offer() {
         let (t0, b) = (Instant::now(), budget());
         let q = DeliveryQueue::new(10, Duration::from_secs(1));
-        assert_eq!(q.offer(frame(&b, 10), t0), Offer::Congested { urgent: true });
+        assert_eq!(q.offer(frame(b, 10), t0), Offer::Congested { urgent: true });
         assert!(!q.expire(t0 + Duration::from_secs(5)), "full but never refused: not lagging");
-        assert_eq!(q.offer(frame(&b, 1), t0), Offer::Dropped(DropReason::Full));
+        assert_eq!(q.offer(frame(b, 1), t0), Offer::Dropped(DropReason::Full));
         assert!(!q.expire(t0 + Duration::from_millis(999)));
         assert!(q.expire(t0 + Duration::from_secs(1)), "no offer needed");
         assert!(!q.expire(t0 + Duration::from_secs(2)), "once");
@@ -418,11 +498,11 @@ mod tests {
     #[test]
     fn a_shared_frame_is_charged_once_until_its_last_holder_lets_go() {
         let budget = Budget::new(100);
-        let shared = frame(&budget, 60);
+        let shared = frame(budget, 60).into_shared();
         let (a, b) =
             (DeliveryQueue::new(1000, Duration::from_secs(10)), DeliveryQueue::new(1000, Duration::from_secs(10)));
         let now = Instant::now();
-        assert_eq!(a.offer(shared.clone(), now), Offer::Queued);
+        assert_eq!(a.offer(shared.share().unwrap(), now), Offer::Queued);
         assert_eq!(b.offer(shared, now), Offer::Queued);
         assert_eq!(budget.used(), 60, "two queues, one charge");
         assert!(budget.charge(Bytes::from(vec![0u8; 41])).is_none(), "the cap holds");
@@ -431,6 +511,7 @@ mod tests {
         drop(b);
         assert_eq!(budget.used(), 60, "a taken frame not yet written still counts");
         taken.clear();
+        settle_releases();
         assert_eq!(budget.used(), 0, "the last holder gives it back");
     }
 
@@ -438,7 +519,7 @@ mod tests {
     async fn wait_drained_returns_once_below_half() {
         let b = budget();
         let q = Arc::new(DeliveryQueue::new(100, Duration::from_secs(10)));
-        q.offer(frame(&b, 60), Instant::now());
+        q.offer(frame(b, 60), Instant::now());
         let waiter = tokio::spawn({
             let q = q.clone();
             async move { q.wait_drained().await }

@@ -202,7 +202,7 @@ pub struct Registry {
     index: RwLock<Index>,
     seen: Mutex<SeenCache>,
     ids: MsgIdGen,
-    budget: Arc<Budget>,
+    budget: &'static Budget,
     next_id: AtomicU64,
     metrics: GossipMetrics,
     dropped: AtomicU64,
@@ -229,8 +229,8 @@ impl Registry {
     }
 
     /// The process-wide byte budget every queue draws on.
-    pub fn budget(&self) -> &Arc<Budget> {
-        &self.budget
+    pub fn budget(&self) -> &'static Budget {
+        self.budget
     }
 
     /// A fresh queue with this registry's bounds, not yet attached.
@@ -363,10 +363,15 @@ impl Registry {
         batch: &mut PublishBatch,
     ) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
-        // Not put in the seen-cache: `relay` knows its own ids by `issued`.
-        let msg_id = self.ids.next_id(topic, &payload);
         batch.ingress += 1;
-        Ok(self.fan_out(&Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, batch))
+        let index = self.read();
+        // Not put in the seen-cache: `relay` knows its own ids by `issued`.
+        // An id binds its content for the nodes that check it on receipt; a
+        // message published while no relay link is attached (seen under the
+        // lock the fanout holds) never reaches one, and its digest is left
+        // zero, which saves hashing every payload on a single node.
+        let msg_id = if index.links.is_empty() { self.ids.next_local_id() } else { self.ids.next_id(topic, &payload) };
+        Ok(self.fan_out(&index, &Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, batch))
     }
 
     /// Takes a `MSG` that arrived over relay link `from`: refused when its
@@ -391,13 +396,15 @@ impl Registry {
         }
         batch.ingress += 1;
         let forward = msg.hops < self.cfg.max_hops;
-        Ok(self.fan_out(&msg, Some(from), forward, now, batch))
+        Ok(self.fan_out(&self.read(), &msg, Some(from), forward, now, batch))
     }
 
     /// Adds what `batch` counted (`gossip_ingress_total`,
     /// `gossip_fanout_total`) to the metrics; call it when a run of publishes
     /// ends (a read batch, or one in-process publish).
     pub fn settle(&self, batch: &mut PublishBatch) {
+        // Frames no queue kept were dropped on this thread.
+        crate::queue::settle_releases();
         if batch.ingress > 0 {
             self.metrics.ingress.increment(std::mem::take(&mut batch.ingress));
         }
@@ -408,6 +415,7 @@ impl Registry {
 
     fn fan_out(
         &self,
+        index: &Index,
         msg: &Msg,
         from: Option<LinkId>,
         forward: bool,
@@ -415,7 +423,6 @@ impl Registry {
         batch: &mut PublishBatch,
     ) -> Fanout {
         let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, batch };
-        let index = self.read();
         MATCHED.with_borrow_mut(|matched| {
             matched.clear();
             index.trie.matches(&msg.topic, matched);
@@ -428,7 +435,6 @@ impl Registry {
             let queues = index.links.iter().filter(wants).map(|l| &l.queue);
             self.offer_all(queues, || encode(msg, hops), now, "relay", &mut out);
         }
-        drop(index);
         // `overlay_queue_depth` is refreshed by the consumers after taking and
         // by the node's sampler, not once per message; the counters are added
         // by `settle`, once per batch.
@@ -456,9 +462,20 @@ impl Registry {
             }
             return;
         };
-        for next in queues {
-            self.offer(queue, frame.clone(), now, kind, out);
+        let Some(mut next) = queues.next() else {
+            // One queue (the common 1 -> 1 case): the frame as it is.
+            return self.offer(queue, frame, now, kind, out);
+        };
+        let frame = frame.into_shared();
+        loop {
+            if let Some(share) = frame.share() {
+                self.offer(queue, share, now, kind, out);
+            }
             queue = next;
+            match queues.next() {
+                Some(after) => next = after,
+                None => break,
+            }
         }
         // The last queue takes the charge itself: one reference count less.
         self.offer(queue, frame, now, kind, out);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use oap_codec::{Ctrl, ErrorCode, Frame, Kind};
 use overlay_admin::SizeTally;
-use overlay_gossip::{Charged, DeliveryQueue};
+use overlay_gossip::{Charged, DeliveryQueue, settle_releases};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -128,6 +128,7 @@ where
         // they were taken off the queue.
         batch.clear();
         if delivered > 0 {
+            settle_releases();
             ctx.registry.note_pending();
         }
         if out.capacity() > KEEP_BUFFER {
