@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use metrics::gauge;
 use overlay_admin::Readiness;
 use ron_transport::ConnLoad;
-use ron_transport::fd::{nofile_limit, open_fds};
+use ron_transport::fd::nofile_share;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::SessionCtx;
@@ -147,7 +147,9 @@ impl Sampler {
         self.ctx.registry.note_pending();
         st.queues.sample(&self.readiness, used, QUEUES_TRIP, &self.service);
 
-        st.fds.sample(&self.readiness, self.fd_pressure(), FD_TRIP, &self.service);
+        if let Some(pressure) = self.fd_pressure() {
+            st.fds.sample(&self.readiness, pressure, FD_TRIP, &self.service);
+        }
 
         let now = (Instant::now(), self.shed_total());
         let secs = now.0.duration_since(st.last.0).as_secs_f64().max(1e-3);
@@ -167,14 +169,14 @@ impl Sampler {
     /// data plane's descriptors), and open fds of RLIMIT_NOFILE (the whole
     /// process, relay links and admin connections included). A node full at
     /// `max_conns` with descriptors to spare is not short of descriptors.
-    fn fd_pressure(&self) -> f64 {
+    /// `None` (no sample) only when neither share can be known.
+    fn fd_pressure(&self) -> Option<f64> {
         let cap = self.load.cap();
-        let sessions = if cap.fd_bound() { self.load.in_use() as f64 / cap.cap.max(1) as f64 } else { 0.0 };
-        let process = match (open_fds(), nofile_limit()) {
-            (Some(open), Some(limit)) => open as f64 / limit.max(1) as f64,
-            _ => 0.0,
-        };
-        sessions.max(process)
+        let sessions = cap.fd_bound().then(|| self.load.in_use() as f64 / cap.cap.max(1) as f64);
+        match (sessions, nofile_share()) {
+            (Some(s), Some(p)) => Some(s.max(p)),
+            (one, other) => one.or(other),
+        }
     }
 
     fn shed_total(&self) -> u64 {

@@ -97,19 +97,31 @@ impl Drop for Charge {
 }
 
 /// Bytes of dropped charges a thread collects before it gives them back
-/// on its own (without a [`settle_releases`]).
-const RELEASE_BATCH: usize = 256 << 10;
+/// on its own (without a [`settle_releases`]): what a thread that stops
+/// settling can leave counted, at most.
+const RELEASE_BATCH: usize = 64 << 10;
+
+/// One thread's released bytes, given back when the thread ends too.
+struct Tally(Cell<(Option<&'static Budget>, usize)>);
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let (Some(budget), pending) = self.0.get() {
+            budget.release(pending);
+        }
+    }
+}
 
 thread_local! {
     /// Bytes that charges dropped on this thread have given back, not yet
     /// returned to their budget: the budget is updated once per write batch
     /// (or [`RELEASE_BATCH`]), not once per frame, so the writer's thread
     /// and the publisher's do not trade the budget's cache line per message.
-    static RELEASED: Cell<(Option<&'static Budget>, usize)> = const { Cell::new((None, 0)) };
+    static RELEASED: Tally = const { Tally(Cell::new((None, 0))) };
 }
 
 fn release_later(budget: &'static Budget, bytes: usize) {
-    RELEASED.with(|cell| match cell.get() {
+    RELEASED.with(|Tally(cell)| match cell.get() {
         (Some(b), pending) if std::ptr::eq(b, budget) => {
             let pending = pending + bytes;
             if pending >= RELEASE_BATCH {
@@ -132,7 +144,7 @@ fn release_later(budget: &'static Budget, bytes: usize) {
 /// budget. Consumers call it after each batch they wrote or read; a thread
 /// that never does holds back at most [`RELEASE_BATCH`] bytes.
 pub fn settle_releases() {
-    RELEASED.with(|cell| {
+    RELEASED.with(|Tally(cell)| {
         if let (Some(budget), pending) = cell.replace((None, 0)) {
             budget.release(pending);
         }

@@ -12,6 +12,8 @@ use oap_codec::MsgId;
 
 /// Ids whose space is allocated when the cache is made; larger caches grow.
 pub const PREALLOCATE_MAX: usize = 1 << 20;
+/// The source key of ids whose link went away.
+const DEPARTED: u64 = u64::MAX;
 
 /// Where and when an id was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,21 +61,32 @@ impl SeenCache {
         }
         order.push_back((id, now));
         self.seen.insert(id, Seen { at: now, source });
-        // Over the whole bound (shares shrink as sources join): the
-        // fullest source gives up its oldest id.
-        if self.seen.len() > self.capacity
-            && let Some((&fullest, order)) = self.sources.iter_mut().max_by_key(|(_, o)| o.len())
-            && let Some((old, at)) = order.pop_front()
-        {
+        // Over the whole bound (shares shrink as sources join): the fullest
+        // source gives up its oldest ids until one live entry is gone.
+        while self.seen.len() > self.capacity {
+            let Some((&fullest, order)) = self.sources.iter_mut().max_by_key(|(_, o)| o.len()) else { break };
+            let Some((old, at)) = order.pop_front() else { break };
             remove_if(&mut self.seen, old, Seen { at, source: fullest });
         }
         true
     }
 
-    /// Forgets what `source` brought (a link that went down).
+    /// A source went away (a link went down, or was attached again under a
+    /// new id): its ids are still remembered until they age out or are
+    /// evicted, so the same messages arriving over other links stay
+    /// duplicates, but they no longer hold a share of their own: they join
+    /// the departed sources' common share.
     pub fn forget(&mut self, source: u64) {
-        for (id, at) in self.sources.remove(&source).unwrap_or_default() {
-            remove_if(&mut self.seen, id, Seen { at, source });
+        if source == DEPARTED {
+            return;
+        }
+        let Some(order) = self.sources.remove(&source) else { return };
+        let departed = self.sources.entry(DEPARTED).or_default();
+        for (id, at) in order {
+            if let Some(seen) = self.seen.get_mut(&id).filter(|s| **s == Seen { at, source }) {
+                seen.source = DEPARTED;
+                departed.push_back((id, at));
+            }
         }
     }
 
@@ -137,6 +150,10 @@ mod tests {
             assert!(!c.insert(id(n), 3, t0), "the honest link's id {n} is still known");
         }
         c.forget(1);
-        assert!(c.insert(id(0), 3, t0), "a departed link's ids go with it");
+        assert!(!c.insert(id(0), 3, t0), "a departed link's ids are still duplicates");
+        for n in 20_000..40_000 {
+            c.insert(id(n), 4, t0);
+        }
+        assert!(c.len() <= 100, "departed ids are evicted like any others");
     }
 }

@@ -226,6 +226,11 @@ impl AcceptLoop {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
+                    // A reserve lost to another thread at the last shedding
+                    // is taken back as soon as descriptors are free again.
+                    if self.reserve.is_none() {
+                        self.reserve = open_reserve();
+                    }
                     let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                         let over = if self.cap.fd_bound() {
                             &self.metrics.rejected_fd_limit
@@ -315,11 +320,8 @@ impl AcceptLoop {
                 std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => break,
             }
         }
+        // Only connections really closed are counted.
         self.metrics.reject_n(&self.metrics.rejected_fd_limit, shed as u64);
-        if shed == 0 {
-            // Nothing could be accepted even with the reserve: count the failure.
-            self.metrics.reject(&self.metrics.rejected_fd_limit);
-        }
         self.reserve = open_reserve();
         shed
     }

@@ -19,6 +19,21 @@ pub fn open_fds() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
 }
 
+/// The share of `RLIMIT_NOFILE` in use now (0.0..=1.0): `Some(1.0)` when
+/// `/proc` cannot even be opened for want of a descriptor (EMFILE/ENFILE:
+/// the process is out of them), `None` when it cannot be known otherwise.
+pub fn nofile_share() -> Option<f64> {
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => {
+            let open = dir.count();
+            let limit = nofile_limit()?;
+            Some(open as f64 / limit.max(1) as f64)
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => Some(1.0),
+        Err(_) => None,
+    }
+}
+
 /// What bounds the sessions served at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnCap {
