@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oap_codec::{Caps, Ctrl, Frame};
 use overlay_core::client::{Client, ClientError};
+use overlay_core::wire::{Caps, Ctrl, Frame};
 
 use crate::cli::PingArgs;
 

@@ -1,7 +1,7 @@
 //! `svc-overlay pub` and `svc-overlay sub`: the pub/sub client commands.
 
-use oap_codec::{Ack, Caps, Ctrl, Frame, PubAck};
 use overlay_core::client::{Client, ClientError};
+use overlay_core::wire::{Ack, Caps, Ctrl, Frame, PubAck};
 
 use crate::cli::{ConnectArgs, PubArgs, SubArgs};
 
@@ -19,7 +19,7 @@ pub enum PubSubError {
     Client(#[from] ClientError),
     /// The topic or pattern breaks OAP-1 section 3.
     #[error("bad topic: {0}")]
-    Topic(#[from] oap_codec::TopicError),
+    Topic(#[from] overlay_core::wire::TopicError),
     /// The node refused a request.
     #[error("node answered ERROR {code}: {reason}")]
     Refused {
@@ -38,7 +38,7 @@ pub enum PubSubError {
     },
     /// Something other than the expected answer arrived.
     #[error("unexpected {0} from node")]
-    Unexpected(oap_codec::Kind),
+    Unexpected(overlay_core::wire::Kind),
     /// No receipt came within the timeout.
     #[error("no ACK within {secs}s for PUB {0}", secs = ACK_TIMEOUT.as_secs())]
     NoAck(u32),
@@ -47,7 +47,7 @@ pub enum PubSubError {
 /// Publishes `args.count` times, printing `msg_id=... queued=N dropped=M`
 /// for each receipt.
 pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
-    let topic: oap_codec::Topic = args.topic.parse()?;
+    let topic: overlay_core::Topic = args.topic.parse()?;
     let mut client = connect(&args.connect, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
     let payload = bytes::Bytes::from(args.message.clone().into_bytes());
     let (mut sent, mut acked) = (0u32, 0u32);
@@ -73,7 +73,7 @@ pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), Pu
 /// Subscribes and prints `topic hops=H payload` per message (payload as
 /// UTF-8, or hex when it is not text) and `LAGGED dropped=N` on loss.
 pub async fn subscribe(args: &SubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
-    let pattern: oap_codec::Pattern = args.pattern.parse()?;
+    let pattern: overlay_core::Pattern = args.pattern.parse()?;
     let mut client = connect(&args.connect, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
     client.send(&Frame::Sub { req_id: 1, pattern }).await?;
     match next(&mut client).await? {
@@ -101,8 +101,7 @@ pub async fn connect(to: &ConnectArgs, caps: Caps) -> Result<Client, ClientError
     let caps = if to.token.is_some() { caps | Caps::AUTH_V1 } else { caps };
     let mut client = match (&to.ca, to.tls) {
         (Some(ca), true) => {
-            let config = ron_transport::tls::client_config(ca, ron_transport::tls::PqMode::Prefer)
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let config = overlay_core::client::tls_config(ca).map_err(|e| ClientError::Tls(e.to_string()))?;
             let name = to.tls_name.clone().unwrap_or_else(|| to.addr.ip().to_string());
             Client::connect_tls(to.addr, caps, config, &name).await?
         }

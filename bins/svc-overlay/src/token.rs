@@ -19,7 +19,7 @@ pub enum TokenError {
     Op(String),
     /// `--topic` is not a valid pattern.
     #[error("--topic {0}: {1}")]
-    Topic(String, oap_codec::TopicError),
+    Topic(String, overlay_core::wire::TopicError),
     /// `--ttl` is not a duration.
     #[error("--ttl {0}: expected a number with s, m, h or d (e.g. 1h)")]
     Ttl(String),

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 mod common;
-use common::{arg, percentile};
+use common::{arg, encode, hello, percentile};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -322,22 +322,6 @@ fn ratio_row(who: &str, theirs: f64, unit: &'static str, ours: f64) -> Row {
 
 fn human(size: usize) -> String {
     if size >= 1024 { format!("{} KiB", size / 1024) } else { format!("{size} B") }
-}
-
-fn encode(frame: &Frame) -> Bytes {
-    let mut out = BytesMut::with_capacity(frame.encoded_len());
-    frame.encode_into(&mut out);
-    out.freeze()
-}
-
-/// A TCP connection with the hello exchanged (`caps` ours).
-async fn hello(addr: SocketAddr, caps: Caps) -> Result<TcpStream, BoxError> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    s.write_all(&Hello::new(caps).encode()).await?;
-    let mut theirs = [0u8; 9];
-    s.read_exact(&mut theirs).await?;
-    Ok(s)
 }
 
 /// Reads whole frames; calls `each` with every frame's bytes.

@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use oap_codec::{Caps, Frame, Hello, OapCodec};
+use bytes::BytesMut;
+use oap_codec::{Caps, Frame, OapCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 mod common;
-use common::{arg, percentile, proc_kib};
+use common::{arg, encode, hello as session, percentile, proc_kib};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -66,22 +66,6 @@ fn pid() -> Result<String, BoxError> {
 
 fn num(name: &str, default: u64) -> Result<u64, BoxError> {
     arg(name).map_or(Ok(default), |v| v.parse().map_err(|_| format!("{name} {v}: not a number").into()))
-}
-
-fn encode(frame: &Frame) -> Bytes {
-    let mut out = BytesMut::with_capacity(frame.encoded_len());
-    frame.encode_into(&mut out);
-    out.freeze()
-}
-
-/// A session with the hello exchanged.
-async fn session(addr: SocketAddr, caps: Caps) -> Result<TcpStream, BoxError> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    s.write_all(&Hello::new(caps).encode()).await?;
-    let mut theirs = [0u8; 9];
-    s.read_exact(&mut theirs).await?;
-    Ok(s)
 }
 
 /// Reads until one whole frame is decoded.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use oap_codec::{Caps, DecodeError, EncodeError, Frame, HELLO_LEN, Hello, HelloError, Negotiated, OapCodec};
-use ron_transport::tls::TlsInfo;
+use ron_transport::tls::{PqMode, TlsError, TlsInfo};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -237,4 +237,10 @@ async fn tcp(addr: SocketAddr) -> Result<TcpStream, ClientError> {
     let stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// The TLS client config for [`Client::connect_tls`]: trusts the PEM
+/// certificates in `ca`, offers the hybrid post-quantum group first.
+pub fn tls_config(ca: &std::path::Path) -> Result<Arc<ClientConfig>, TlsError> {
+    ron_transport::tls::client_config(ca, PqMode::Prefer)
 }

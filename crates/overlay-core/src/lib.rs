@@ -37,4 +37,10 @@ pub use node::{AddPeerError, Overlay, OverlayBuilder, PublishError, PublishRecei
 pub use oap_codec::{MsgId, Pattern, Topic};
 pub use ron_transport::{DisconnectReason, TransportEvent};
 pub use session::Reset;
+
+/// The OAP/1 wire types a client of the node speaks (re-exported from
+/// `oap-codec`, so users of `overlay_core::client` need no other crate).
+pub mod wire {
+    pub use oap_codec::{Ack, Caps, Ctrl, Frame, Kind, PubAck, TopicError};
+}
 pub use subscription::{Delivery, Message, Subscription};

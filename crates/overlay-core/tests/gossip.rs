@@ -164,6 +164,21 @@ async fn small_queue_node(slow_consumer_timeout_ms: u64) -> Overlay {
     .await
 }
 
+/// Reads what a stuck subscriber was sent until its `GOAWAY 429`, then the close.
+async fn read_to_goaway_429(stuck: &mut tokio::net::TcpStream) {
+    loop {
+        match read_frame(stuck).await {
+            Frame::Ctrl(Ctrl::Goaway { code, .. }) => {
+                assert_eq!(code, 429);
+                break;
+            }
+            Frame::Msg(_) | Frame::Lagged { .. } | Frame::Ctrl(Ctrl::Ping { .. }) => {}
+            other => panic!("got {other:?}"),
+        }
+    }
+    assert_closed(stuck).await;
+}
+
 /// A subscriber socket with a tiny receive window that never reads.
 async fn stuck_subscriber(node: &Overlay, pattern: &str) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -260,17 +275,7 @@ async fn a_subscriber_stuck_past_slow_consumer_timeout_gets_goaway_429() {
         assert!(tokio::time::Instant::now() < deadline, "never evicted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    loop {
-        match read_frame(&mut stuck).await {
-            Frame::Ctrl(Ctrl::Goaway { code, .. }) => {
-                assert_eq!(code, 429);
-                break;
-            }
-            Frame::Msg(_) | Frame::Lagged { .. } | Frame::Ctrl(Ctrl::Ping { .. }) => {}
-            other => panic!("got {other:?}"),
-        }
-    }
-    assert_closed(&mut stuck).await;
+    read_to_goaway_429(&mut stuck).await;
     // The publisher was never blocked and still works.
     let (queued, _) = publish_acked(&mut p, "t", 1, seq).await;
     assert_eq!(queued, 0, "the evicted subscriber is gone");
@@ -542,17 +547,7 @@ async fn a_lagging_subscriber_is_evicted_at_its_deadline_without_more_messages()
     // Nothing more is published. Past the deadline and a sampler period
     // (500 ms) with room to spare, the subscriber reads again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    loop {
-        match read_frame(&mut stuck).await {
-            Frame::Ctrl(Ctrl::Goaway { code, .. }) => {
-                assert_eq!(code, 429);
-                break;
-            }
-            Frame::Msg(_) | Frame::Lagged { .. } | Frame::Ctrl(Ctrl::Ping { .. }) => {}
-            other => panic!("got {other:?}"),
-        }
-    }
-    assert_closed(&mut stuck).await;
+    read_to_goaway_429(&mut stuck).await;
     node.shutdown().await;
 }
 

@@ -20,3 +20,24 @@ pub(crate) fn proc_kib(pid: &str, field: &str) -> Result<u64, Box<dyn std::error
     let line = status.lines().find(|l| l.starts_with(field)).ok_or_else(|| format!("no {field}"))?;
     Ok(line.split_whitespace().nth(1).ok_or_else(|| format!("bad {field}"))?.parse()?)
 }
+
+/// A frame's bytes.
+pub(crate) fn encode(frame: &oap_codec::Frame) -> bytes::Bytes {
+    let mut out = bytes::BytesMut::with_capacity(frame.encoded_len());
+    frame.encode_into(&mut out);
+    out.freeze()
+}
+
+/// A TCP connection with the hello exchanged (`caps` ours).
+pub(crate) async fn hello(
+    addr: std::net::SocketAddr,
+    caps: oap_codec::Caps,
+) -> Result<tokio::net::TcpStream, Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(&oap_codec::Hello::new(caps).encode()).await?;
+    let mut theirs = [0u8; 9];
+    s.read_exact(&mut theirs).await?;
+    Ok(s)
+}
