@@ -314,14 +314,15 @@ impl AcceptLoop {
             let attempt = std::future::poll_fn(|cx| std::task::Poll::Ready(self.listener.poll_accept(cx))).await;
             match attempt {
                 std::task::Poll::Ready(Ok((stream, _))) => {
+                    // Counted before the close, so whoever sees the close
+                    // also sees the count.
+                    self.metrics.reject(&self.metrics.rejected_fd_limit);
                     drop(stream);
                     shed += 1;
                 }
                 std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => break,
             }
         }
-        // Only connections really closed are counted.
-        self.metrics.reject_n(&self.metrics.rejected_fd_limit, shed as u64);
         self.reserve = open_reserve();
         shed
     }

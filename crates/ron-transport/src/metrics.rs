@@ -61,14 +61,7 @@ fn describe() {
 impl TransportMetrics {
     /// Counts one rejection in `counter` and in the readable total.
     pub(crate) fn reject(&self, counter: &Counter) {
-        self.reject_n(counter, 1);
-    }
-
-    /// Counts `n` rejections in `counter` and in the readable total.
-    pub(crate) fn reject_n(&self, counter: &Counter, n: u64) {
-        if n > 0 {
-            counter.increment(n);
-            self.rejected.fetch_add(n, Ordering::Relaxed);
-        }
+        counter.increment(1);
+        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 }
