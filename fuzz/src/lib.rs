@@ -10,10 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::Serialized;
 use oap_codec::{Caps, Frame, HELLO_LEN, Hello, MAX_FRAME, OapCodec, Pattern, Topic};
 use overlay_core::auth::{Grant, Macaroon};
 use overlay_core::{Overlay, OverlayConfig};
+use svc_overlay::cli::ServeArgs;
+use svc_overlay::config::{DEFAULT_FILE, ENV_PREFIX, load};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -127,18 +129,50 @@ pub fn macaroon(data: &[u8]) {
     }
 }
 
-/// Config TOML layered over the defaults (as the binary layers its file):
-/// never a panic; a config that validates renders `/configz` with every key
-/// and survives a serde round trip unchanged.
+/// Environment variables and `--set` flags one `config` input may give.
+const MAX_CONFIG_LAYERS: usize = 16;
+
+/// The binary's config layering (`svc_overlay::config::load`) under
+/// arbitrary input: the text up to a first NUL is the config file, each
+/// `NAME=VALUE` line up to a second NUL the variable `RON_OVERLAY_<NAME>`
+/// (the process environment cleared), each line after it a `--set` flag.
+/// Never a panic; a config that loads renders `/configz` with every key and
+/// survives a serde round trip unchanged; one that does not is refused with
+/// a one-line error (what the binary prints before it exits 2).
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let layered = Figment::from(Serialized::defaults(OverlayConfig::default())).merge(Toml::string(text));
-    let Ok(config) = layered.extract::<OverlayConfig>() else { return };
-    let Ok(valid) = config.clone().validate() else { return };
-    assert!(valid.configz()["config"]["transport.max_conns"].is_object());
-    let back: OverlayConfig =
-        Figment::from(Serialized::defaults(&config)).extract().expect("a config extracts from its own values");
-    assert_eq!(back, config);
+    let mut parts = text.splitn(3, '\0');
+    let file = parts.next().unwrap_or_default();
+    let env: Vec<(String, &str)> = (parts.next().unwrap_or_default().lines())
+        .filter_map(|line| line.split_once('='))
+        .take(MAX_CONFIG_LAYERS)
+        .map(|(name, value)| (format!("{ENV_PREFIX}{name}"), value))
+        .collect();
+    let set = parts.next().unwrap_or_default().lines().take(MAX_CONFIG_LAYERS).map(str::to_string).collect();
+    // The jail restores the working directory and the environment after.
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (name, value) in &env {
+            jail.set_env(name, value);
+        }
+        jail.create_file(DEFAULT_FILE, file)?;
+        let args = ServeArgs { config: Some(DEFAULT_FILE.into()), set, ..ServeArgs::default() };
+        match load(&args) {
+            Ok(valid) => {
+                assert!(valid.configz()["config"]["transport.max_conns"].is_object());
+                let config: &OverlayConfig = &valid;
+                let back: OverlayConfig = Figment::from(Serialized::defaults(config))
+                    .extract()
+                    .expect("a config extracts from its own values");
+                assert_eq!(&back, config);
+            }
+            Err(e) => {
+                let message = e.to_string();
+                assert!(!message.is_empty() && !message.contains('\n'), "not a one-line error: {message:?}");
+            }
+        }
+        Ok(())
+    });
 }
 
 /// One session fed a byte stream in memory: a valid hello (relay caps when
