@@ -9,7 +9,11 @@ use std::process::Command;
 use crate::node::{self, Failure, Node};
 
 /// The scenarios, in the order `all` runs them.
-pub(crate) const SCENARIOS: [&str; 4] = ["wide-fanout", "tls-garbage", "slowloris", "emfile"];
+pub(crate) const SCENARIOS: [&str; 5] = ["wide-fanout", "tls-garbage", "slowloris", "emfile", "cgroup"];
+/// The memory limit of the `cgroup` scenario.
+const CGROUP_LIMIT: u64 = 384 << 20;
+/// Where cgroup v1's memory controller is mounted.
+const MEMORY_CONTROLLER: &str = "/sys/fs/cgroup/memory";
 
 pub(crate) fn stress(args: &[String]) -> Result<(), Failure> {
     let full = args.iter().any(|a| a == "--full");
@@ -30,6 +34,8 @@ pub(crate) fn stress(args: &[String]) -> Result<(), Failure> {
 
 fn run(scenario: &str, full: bool, bin: &std::path::Path, driver: &std::path::Path) -> Result<(), Failure> {
     let size = |short: &'static str, long: &'static str| if full { long } else { short };
+    // Outlives the node: a cgroup is removed once no process is in it.
+    let mut group = None;
     let (node, args): (Node, Vec<String>) = match scenario {
         "wide-fanout" => {
             let node = Node::start(bin, "stress", &["--set", "transport.max_conns=20000"])?;
@@ -63,6 +69,20 @@ fn run(scenario: &str, full: bool, bin: &std::path::Path, driver: &std::path::Pa
             // 2,000 in the short version, this machine's 20,000 in the full.
             (node, vec!["--secs".into(), size("10", "60").into(), "--max-held".into(), size("2000", "20000").into()])
         }
+        "cgroup" => {
+            let made = group.insert(MemoryCgroup::create(CGROUP_LIMIT)?);
+            // The shell moves itself into the group, then becomes the node.
+            let enter = format!("echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"", made.dir.display());
+            let node = Node::start_via(&["sh", "-c", &enter], bin, "stress", &[])?;
+            let mut args = vec!["--admin".into(), node.admin().to_string(), "--cgroup".into()];
+            args.push(made.dir.to_string_lossy().into_owned());
+            for (flag, short, long) in
+                [("--subs", "200", "1000"), ("--secs", "15", "120"), ("--settle-secs", "10", "30")]
+            {
+                args.extend([flag.to_string(), size(short, long).to_string()]);
+            }
+            (node, args)
+        }
         other => return Err(Failure::new(format!("unknown scenario {other}"))),
     };
     node.wait_ready()?;
@@ -81,5 +101,45 @@ fn run(scenario: &str, full: bool, bin: &std::path::Path, driver: &std::path::Pa
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         return Err(node.fail(format!("stress {scenario} failed")));
     }
+    drop(node);
+    drop(group);
     Ok(())
+}
+
+/// A cgroup v1 memory group of its own, removed on drop (once the node in
+/// it has exited). Creating it fails, with the reason, where the controller
+/// is missing or not writable: the scenario then fails, it never passes.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    fn create(limit: u64) -> Result<MemoryCgroup, Failure> {
+        let dir = std::path::Path::new(MEMORY_CONTROLLER).join(format!("svc-overlay-stress-{}", std::process::id()));
+        let cannot = |what: &str, e: std::io::Error| {
+            Failure::new(format!(
+                "stress cgroup cannot run here: {what}: {e} (needs root and cgroup v1's memory controller at {MEMORY_CONTROLLER})"
+            ))
+        };
+        std::fs::create_dir(&dir).map_err(|e| cannot(&format!("mkdir {}", dir.display()), e))?;
+        let group = MemoryCgroup { dir };
+        let limit = limit.to_string();
+        std::fs::write(group.dir.join("memory.limit_in_bytes"), &limit)
+            .map_err(|e| cannot("memory.limit_in_bytes", e))?;
+        // Swap too, where swap accounting is on: the limit is on memory, not
+        // on what can be paged out.
+        let memsw = group.dir.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            std::fs::write(memsw, &limit).map_err(|e| cannot("memory.memsw.limit_in_bytes", e))?;
+        }
+        Ok(group)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!("xtask: cannot remove {}: {e}", self.dir.display());
+        }
+    }
 }

@@ -10,6 +10,14 @@ use svc_overlay::cli::{Cli, Command, TokenCommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, with background threads that give freed pages back to the OS
+/// about a second after they were freed (`.cargo/config.toml`): the node
+/// returns to its baseline RSS soon after a load spike, where the system
+/// allocator kept what the spike took (docs/PERFORMANCE.md, "Memory after a
+/// spike"). Embedders choose their own allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

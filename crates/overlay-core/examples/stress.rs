@@ -9,6 +9,7 @@
 //! stress tls-garbage --addr A --admin H --pid P [--clients N] [--bytes BYTES]
 //! stress slowloris   --addr A --pid P [--clients N] [--read-timeout-ms T] [--secs S]
 //! stress emfile      --addr A --pid P [--secs S] [--max-held N]
+//! stress cgroup      --addr A --admin H --pid P --cgroup DIR [--subs N] [--secs S] [--size BYTES] [--settle-secs S]
 //! ```
 
 use std::net::SocketAddr;
@@ -19,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use oap_codec::{Caps, Frame, OapCodec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 mod common;
 use common::{arg, encode, hello as session, percentile, proc_kib};
@@ -36,6 +38,7 @@ async fn main() -> ExitCode {
         "tls-garbage" => tls_garbage().await,
         "slowloris" => slowloris().await,
         "emfile" => emfile().await,
+        "cgroup" => cgroup().await,
         other => Err(format!("unknown scenario {other:?}").into()),
     };
     match result {
@@ -62,6 +65,10 @@ fn addr() -> Result<SocketAddr, BoxError> {
 
 fn pid() -> Result<String, BoxError> {
     arg("--pid").ok_or_else(|| "--pid missing".into())
+}
+
+fn admin() -> Result<SocketAddr, BoxError> {
+    Ok(arg("--admin").ok_or("--admin missing")?.parse()?)
 }
 
 fn num(name: &str, default: u64) -> Result<u64, BoxError> {
@@ -134,7 +141,7 @@ async fn wide_fanout() -> Verdict {
 /// RSS grows by less than 10 MiB.
 async fn tls_garbage() -> Verdict {
     let (addr, pid) = (addr()?, pid()?);
-    let admin: SocketAddr = arg("--admin").ok_or("--admin missing")?.parse()?;
+    let admin = admin()?;
     let (clients, bytes) = (num("--clients", 100)? as usize, num("--bytes", 1 << 20)? as usize);
     let counted_before = metric(admin, "transport_rejected_total{service=\"stress\",reason=\"tls\"}").await?;
     let before = proc_kib(&pid, "VmRSS:")?;
@@ -333,4 +340,173 @@ async fn metric(admin: SocketAddr, series: &str) -> Result<f64, BoxError> {
     let mut body = String::new();
     s.read_to_string(&mut body).await?;
     Ok(body.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit_once(' ')?.1.parse().ok()).unwrap_or(0.0))
+}
+
+/// The node in a memory cgroup (`--cgroup DIR`, which xtask made with a
+/// limit), `--subs` (1,000) subscribers that never read (one the node closes
+/// comes back at once) and a publisher at full speed for `--secs` (120): no
+/// OOM kill, `/readyz` 503 while the node sheds, 200 within 5 s after they
+/// leave. Also reports the RSS the node gives back `--settle-secs` (30)
+/// after they left.
+async fn cgroup() -> Verdict {
+    let (addr, pid, admin) = (addr()?, pid()?, admin()?);
+    let group = std::path::PathBuf::from(arg("--cgroup").ok_or("--cgroup missing")?);
+    let (subs, secs) = (num("--subs", 1000)?, num("--secs", 120)?);
+    let (size, settle) = (num("--size", 16 << 10)? as usize, num("--settle-secs", 30)?);
+    let limit_mib = cgroup_value(&group, "memory.limit_in_bytes")? >> 20;
+    let baseline = proc_kib(&pid, "VmRSS:")?;
+    let stop = CancellationToken::new();
+    let closed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for topic in 0..subs {
+        tasks.push(tokio::spawn(stuck_subscriber(addr, topic, stop.clone(), closed.clone())));
+    }
+    let published = Arc::new(AtomicU64::new(0));
+    tasks.push(tokio::spawn(flood(addr, subs, size, stop.clone(), published.clone())));
+    let (mut probes, mut unready) = (0u64, 0u64);
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        probes += 1;
+        if http_status(admin, "/readyz").await != Some(200) {
+            unready += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.cancel();
+    for t in tasks {
+        t.await??;
+    }
+    let left = Instant::now();
+    let mut ready_after = None;
+    while left.elapsed() < Duration::from_secs(10) {
+        if http_status(admin, "/readyz").await == Some(200) {
+            ready_after = Some(left.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(settle).saturating_sub(left.elapsed())).await;
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let (peak, after) = if alive { (proc_kib(&pid, "VmHWM:")?, proc_kib(&pid, "VmRSS:")?) } else { (0, 0) };
+    let oom_kills = cgroup_field(&group, "memory.oom_control", "oom_kill")?;
+    let max_usage_mib = cgroup_value(&group, "memory.max_usage_in_bytes")? >> 20;
+    let ok = alive && oom_kills == 0 && unready > 0 && ready_after.is_some_and(|d| d <= Duration::from_secs(5));
+    Ok((
+        ok,
+        format!(
+            "{}{subs} stuck subscribers ({} closed by the node and back), {} x {size} B published in {secs} s; {oom_kills} OOM kills, cgroup peak {max_usage_mib} of {limit_mib} MiB; /readyz not 200 in {unready} of {probes} probes, 200 again {ready_after:?} after they left; RSS {} MiB before, peak {} MiB, {} MiB {settle} s after",
+            if alive { "" } else { "THE NODE DIED; " },
+            closed.load(Ordering::Relaxed),
+            published.load(Ordering::Relaxed),
+            baseline >> 10,
+            peak >> 10,
+            after >> 10,
+        ),
+    ))
+}
+
+/// A subscriber to `cg.<topic>` that never reads until `stop`; when the
+/// node closes it (seen as the read side's end, without reading), it
+/// subscribes again.
+async fn stuck_subscriber(
+    addr: SocketAddr,
+    topic: u64,
+    stop: CancellationToken,
+    closed: Arc<AtomicU64>,
+) -> Result<(), BoxError> {
+    let sub = encode(&Frame::Sub { req_id: 1, pattern: format!("cg.{topic}").parse()? });
+    while !stop.is_cancelled() {
+        let Ok(mut s) = session(addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if s.write_all(&sub).await.is_err() {
+            continue;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            // Readiness is kept until a read clears it, so a close that came
+            // after the data that fills the buffer still shows here.
+            let ready = tokio::time::timeout(Duration::from_millis(1), s.ready(Interest::READABLE)).await;
+            if ready.is_ok_and(|r| r.is_ok_and(|r| r.is_read_closed() || r.is_error())) {
+                closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `size`-byte messages (no receipt asked) to `cg.0` ..
+/// `cg.<topics - 1>` in turn, as fast as the node takes them, until `stop`,
+/// discarding whatever the node sends back. Every subscriber's queue holds
+/// frames of its own: the most memory the delivery budget must bound.
+async fn flood(
+    addr: SocketAddr,
+    topics: u64,
+    size: usize,
+    stop: CancellationToken,
+    published: Arc<AtomicU64>,
+) -> Result<(), BoxError> {
+    const BATCH: u64 = 16;
+    let (mut rd, mut wr) = session(addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?.into_split();
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 << 10];
+        while rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let payload = bytes::Bytes::from(vec![5u8; size]);
+    let mut batches = Vec::new();
+    for first in (0..topics).step_by(BATCH as usize) {
+        let mut batch = Vec::with_capacity(BATCH as usize * (size + 64));
+        for topic in first..first + BATCH {
+            let topic = format!("cg.{}", topic % topics).parse()?;
+            batch.extend_from_slice(&encode(&Frame::Pub { req_id: 0, topic, payload: payload.clone() }));
+        }
+        batches.push(batch);
+    }
+    for batch in batches.iter().cycle() {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            written = wr.write_all(batch) => {
+                // The node closed the publisher, or is gone: the verdict
+                // (alive? OOM kills?) tells which.
+                if written.is_err() {
+                    break;
+                }
+                published.fetch_add(BATCH, Ordering::Relaxed);
+            }
+        }
+    }
+    drop(wr);
+    drain.abort();
+    Ok(())
+}
+
+/// A cgroup file holding one number.
+fn cgroup_value(group: &std::path::Path, file: &str) -> Result<u64, BoxError> {
+    Ok(std::fs::read_to_string(group.join(file))?.trim().parse()?)
+}
+
+/// The number after `name` in a cgroup file of `name value` lines.
+fn cgroup_field(group: &std::path::Path, file: &str, name: &str) -> Result<u64, BoxError> {
+    let text = std::fs::read_to_string(group.join(file))?;
+    let value = text.lines().find_map(|l| l.split_once(' ').filter(|(n, _)| *n == name)).map(|(_, v)| v);
+    Ok(value.ok_or_else(|| format!("no {name} in {file}"))?.trim().parse()?)
+}
+
+/// The status code of a GET on the admin plane; `None` when it does not
+/// answer within a second.
+async fn http_status(admin: SocketAddr, path: &str) -> Option<u16> {
+    let get = async {
+        let mut s = TcpStream::connect(admin).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), get).await.ok().flatten()
 }

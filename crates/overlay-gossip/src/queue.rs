@@ -6,6 +6,9 @@
 //! and given back when its last holder lets go of it: after the writer has
 //! written it, a subscription has decoded it, or a closed queue dropped it.
 //! So a wide fanout costs one frame, and a blocked writer's batch still counts.
+//! A frame is charged what its allocation takes ([`held_bytes`]), not its
+//! length: frames just over a size class would otherwise hold up to a
+//! quarter more memory than the budget says.
 //!
 //! A queue is *congested* above half its capacity (publishers stall briefly,
 //! at most `publish_stall_ms`), *lagging* once an offer found it full (new
@@ -51,7 +54,7 @@ impl Budget {
     /// Charges `frame` once, for every queue and writer it will go to;
     /// `None` when it would take the budget past its cap.
     pub fn charge(&'static self, frame: Bytes) -> Option<Charged> {
-        if !self.try_reserve(frame.len()) {
+        if !self.try_reserve(held_bytes(frame.len())) {
             return None;
         }
         Some(Charged(Holder::One(Charge { frame, budget: self })))
@@ -92,8 +95,22 @@ struct Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        release_later(self.budget, self.frame.len());
+        release_later(self.budget, held_bytes(self.frame.len()));
     }
+}
+
+/// The memory an allocation of `len` bytes takes: its size class under
+/// jemalloc (the binary's allocator), which has four classes per doubling
+/// above 128 bytes and 16-byte steps below. The system allocator's chunks
+/// are within 16 bytes of `len`, so under it this errs on the safe side, by
+/// at most a quarter.
+pub(crate) fn held_bytes(len: usize) -> usize {
+    if len <= 128 {
+        return len.next_multiple_of(16);
+    }
+    // len - 1 >= 128, so its log2 is at least 7 and the step at least 32.
+    let log2 = usize::BITS - 1 - (len - 1).leading_zeros();
+    len.next_multiple_of(1 << (log2 - 2))
 }
 
 /// Bytes of dropped charges a thread collects before it gives them back
@@ -176,7 +193,8 @@ impl Charged {
         }
     }
 
-    /// Its length in bytes (what it is charged).
+    /// Its length in bytes (what queues count; the budget is charged
+    /// [`held_bytes`] of it).
     pub fn len(&self) -> usize {
         self.frame().len()
     }
@@ -508,20 +526,32 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_is_charged_its_allocation_size_class() {
+        for (len, held) in [(1, 16), (60, 64), (128, 128), (129, 160), (16_384, 16_384), (16_414, 20_480)] {
+            assert_eq!(held_bytes(len), held, "{len} bytes");
+        }
+        let budget = Budget::new(40 << 10);
+        let _first = budget.charge(Bytes::from(vec![0u8; 16_414])).unwrap();
+        assert_eq!(budget.used(), 20 << 10);
+        let _second = budget.charge(Bytes::from(vec![0u8; 16_414])).unwrap();
+        assert!(budget.charge(Bytes::from(vec![0u8; 1])).is_none(), "a third byte does not");
+    }
+
+    #[test]
     fn a_shared_frame_is_charged_once_until_its_last_holder_lets_go() {
         let budget = Budget::new(100);
-        let shared = frame(budget, 60).into_shared();
+        let shared = frame(budget, 64).into_shared();
         let (a, b) =
             (DeliveryQueue::new(1000, Duration::from_secs(10)), DeliveryQueue::new(1000, Duration::from_secs(10)));
         let now = Instant::now();
         assert_eq!(a.offer(shared.share().unwrap(), now), Offer::Queued);
         assert_eq!(b.offer(shared, now), Offer::Queued);
-        assert_eq!(budget.used(), 60, "two queues, one charge");
-        assert!(budget.charge(Bytes::from(vec![0u8; 41])).is_none(), "the cap holds");
+        assert_eq!(budget.used(), 64, "two queues, one charge");
+        assert!(budget.charge(Bytes::from(vec![0u8; 37])).is_none(), "the cap holds");
         let mut taken = Vec::new();
         a.take(1000, &mut taken);
         drop(b);
-        assert_eq!(budget.used(), 60, "a taken frame not yet written still counts");
+        assert_eq!(budget.used(), 64, "a taken frame not yet written still counts");
         taken.clear();
         settle_releases();
         assert_eq!(budget.used(), 0, "the last holder gives it back");

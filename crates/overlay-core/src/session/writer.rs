@@ -21,15 +21,17 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Replies taken off the queue per batch.
 const WRITE_BATCH_FRAMES: usize = 256;
 /// Payload tails (and deliveries) at least this long are written from their
-/// own buffer instead of being copied into the batch.
-const DIRECT_TAIL: usize = 16 * 1024;
+/// own buffer instead of being copied into the batch: a copy held by a
+/// blocked write is memory beyond the delivery budget.
+const DIRECT_TAIL: usize = 4 * 1024;
 /// Slices per vectored write, well under the kernel's IOV_MAX (1024).
 const MAX_IOVECS: usize = 256;
 /// The copy buffer is written out once it holds this much: short of
 /// [`KEEP_BUFFER`] by more than one copied frame, so it never outgrows it.
 const FLUSH_AT: usize = KEEP_BUFFER - DIRECT_TAIL - 1024;
-/// A batch buffer grown past this is released after use.
-const KEEP_BUFFER: usize = 256 * 1024;
+/// A batch buffer grown past this is released after use. It bounds what a
+/// session whose peer does not read holds beyond its charged deliveries.
+const KEEP_BUFFER: usize = 64 * 1024;
 /// `reconnect_after_ms` in the `GOAWAY 429` to an evicted slow consumer.
 const SLOW_CONSUMER_BACKOFF_MS: u32 = 1000;
 
