@@ -10,6 +10,7 @@
 //! stress slowloris   --addr A --pid P [--clients N] [--read-timeout-ms T] [--secs S]
 //! stress emfile      --addr A --pid P [--secs S] [--max-held N]
 //! stress cgroup      --addr A --admin H --pid P --cgroup DIR [--subs N] [--secs S] [--size BYTES] [--settle-secs S]
+//! stress idle-tls    --addr A --pid P --ca PEM [--sessions N] [--secs S]
 //! ```
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use oap_codec::{Caps, Frame, OapCodec};
+use oap_codec::{Caps, Ctrl, Frame, OapCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -39,6 +40,7 @@ async fn main() -> ExitCode {
         "slowloris" => slowloris().await,
         "emfile" => emfile().await,
         "cgroup" => cgroup().await,
+        "idle-tls" => idle_tls().await,
         other => Err(format!("unknown scenario {other:?}").into()),
     };
     match result {
@@ -509,4 +511,58 @@ async fn http_status(admin: SocketAddr, path: &str) -> Option<u16> {
         std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
     };
     tokio::time::timeout(Duration::from_secs(1), get).await.ok().flatten()
+}
+
+/// `--sessions` (10,000) idle TLS sessions (the hybrid X25519MLKEM768 group
+/// first, as the node prefers) held for `--secs` (600), each answering the
+/// node's keepalive PINGs: at most 16 KiB of node RSS per session, measured
+/// at the end (after keepalive rounds), and every session alive then.
+async fn idle_tls() -> Verdict {
+    let (addr, pid) = (addr()?, pid()?);
+    let ca = arg("--ca").ok_or("--ca missing")?;
+    let (sessions, secs) = (num("--sessions", 10_000)? as usize, num("--secs", 600)?);
+    let tls = overlay_core::client::tls_config(std::path::Path::new(&ca))?;
+    let before = proc_kib(&pid, "VmRSS:")?;
+    let stop = CancellationToken::new();
+    let pongs = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let mut c = overlay_core::client::Client::connect_tls(addr, Caps::GOSSIP_V1, tls.clone(), "localhost").await?;
+        let (stop, pongs) = (stop.clone(), pongs.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    () = stop.cancelled() => return Ok::<(), BoxError>(()),
+                    frame = c.recv() => frame?,
+                };
+                if let Frame::Ctrl(Ctrl::Ping { nonce }) = frame {
+                    c.send(&Frame::pong(nonce)).await?;
+                    pongs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let established = proc_kib(&pid, "VmRSS:")?;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = proc_kib(&pid, "VmRSS:")?;
+    let early = tasks.iter().filter(|t| t.is_finished()).count();
+    stop.cancel();
+    let mut lost = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(()))) {
+            lost += 1;
+        }
+    }
+    let kib = |rss: u64| rss.saturating_sub(before) as f64 / sessions as f64;
+    let pongs = pongs.load(Ordering::Relaxed);
+    let ok = early == 0 && lost == 0 && pongs >= sessions as u64 && kib(after) <= 16.0;
+    Ok((
+        ok,
+        format!(
+            "{sessions} TLS sessions for {secs} s, {pongs} keepalive PONGs, {lost} lost; node RSS per session {:.2} KiB established, {:.2} KiB at the end (bound 16)",
+            kib(established),
+            kib(after)
+        ),
+    ))
 }
