@@ -5,7 +5,21 @@
 
 use std::path::Path;
 
-fn replay(target: &str, run: fn(&[u8])) {
+/// Stack for the replay: the fuzzer runs on a process's main thread (8 MiB)
+/// in release; a debug build's frames are several times larger, and a
+/// nested TOML array the fuzzer kept recurses deeply in the parser.
+const REPLAY_STACK: usize = 256 << 20;
+
+fn replay(target: &'static str, run: fn(&[u8])) {
+    std::thread::Builder::new()
+        .stack_size(REPLAY_STACK)
+        .spawn(move || replay_here(target, run))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn replay_here(target: &str, run: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();

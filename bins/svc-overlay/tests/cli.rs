@@ -126,6 +126,14 @@ fn malformed_values_and_unknown_keys_exit_2_naming_the_key() {
     assert_rejected(&run(&dir, &[], &[]), &["max_con"]);
     assert_rejected(&run(&workdir(), &[], &["--config", "/nonexistent/overlay.toml"]), &["/nonexistent/overlay.toml"]);
     assert_rejected(&run(&workdir(), &[], &["--set", "transport.addr=nowhere"]), &["transport.addr"]);
+    // figment 0.10 panics unescaping these (a backslash after a multi-byte
+    // character): refused with the key instead.
+    let tricky = "\"\u{494}\\n\"";
+    assert_rejected(&run(&workdir(), &[], &["--set", &format!("transport.name={tricky}")]), &["transport.name"]);
+    assert_rejected(
+        &run(&workdir(), &[("RON_OVERLAY_TRANSPORT__NAME", tricky)], &[]),
+        &["RON_OVERLAY_TRANSPORT__NAME"],
+    );
 }
 
 /// A node process on free ports; killed on drop if still running.
