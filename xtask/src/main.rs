@@ -324,16 +324,10 @@ fn bench(args: &[String]) -> Result<(), Failure> {
     let rounds = args.windows(2).find(|w| w[0] == "--rounds").map(|w| w[1].clone());
     let bin = node::build_release()?;
     let load = node::build_example("bench", true)?;
-    let pki = node::target().join("bench-pki");
-    let status = Command::new(&load).args(["--make-certs", &pki.to_string_lossy()]).status();
-    if !status.is_ok_and(|s| s.success()) {
-        return Err(Failure::new("cannot make the bench certificates"));
-    }
-    let pem = |f: &str| pki.join(f).to_string_lossy().into_owned();
-    let (cert, key) = (format!("tls.cert={}", pem("cert.pem")), format!("tls.key={}", pem("key.pem")));
+    let (tls_flags, ca) = stress::tls_flags()?;
     let quiet = ["--set", "transport.max_conns=20000"];
     let plain = Node::start(&bin, "bench", &quiet)?;
-    let tls_args = [&quiet[..], &["--set", "tls.enabled=true", "--set", &cert, "--set", &key]].concat();
+    let tls_args = [&quiet[..], &tls_flags.iter().map(String::as_str).collect::<Vec<_>>()].concat();
     let tls = Node::start(&bin, "bench-tls", &tls_args)?;
     let fresh = Node::start(&bin, "bench-idle", &quiet)?;
     let fresh_tls = Node::start(&bin, "bench-idle-tls", &tls_args)?;
@@ -367,7 +361,7 @@ fn bench(args: &[String]) -> Result<(), Failure> {
     let rss_tls = format!("{}/{}", fresh_tls.addr(), fresh_tls.pid().unwrap_or(0));
     let ok = Command::new(&load)
         .args(["--overlay", plain.addr(), "--rss", &rss, "--secs", &secs])
-        .args(["--tls-overlay", tls.addr(), "--rss-tls", &rss_tls, "--ca", &pem("ca.pem")])
+        .args(["--tls-overlay", tls.addr(), "--rss-tls", &rss_tls, "--ca", &ca])
         .args(["--line", &line, "--json", &json.to_string_lossy()])
         .args(only.iter().flat_map(|o| ["--only".to_string(), o.clone()]))
         .args(rounds.iter().flat_map(|r| ["--rounds".to_string(), r.clone()]))

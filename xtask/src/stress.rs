@@ -117,7 +117,7 @@ fn run(scenario: &str, full: bool, bin: &std::path::Path, driver: &std::path::Pa
 
 /// The node flags that serve TLS with the bench certificates (made once),
 /// and the CA file that verifies them.
-fn tls_flags() -> Result<(Vec<String>, String), Failure> {
+pub(crate) fn tls_flags() -> Result<(Vec<String>, String), Failure> {
     let pki = node::target().join("bench-pki");
     let made = Command::new(node::build_example("bench", true)?)
         .args(["--make-certs", &pki.to_string_lossy()])

@@ -114,8 +114,7 @@ fn digest(id: &[u8; 16], topic: &Topic, payload: &[u8]) -> [u8; 16 - DIGEST_AT] 
 /// the time and process id make two states in one process differ too.
 pub(crate) fn random_u64() -> u64 {
     let mut h = RandomState::new().build_hasher();
-    // clock-ok: entropy for the id prefix only, never a time the logic uses.
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)); // clock-ok: entropy for the id prefix, never a time the logic uses
     h.write_u32(std::process::id());
     h.finish()
 }
