@@ -27,10 +27,17 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), Failure> {
     let only = flag("--only");
     let cmin = args.iter().any(|a| a == "--cmin");
     let root = workspace();
+    let installed =
+        Command::new("cargo").args(["+nightly", "fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        return Err(Failure::new("cargo-fuzz on the nightly toolchain is missing: cargo install cargo-fuzz"));
+    }
     let mut summary = Vec::new();
     for target in TARGETS.iter().filter(|t| only.as_deref().is_none_or(|o| o == **t)) {
         let started = Instant::now();
         eprintln!("==> fuzz {target}: {secs} s");
+        let artifacts = root.join("fuzz/artifacts").join(target);
+        let before = artifact_count(&artifacts);
         let status = Command::new("cargo")
             .current_dir(&root)
             .args(["+nightly", "fuzz", "run", "-O", target, "--"])
@@ -40,8 +47,11 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), Failure> {
             .status()
             .map_err(|e| Failure::new(format!("cargo +nightly fuzz: {e} (cargo install cargo-fuzz)")))?;
         if !status.success() {
-            let artifacts = root.join("fuzz/artifacts").join(target);
-            return Err(Failure::new(format!("fuzz {target} found a crash: see {}", artifacts.display())));
+            return Err(Failure::new(if artifact_count(&artifacts) > before {
+                format!("fuzz {target} found a crash: see {}", artifacts.display())
+            } else {
+                format!("cargo fuzz run {target} failed without a crash artifact (a build error? see above)")
+            }));
         }
         if cmin {
             let ok = Command::new("cargo")
@@ -57,4 +67,9 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), Failure> {
     }
     println!("fuzz ok: {}", summary.join("; "));
     Ok(())
+}
+
+/// Files in a target's artifact directory (0 when it does not exist yet).
+fn artifact_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }

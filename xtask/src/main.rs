@@ -44,8 +44,9 @@ commands:
                      session) for S seconds (60) on nightly from fuzz/corpus; --cmin
                      minimizes each corpus after its run (cargo install cargo-fuzz)
   stress [SCENARIO|all] [--full]
-                     wide-fanout, tls-garbage, slowloris, emfile against the release
-                     binary; a short version of each (in ci), --full the issue's sizes";
+                     wide-fanout, tls-garbage, idle-tls, slowloris, emfile, cgroup
+                     against the release binary; a short version of each (in ci),
+                     --full the issue's sizes";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

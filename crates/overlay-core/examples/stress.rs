@@ -355,7 +355,8 @@ async fn cgroup() -> Verdict {
     let group = std::path::PathBuf::from(arg("--cgroup").ok_or("--cgroup missing")?);
     let (subs, secs) = (num("--subs", 1000)?, num("--secs", 120)?);
     let (size, settle) = (num("--size", 16 << 10)? as usize, num("--settle-secs", 30)?);
-    let limit_mib = cgroup_value(&group, "memory.limit_in_bytes")? >> 20;
+    let files = CgroupFiles::of(&group);
+    let limit_mib = cgroup_value(&group, files.limit)? >> 20;
     let baseline = proc_kib(&pid, "VmRSS:")?;
     let stop = CancellationToken::new();
     let closed = Arc::new(AtomicU64::new(0));
@@ -390,8 +391,8 @@ async fn cgroup() -> Verdict {
     tokio::time::sleep(Duration::from_secs(settle).saturating_sub(left.elapsed())).await;
     let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
     let (peak, after) = if alive { (proc_kib(&pid, "VmHWM:")?, proc_kib(&pid, "VmRSS:")?) } else { (0, 0) };
-    let oom_kills = cgroup_field(&group, "memory.oom_control", "oom_kill")?;
-    let max_usage_mib = cgroup_value(&group, "memory.max_usage_in_bytes")? >> 20;
+    let oom_kills = cgroup_field(&group, files.events, "oom_kill")?;
+    let max_usage_mib = cgroup_value(&group, files.peak)? >> 20;
     let ok = alive && oom_kills == 0 && unready > 0 && ready_after.is_some_and(|d| d <= Duration::from_secs(5));
     Ok((
         ok,
@@ -485,6 +486,28 @@ async fn flood(
     drop(wr);
     drain.abort();
     Ok(())
+}
+
+/// Where a memory cgroup keeps its limit, its OOM-kill count and its peak
+/// usage: cgroup v1's memory controller, or v2's unified hierarchy.
+struct CgroupFiles {
+    limit: &'static str,
+    events: &'static str,
+    peak: &'static str,
+}
+
+impl CgroupFiles {
+    fn of(group: &std::path::Path) -> CgroupFiles {
+        if group.join("memory.limit_in_bytes").exists() {
+            CgroupFiles {
+                limit: "memory.limit_in_bytes",
+                events: "memory.oom_control",
+                peak: "memory.max_usage_in_bytes",
+            }
+        } else {
+            CgroupFiles { limit: "memory.max", events: "memory.events", peak: "memory.peak" }
+        }
+    }
 }
 
 /// A cgroup file holding one number.

@@ -308,6 +308,16 @@ impl ReplyQueue {
         TakenReplies { frames, bytes, finished }
     }
 
+    /// Releases the queue's buffer if it is empty: the session is idle
+    /// (the writer has just sent a keepalive), so the next reply can pay
+    /// for a new one.
+    pub(crate) fn release_idle(&self) {
+        let mut st = self.lock();
+        if st.frames.is_empty() {
+            st.frames = VecDeque::new();
+        }
+    }
+
     /// Waits until a reply is queued or the reader is done.
     ///
     /// A queued reply is seen whenever this is polled; it registers no

@@ -232,6 +232,13 @@ impl Reader<'_> {
                         return Box::pin(goaway).await;
                     }
                     Deadline::Ping => {
+                        // Quiet for half the idle timeout: give back what a
+                        // burst grew the read buffer to (an idle session
+                        // holds one minimal read's worth).
+                        if self.buf.is_empty() {
+                            self.buf = BytesMut::new();
+                            read_size = MIN_READ;
+                        }
                         self.nonce += 1;
                         if let Err(reason) = self.reply(Frame::ping(self.nonce)).await {
                             return reason;

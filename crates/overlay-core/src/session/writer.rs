@@ -126,6 +126,7 @@ where
             return Some(reason);
         }
         count_out(ctx, &batch, delivered);
+        let idle = keepalive_only(&batch);
         // Written: the deliveries' charges are given back here, not when
         // they were taken off the queue.
         batch.clear();
@@ -133,7 +134,12 @@ where
             settle_releases();
             ctx.registry.note_pending();
         }
-        if out.capacity() > KEEP_BUFFER {
+        if idle {
+            // The session is quiet (the reader sent a keepalive): hold no
+            // buffers until it has something to write again.
+            (batch, frames, encoded, out) = (Vec::new(), Vec::new(), Vec::new(), BytesMut::new());
+            replies.release_idle();
+        } else if out.capacity() > KEEP_BUFFER {
             out = BytesMut::new();
         }
         if last {
@@ -189,6 +195,12 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
         }
     }
     m.bytes_out.increment(bytes);
+}
+
+/// True for a batch of keepalive `PING`s alone: the node's own, sent after
+/// half an idle timeout of silence.
+fn keepalive_only(batch: &[Out]) -> bool {
+    !batch.is_empty() && batch.iter().all(|o| matches!(o, Out::Frame(Frame::Ctrl(Ctrl::Ping { .. }))))
 }
 
 /// Encodes `batch` into `out` and writes it: short frames are copied into
