@@ -224,7 +224,7 @@ fn soak(args: &[String]) -> Result<(), Failure> {
     };
     let (secs, conc, count) = (flag("--secs", 30)?, flag("--conc", 16)?, flag("--nodes", 3)?.max(1));
     let bin = node::build()?;
-    let driver = node::build_example("soak", false)?;
+    let driver = node::build_tool("soak", false)?;
 
     // A mesh: each node dials every node started before it (links are two-way).
     let mut nodes: Vec<Node> = Vec::new();
@@ -324,7 +324,7 @@ fn bench(args: &[String]) -> Result<(), Failure> {
     let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].clone());
     let rounds = args.windows(2).find(|w| w[0] == "--rounds").map(|w| w[1].clone());
     let bin = node::build_release()?;
-    let load = node::build_example("bench", true)?;
+    let load = node::build_tool("bench", true)?;
     let (tls_flags, ca) = stress::tls_flags()?;
     let quiet = ["--set", "transport.max_conns=20000"];
     let plain = Node::start(&bin, "bench", &quiet)?;

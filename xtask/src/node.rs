@@ -65,14 +65,15 @@ pub(crate) fn target() -> PathBuf {
     target_dir()
 }
 
-/// Builds an example of overlay-core in `profile` and returns its path.
-pub(crate) fn build_example(name: &str, release: bool) -> Result<PathBuf, Failure> {
-    let mut args = vec!["-p", "overlay-core", "--example", name];
+/// Builds a binary of the load tools (`tools/overlay-load`) in `profile`
+/// and returns its path.
+pub(crate) fn build_tool(name: &str, release: bool) -> Result<PathBuf, Failure> {
+    let mut args = vec!["-p", "overlay-load", "--bin", name];
     if release {
         args.push("--release");
     }
     cargo_build(&args)?;
-    Ok(target_dir().join(if release { "release" } else { "debug" }).join("examples").join(name))
+    Ok(target_dir().join(if release { "release" } else { "debug" }).join(name))
 }
 
 fn cargo_build(args: &[&str]) -> Result<(), Failure> {

@@ -1,5 +1,5 @@
 //! `cargo xtask stress <scenario> [--full]`: starts the release binary set
-//! up for the scenario and runs the `stress` example's driver against it;
+//! up for the scenario and runs the `stress` tool's driver against it;
 //! prints the driver's `pass`/`FAIL` line with its figures. Without `--full`
 //! each scenario runs a short version (what `.ci/run` runs); `--full` runs
 //! the sizes issue #9 asks for (by hand: minutes each).
@@ -28,7 +28,7 @@ pub(crate) fn stress(args: &[String]) -> Result<(), Failure> {
         }
     };
     let bin = node::build_release()?;
-    let driver = node::build_example("stress", true)?;
+    let driver = node::build_tool("stress", true)?;
     for scenario in which {
         run(scenario, full, &bin, &driver)?;
     }
@@ -118,7 +118,7 @@ fn run(scenario: &str, full: bool, bin: &std::path::Path, driver: &std::path::Pa
 /// and the CA file that verifies them.
 pub(crate) fn tls_flags() -> Result<(Vec<String>, String), Failure> {
     let pki = node::target().join("bench-pki");
-    let made = Command::new(node::build_example("bench", true)?)
+    let made = Command::new(node::build_tool("bench", true)?)
         .args(["--make-certs", &pki.to_string_lossy()])
         .status()
         .is_ok_and(|s| s.success());

@@ -3,7 +3,7 @@
 //! every client speaks OAP/1 over a real TCP socket.
 //!
 //! ```sh
-//! cargo run --release -p overlay-core --example loadgen -- [MESSAGES]
+//! cargo run --release -p overlay-load --bin loadgen -- [MESSAGES]
 //! ```
 //!
 //! Reports messages/s delivered (all subscribers together), messages lost
@@ -17,8 +17,7 @@ use oap_codec::{Caps, Ctrl, Frame};
 use overlay_core::client::Client;
 use overlay_core::{Overlay, OverlayConfig};
 
-mod common;
-use common::percentile;
+use overlay_load::percentile;
 
 /// Publishes between flushes.
 const BATCH: usize = 64;

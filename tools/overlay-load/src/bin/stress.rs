@@ -26,8 +26,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-mod common;
-use common::{arg, encode, hello as session, percentile, proc_kib};
+use overlay_load::{arg, encode, hello as session, percentile, proc_kib};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

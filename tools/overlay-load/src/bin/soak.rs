@@ -4,7 +4,7 @@
 //! disconnects. Prints one `key=value` line of totals for xtask to check.
 //!
 //! ```sh
-//! cargo run -p overlay-core --example soak -- --nodes 127.0.0.1:9501,127.0.0.1:9502 --secs 30 --conc 16
+//! cargo run -p overlay-load --bin soak -- --nodes 127.0.0.1:9501,127.0.0.1:9502 --secs 30 --conc 16
 //! ```
 
 use std::net::SocketAddr;
@@ -16,8 +16,7 @@ use bytes::{BufMut, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, Frame, PubAck};
 use overlay_core::client::Client;
 
-mod common;
-use common::{arg, percentile};
+use overlay_load::{arg, percentile};
 
 /// Echoes per echo round.
 const ECHOES: u32 = 20;

@@ -2,11 +2,11 @@
 //! against nodes xtask started, and prints a table (and JSON with `--json`).
 //!
 //! ```sh
-//! cargo run --release -p overlay-core --example bench -- --overlay 127.0.0.1:9500 [--secs 3]
+//! cargo run --release -p overlay-load --bin bench -- --overlay 127.0.0.1:9500 [--secs 3]
 //!     [--rss ADDR/PID] [--tls-overlay ADDR --ca ca.pem [--rss-tls ADDR/PID]] [--line A,B,C]
 //!     [--redis ADDR] [--nats ADDR] [--rounds N] [--json out.json]
-//! cargo run --release -p overlay-core --example bench -- --make-certs DIR   # CA + localhost cert for a TLS node
-//! cargo run --release -p overlay-core --example bench -- --nats-only ADDR    # only the NATS fanout driver
+//! cargo run --release -p overlay-load --bin bench -- --make-certs DIR   # CA + localhost cert for a TLS node
+//! cargo run --release -p overlay-load --bin bench -- --nats-only ADDR    # only the NATS fanout driver
 //! ... --only rtt|echo|fanout|connect|rss|tls|line                             # one group of workloads
 //! ```
 //!
@@ -27,8 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-mod common;
-use common::{arg, encode, hello, percentile};
+use overlay_load::{arg, encode, hello, percentile};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -586,7 +585,7 @@ async fn connect_rate(
 }
 
 fn rss_kib(pid: &str) -> Result<u64, BoxError> {
-    common::proc_kib(pid, "VmRSS:")
+    overlay_load::proc_kib(pid, "VmRSS:")
 }
 
 async fn idle_rss(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, pid: &str) -> Result<f64, BoxError> {
