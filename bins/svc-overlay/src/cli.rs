@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use overlay_core::PqMode;
+use overlay_core::client::{ConnectOptions, TlsOptions};
 
 /// svc-overlay: the RON session & gossip plane node.
 ///
@@ -147,9 +149,13 @@ pub struct ConnectArgs {
     /// Node address.
     #[arg(long, default_value = "127.0.0.1:9500")]
     pub addr: SocketAddr,
-    /// Capability token to present first (AUTH).
-    #[arg(long)]
+    /// Capability token to present first (AUTH). A token on the command
+    /// line is visible to other users in /proc: prefer --token-file.
+    #[arg(long, conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// File holding the capability token to present first (AUTH).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Connect with TLS 1.3, trusting the certificates in --ca.
     #[arg(long, requires = "ca")]
     pub tls: bool,
@@ -159,4 +165,45 @@ pub struct ConnectArgs {
     /// Name the node's certificate must carry (default: the address's IP).
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_name: Option<String>,
+}
+
+/// Why the connect flags could not be turned into options.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The `--ca` file is missing or holds no certificate.
+    #[error("--ca: {0}")]
+    Tls(#[from] overlay_core::TlsError),
+    /// The `--token-file` could not be read.
+    #[error("--token-file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ConnectArgs {
+    /// The client's options: TLS with `--ca` (the hybrid group preferred),
+    /// the token from `--token` or `--token-file`.
+    pub fn options(&self) -> Result<ConnectOptions, OptionsError> {
+        let mut opts = ConnectOptions::new(self.addr);
+        if let (Some(ca), true) = (&self.ca, self.tls) {
+            let tls = TlsOptions::from_ca(ca, PqMode::Prefer)?;
+            opts = opts.tls(match &self.tls_name {
+                Some(name) => tls.name(name.clone()),
+                None => tls,
+            });
+        }
+        if let Some(token) = &self.token {
+            opts = opts.token(token.clone());
+        }
+        if let Some(path) = &self.token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|source| OptionsError::TokenFile { path: path.clone(), source })?;
+            opts = opts.token(token.trim().to_string());
+        }
+        Ok(opts)
+    }
 }

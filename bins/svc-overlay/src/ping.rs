@@ -5,12 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use overlay_core::client::{Client, ClientError};
-use overlay_core::wire::{Caps, Ctrl, Frame};
+use overlay_core::wire::Caps;
 
-use crate::cli::PingArgs;
-
-/// Longest wait for one echo.
-const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::cli::{OptionsError, PingArgs};
 
 /// What a ping run measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +23,9 @@ pub enum PingError {
     /// Connecting, sending or receiving failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The TLS or token options could not be read.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
     /// The node answered with something that is not the echo.
     #[error("ping {seq}: {what}")]
     Mismatch {
@@ -41,17 +41,20 @@ pub enum PingError {
 
 /// Runs the pings, printing one line each through `out`.
 pub async fn run(args: &PingArgs, mut out: impl FnMut(&str)) -> Result<PingReport, PingError> {
-    let mut client = crate::pubsub::connect(&args.connect, Caps::GOSSIP_V1).await?;
+    let mut client = Client::connect(&args.connect.options()?.caps(Caps::GOSSIP_V1)).await?;
     out(&format!("connected to {} ({:?})", args.connect.addr, client.negotiated().caps));
     let mut rtts = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
         let payload = payload(seq, args.size as usize);
         let started = Instant::now();
-        client.send(&Frame::Data(payload.clone())).await?;
-        let echo =
-            tokio::time::timeout(ECHO_TIMEOUT, next_data(&mut client)).await.map_err(|_| PingError::Timeout(seq))?;
+        let echo = client.echo(payload.clone()).await.map_err(|e| match e {
+            ClientError::NoAnswer(_) => PingError::Timeout(seq),
+            e @ (ClientError::Unexpected(_) | ClientError::GoAway { .. } | ClientError::Refused { .. }) => {
+                PingError::Mismatch { seq, what: e.to_string() }
+            }
+            e => PingError::Client(e),
+        })?;
         let rtt = started.elapsed();
-        let echo = echo.map_err(|what| PingError::Mismatch { seq, what })??;
         if echo != payload {
             return Err(PingError::Mismatch {
                 seq,
@@ -68,26 +71,6 @@ pub async fn run(args: &PingArgs, mut out: impl FnMut(&str)) -> Result<PingRepor
     let report = PingReport { rtts };
     out(&report.summary());
     Ok(report)
-}
-
-/// Waits for the next DATA, answering PINGs; any other frame is a mismatch.
-async fn next_data(client: &mut Client) -> Result<Result<Bytes, ClientError>, String> {
-    loop {
-        match client.recv().await {
-            Ok(Frame::Data(payload)) => return Ok(Ok(payload)),
-            Ok(Frame::Ctrl(Ctrl::Ping { nonce })) => {
-                if let Err(e) = client.send(&Frame::pong(nonce)).await {
-                    return Ok(Err(e));
-                }
-            }
-            Ok(Frame::Ctrl(Ctrl::Goaway { code, reason, .. })) => {
-                return Err(format!("node sent GOAWAY {code}: {reason}"));
-            }
-            Ok(Frame::Error(e)) => return Err(format!("node sent ERROR {}: {}", e.code, e.reason)),
-            Ok(other) => return Err(format!("expected DATA, got {}", other.kind())),
-            Err(e) => return Ok(Err(e)),
-        }
-    }
 }
 
 /// A payload that differs per ping, so a stale or reordered echo is caught.

@@ -569,3 +569,52 @@ fn what_stalled_writers_hold_counts_against_max_pending_bytes() {
     assert!(peak <= bound, "peak RSS {peak} KiB over {bound} KiB (base {base} KiB)");
     drop(stalled);
 }
+
+#[test]
+fn pub_with_a_token_file_prints_each_refusal_and_goes_on() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = workdir();
+    let key = dir.join("root.key");
+    std::fs::write(&key, "a root key of 28 bytes long\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mint = ["token", "mint", "--root-key-file", "root.key", "--op", "publish", "--topic", "ok.>"];
+    let out = run(&dir, &[], &mint);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, &out.stdout).unwrap();
+    let key_set = format!("auth.root_key_file={}", key.display());
+    let node = spawn_node(&["--set", "auth.required=true", "--set", &key_set]);
+    let publish = |topic: &str| {
+        let addr = node.addr.to_string();
+        let file = token_file.to_string_lossy().into_owned();
+        Command::new(BIN)
+            .args(["pub", topic, "x", "--addr", &addr, "--count", "2", "--token-file", &file])
+            .output()
+            .unwrap()
+    };
+
+    let out = publish("ok.x");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("msg_id=")).count(), 2);
+
+    // Both refusals are printed: the first does not stop the second.
+    let out = publish("no.x");
+    assert_eq!(out.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(printed.lines().filter(|l| l.starts_with("error=403 ")).count(), 2, "{printed}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused 2 of 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args(["pub", "ok.x", "x", "--addr", &node.addr.to_string(), "--token-file", "/nonexistent/token"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file /nonexistent/token"));
+    let both = run(&dir, &[], &["pub", "ok.x", "x", "--token", "t", "--token-file", "token"]);
+    assert_eq!(both.status.code(), Some(2), "--token and --token-file together are a usage error");
+    assert!(String::from_utf8_lossy(&both.stderr).contains("--token-file"));
+}

@@ -1,24 +1,57 @@
-//! A small OAP/1 client over TCP: hello exchange, then frames in and out.
-//! The CLI's `ping` and the integration tests use it; it is also a reference
-//! for services that speak OAP/1 to a node.
+//! The OAP/1 client: connect (TCP or TLS 1.3, a token presented first), then
+//! typed requests (`ping`, `echo`, `publish`, `subscribe`) over one receive
+//! path that answers the node's keepalive `PING`s and turns a `GOAWAY` or an
+//! `ERROR` into a typed error. The CLI's `ping`, `pub` and `sub` are this
+//! client and a printer.
+//!
+//! ```no_run
+//! use overlay_core::client::{Client, ConnectOptions};
+//! use overlay_core::Delivery;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut client = Client::connect(&ConnectOptions::new("127.0.0.1:9500".parse()?)).await?;
+//! let receipt = client.publish(&"demo.hello".parse()?, "hi".into()).await?;
+//! println!("{} queued for {} subscribers", receipt.msg_id, receipt.queued);
+//! let mut deliveries = client.subscribe(&"demo.>".parse()?).await?;
+//! while let Delivery::Message(m) = deliveries.next().await? {
+//!     println!("{}: {:?}", m.topic, m.payload);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The frame-level calls (`send`, `feed`, `flush`, `recv`, `send_raw`) stay
+//! for tests and tools that speak the wire directly.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use oap_codec::{Caps, DecodeError, EncodeError, Frame, HELLO_LEN, Hello, HelloError, Negotiated, OapCodec};
+use bytes::{Bytes, BytesMut};
+use oap_codec::{
+    Ack, Caps, Ctrl, DecodeError, EncodeError, Frame, HELLO_LEN, Hello, HelloError, Kind, Negotiated, OapCodec,
+    Pattern, PubAck, Topic,
+};
 use ron_transport::tls::{PqMode, TlsError, TlsInfo};
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Time allowed for connect plus the hello exchange.
+use crate::subscription::{Delivery, Message};
+
+/// Time allowed for connect plus the hello exchange (and for a close).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for the node's answer to a request (`PONG`, an echo, a
+/// receipt, a subscription's `ACK`).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `PUB`s in flight before [`Client::publish_all`] waits for a receipt.
+pub const PUB_WINDOW: usize = 256;
+/// Deliveries kept while the client waits for an answer; past it they are
+/// counted and reported as [`Delivery::Lagged`], never lost silently.
+const MAX_STASHED: usize = 4096;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +68,9 @@ pub enum ClientError {
     /// Connect plus hello, or a close, took longer than [`CONNECT_TIMEOUT`].
     #[error("{0} did not answer within 5 s")]
     Timeout(SocketAddr),
+    /// A request had no answer within [`ANSWER_TIMEOUT`].
+    #[error("no answer to {0} within 10 s")]
+    NoAnswer(&'static str),
     /// The node's hello was refused.
     #[error("bad hello from node: {0}")]
     Hello(#[from] HelloError),
@@ -50,18 +86,19 @@ pub enum ClientError {
     /// The node closed the connection.
     #[error("connection closed by node")]
     Closed,
-    /// The TLS handshake failed.
+    /// The TLS setup or handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The node refused the token.
-    #[error("node refused the token: ERROR {code} {reason}")]
+    /// The node refused a request (or the token): an `ERROR` frame.
+    #[error("node answered ERROR {code}: {reason}")]
     Refused {
-        /// The spec's error code (401: missing or invalid token).
+        /// The spec's error code (401: missing or invalid token, 403: not
+        /// allowed, ...).
         code: u16,
         /// The node's reason.
         reason: String,
     },
-    /// The node ended the session while we waited for its answer.
+    /// The node ended the session.
     #[error("node sent GOAWAY {code}: {reason}")]
     GoAway {
         /// The spec's error code.
@@ -69,6 +106,94 @@ pub enum ClientError {
         /// The node's reason.
         reason: String,
     },
+    /// Something other than the expected answer arrived.
+    #[error("unexpected {0} from node")]
+    Unexpected(Kind),
+}
+
+/// Where and how to connect.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The node's address.
+    pub addr: SocketAddr,
+    /// TLS 1.3 (`None`: plain TCP).
+    pub tls: Option<TlsOptions>,
+    /// A capability token presented (`AUTH`) before anything else.
+    pub token: Option<String>,
+    /// The capabilities our hello offers (`AUTH_V1` is added with a token,
+    /// `PQ_HYBRID` after a hybrid handshake). Default: gossip and pub/sub.
+    pub caps: Caps,
+}
+
+impl ConnectOptions {
+    /// Plain TCP to `addr`, no token, gossip and pub/sub caps.
+    pub fn new(addr: SocketAddr) -> ConnectOptions {
+        ConnectOptions { addr, tls: None, token: None, caps: Caps::GOSSIP_V1 | Caps::PUBSUB_V1 }
+    }
+
+    /// Over TLS 1.3.
+    pub fn tls(mut self, tls: TlsOptions) -> ConnectOptions {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Presents `token` first.
+    pub fn token(mut self, token: impl Into<String>) -> ConnectOptions {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Offers `caps` in the hello.
+    pub fn caps(mut self, caps: Caps) -> ConnectOptions {
+        self.caps = caps;
+        self
+    }
+}
+
+/// The TLS side of [`ConnectOptions`].
+#[derive(Clone)]
+pub struct TlsOptions {
+    config: Arc<ClientConfig>,
+    name: Option<String>,
+}
+
+impl TlsOptions {
+    /// Trusts the PEM certificates in `ca`; `pq` says which key exchanges
+    /// to offer ([`PqMode::Prefer`]: the hybrid group first).
+    pub fn from_ca(ca: &std::path::Path, pq: PqMode) -> Result<TlsOptions, TlsError> {
+        Ok(TlsOptions::from_config(ron_transport::tls::client_config(ca, pq)?))
+    }
+
+    /// A rustls config of the embedder's own.
+    pub fn from_config(config: Arc<ClientConfig>) -> TlsOptions {
+        TlsOptions { config, name: None }
+    }
+
+    /// The name the node's certificate must carry (default: the address's IP).
+    pub fn name(mut self, name: impl Into<String>) -> TlsOptions {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// The answer to one `PUB` of [`Client::publish_all`]: its receipt, or the
+/// node's refusal.
+pub type Receipt = Result<PubAck, Refusal>;
+
+/// An `ERROR` answering a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The spec's error code.
+    pub code: u16,
+    /// The node's reason.
+    pub reason: String,
+}
+
+impl From<Refusal> for ClientError {
+    fn from(r: Refusal) -> ClientError {
+        ClientError::Refused { code: r.code, reason: r.reason }
+    }
 }
 
 /// A byte stream a client can run over: TCP or TLS over TCP.
@@ -84,39 +209,41 @@ pub struct Client {
     tx: BytesMut,
     negotiated: Negotiated,
     tls: Option<TlsInfo>,
+    /// The last request id used (ids start at 1).
+    req_id: u32,
+    /// The last `PING` nonce used.
+    nonce: u64,
+    /// Deliveries that arrived while waiting for an answer.
+    stashed: VecDeque<Delivery>,
+    /// Deliveries dropped past [`MAX_STASHED`], not yet reported.
+    stash_lost: u64,
 }
 
 impl Client {
-    /// Connects over TCP, sends our hello with `caps`, and checks the node's.
-    pub async fn connect(addr: SocketAddr, caps: Caps) -> Result<Client, ClientError> {
+    /// Connects (over TLS when `opts.tls` says so), exchanges hellos and,
+    /// given a token, presents it; all of it within [`CONNECT_TIMEOUT`].
+    pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let addr = opts.addr;
+        let caps = if opts.token.is_some() { opts.caps | Caps::AUTH_V1 } else { opts.caps };
         let setup = async {
             let stream = tcp(addr).await?;
-            Client::hello(Box::new(stream), addr, caps, None).await
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))?
-    }
-
-    /// Connects over TLS 1.3, checking the node's certificate for `name`;
-    /// sets `PQ_HYBRID` in our hello when the key exchange was hybrid.
-    pub async fn connect_tls(
-        addr: SocketAddr,
-        caps: Caps,
-        tls: Arc<ClientConfig>,
-        name: &str,
-    ) -> Result<Client, ClientError> {
-        let server_name = ServerName::try_from(name.to_string())
-            .map_err(|e| ClientError::Tls(format!("bad TLS name {name:?}: {e}")))?;
-        let setup = async {
-            let stream = tcp(addr).await?;
-            let stream = TlsConnector::from(tls)
-                .connect(server_name, stream)
+            let Some(tls) = &opts.tls else {
+                return Client::hello(Box::new(stream), addr, caps, None).await;
+            };
+            let name = tls.name.clone().unwrap_or_else(|| addr.ip().to_string());
+            let (stream, info) = ron_transport::tls::connect(stream, tls.config.clone(), &name)
                 .await
                 .map_err(|e| ClientError::Tls(e.to_string()))?;
-            let info = TlsInfo::from_group(stream.get_ref().1.negotiated_key_exchange_group().map(|g| g.name()));
+            // PQ_HYBRID describes our own TLS session.
             let caps = if info.hybrid { caps | Caps::PQ_HYBRID } else { caps };
             Client::hello(Box::new(stream), addr, caps, Some(info)).await
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))?
+        let mut client =
+            tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))??;
+        if let Some(token) = &opts.token {
+            client.authenticate(token).await?;
+        }
+        Ok(client)
     }
 
     async fn hello(
@@ -140,6 +267,10 @@ impl Client {
             tx: BytesMut::new(),
             negotiated,
             tls,
+            req_id: 0,
+            nonce: 0,
+            stashed: VecDeque::new(),
+            stash_lost: 0,
         })
     }
 
@@ -148,35 +279,173 @@ impl Client {
         self.tls
     }
 
-    /// Presents a capability token (`AUTH`) and waits, at most
-    /// [`CONNECT_TIMEOUT`], for the node's answer. Connect with
-    /// `Caps::AUTH_V1` to use it.
-    pub async fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
-        const AUTH_REQ: u32 = u32::MAX;
-        self.send(&Frame::Auth { req_id: AUTH_REQ, token: bytes::Bytes::copy_from_slice(token.trim().as_bytes()) })
-            .await?;
-        let addr = self.addr;
-        let answer = async {
-            loop {
-                match self.recv().await? {
-                    Frame::Ack(a) if a.req_id == AUTH_REQ => return Ok(()),
-                    Frame::Error(e) if e.req_id == AUTH_REQ => {
-                        return Err(ClientError::Refused { code: e.code, reason: e.reason });
-                    }
-                    Frame::Ctrl(oap_codec::Ctrl::Goaway { code, reason, .. }) => {
-                        return Err(ClientError::GoAway { code, reason });
-                    }
-                    Frame::Ctrl(oap_codec::Ctrl::Ping { nonce }) => self.send(&Frame::pong(nonce)).await?,
-                    _ => {}
-                }
-            }
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, answer).await.unwrap_or(Err(ClientError::Timeout(addr)))
-    }
-
     /// Version and caps agreed with the node.
     pub fn negotiated(&self) -> Negotiated {
         self.negotiated
+    }
+
+    /// Presents a capability token (`AUTH`): at connect (see
+    /// [`ConnectOptions::token`]) or later, to refresh it in band. The
+    /// session must have been opened with `AUTH_V1`.
+    pub async fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
+        let req_id = self.next_req();
+        self.send(&Frame::Auth { req_id, token: Bytes::copy_from_slice(token.trim().as_bytes()) }).await?;
+        self.answer(req_id, "AUTH").await?.map_err(ClientError::from)?;
+        Ok(())
+    }
+
+    /// A `PING`/`PONG` round trip.
+    pub async fn ping(&mut self) -> Result<Duration, ClientError> {
+        self.nonce += 1;
+        let nonce = self.nonce;
+        let started = Instant::now();
+        self.send(&Frame::ping(nonce)).await?;
+        let pong = async {
+            loop {
+                match self.next_frame().await? {
+                    Frame::Ctrl(Ctrl::Pong { nonce: n }) if n == nonce => return Ok(started.elapsed()),
+                    other => self.stash(other)?,
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, pong).await.unwrap_or(Err(ClientError::NoAnswer("PING")))
+    }
+
+    /// Sends `payload` as `DATA` and returns the node's `DATA` answer (the
+    /// echo of the default handler).
+    pub async fn echo(&mut self, payload: Bytes) -> Result<Bytes, ClientError> {
+        self.send(&Frame::Data(payload)).await?;
+        let echo = async {
+            loop {
+                match self.next_frame().await? {
+                    Frame::Data(echo) => return Ok(echo),
+                    other => self.stash(other)?,
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, echo).await.unwrap_or(Err(ClientError::NoAnswer("DATA")))
+    }
+
+    /// Publishes one message and waits for its receipt.
+    pub async fn publish(&mut self, topic: &Topic, payload: Bytes) -> Result<PubAck, ClientError> {
+        let req_id = self.next_req();
+        self.send(&Frame::Pub { req_id, topic: topic.clone(), payload }).await?;
+        Ok(receipt(self.answer(req_id, "PUB").await?)??)
+    }
+
+    /// Publishes every message, at most [`PUB_WINDOW`] unanswered at a time,
+    /// and hands each one's [`Receipt`] to `on_receipt`, in order. A refused
+    /// message does not stop the rest; a lost session, or no receipt within
+    /// [`ANSWER_TIMEOUT`], does.
+    pub async fn publish_all<I>(&mut self, messages: I, mut on_receipt: impl FnMut(Receipt)) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = (Topic, Bytes)>,
+    {
+        let mut messages = messages.into_iter();
+        let mut in_flight = VecDeque::with_capacity(PUB_WINDOW);
+        loop {
+            while in_flight.len() < PUB_WINDOW
+                && let Some((topic, payload)) = messages.next()
+            {
+                let req_id = self.next_req();
+                self.feed(&Frame::Pub { req_id, topic, payload })?;
+                in_flight.push_back(req_id);
+            }
+            self.flush().await?;
+            let Some(req_id) = in_flight.pop_front() else { return Ok(()) };
+            on_receipt(receipt(self.answer(req_id, "PUB").await?)?);
+        }
+    }
+
+    /// Subscribes to `pattern` and waits for the node's `ACK`; the
+    /// deliveries follow.
+    pub async fn subscribe(&mut self, pattern: &Pattern) -> Result<Deliveries<'_>, ClientError> {
+        let req_id = self.next_req();
+        self.send(&Frame::Sub { req_id, pattern: pattern.clone() }).await?;
+        self.answer(req_id, "SUB").await?.map_err(ClientError::from)?;
+        Ok(Deliveries { client: self })
+    }
+
+    /// The next delivery to this session's subscriptions. An `ERROR` (a
+    /// subscription revoked, for example when its token expired) is
+    /// returned as [`ClientError::Refused`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: bytes read so far stay buffered for the next call.
+    pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
+        if self.stash_lost > 0 {
+            return Ok(Delivery::Lagged(std::mem::take(&mut self.stash_lost)));
+        }
+        if let Some(d) = self.stashed.pop_front() {
+            return Ok(d);
+        }
+        loop {
+            match self.next_frame().await? {
+                Frame::Msg(m) => return Ok(Delivery::Message(message(m))),
+                Frame::Lagged { dropped } => return Ok(Delivery::Lagged(dropped)),
+                Frame::Error(e) => return Err(ClientError::Refused { code: e.code, reason: e.reason }),
+                // Answers nobody waits for any more, relay-only frames.
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the `ACK` or `ERROR` answering `req_id` (at most
+    /// [`ANSWER_TIMEOUT`]), keeping the deliveries that come first.
+    async fn answer(&mut self, req_id: u32, what: &'static str) -> Result<Result<Ack, Refusal>, ClientError> {
+        let answer = async {
+            loop {
+                match self.next_frame().await? {
+                    Frame::Ack(a) if a.req_id == req_id => return Ok(Ok(a)),
+                    Frame::Error(e) if e.req_id == req_id => {
+                        return Ok(Err(Refusal { code: e.code, reason: e.reason }));
+                    }
+                    other => self.stash(other)?,
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, answer).await.unwrap_or(Err(ClientError::NoAnswer(what)))
+    }
+
+    /// The one receive path: the next frame that is not the node's
+    /// keepalive (answered here); a `GOAWAY` ends it with an error.
+    async fn next_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            match self.recv().await? {
+                Frame::Ctrl(Ctrl::Ping { nonce }) => self.send(&Frame::pong(nonce)).await?,
+                Frame::Ctrl(Ctrl::Goaway { code, reason, .. }) => return Err(ClientError::GoAway { code, reason }),
+                frame => return Ok(frame),
+            }
+        }
+    }
+
+    /// Keeps a delivery that arrived while waiting for something else;
+    /// an `ERROR` for no request is the session's (an expired token) and
+    /// ends the wait; anything else unasked for is an error.
+    fn stash(&mut self, frame: Frame) -> Result<(), ClientError> {
+        let delivery = match frame {
+            Frame::Msg(m) => Delivery::Message(message(m)),
+            Frame::Lagged { dropped } => Delivery::Lagged(dropped),
+            Frame::Error(e) if e.req_id == 0 => return Err(ClientError::Refused { code: e.code, reason: e.reason }),
+            // Late answers to a request given up on, stray PONGs.
+            Frame::Ack(_) | Frame::Error(_) | Frame::Ctrl(Ctrl::Pong { .. }) => return Ok(()),
+            other => return Err(ClientError::Unexpected(other.kind())),
+        };
+        if self.stashed.len() < MAX_STASHED {
+            self.stashed.push_back(delivery);
+        } else {
+            self.stash_lost += match delivery {
+                Delivery::Lagged(n) => n,
+                Delivery::Message(_) => 1,
+            };
+        }
+        Ok(())
+    }
+
+    fn next_req(&mut self) -> u32 {
+        // 0 is "no request" in an ERROR: skipped when the counter wraps.
+        self.req_id = self.req_id.checked_add(1).unwrap_or(1);
+        self.req_id
     }
 
     /// Buffers a frame without writing it; [`Client::flush`] sends the lot.
@@ -204,7 +473,7 @@ impl Client {
         self.flush().await
     }
 
-    /// The next frame from the node.
+    /// The next frame from the node, as it came (no keepalive handling).
     ///
     /// # Cancel safety
     /// Cancel safe: bytes read so far stay buffered for the next call.
@@ -233,14 +502,37 @@ impl Client {
     }
 }
 
+/// The deliveries after a [`Client::subscribe`].
+pub struct Deliveries<'a> {
+    client: &'a mut Client,
+}
+
+impl Deliveries<'_> {
+    /// The next delivery (see [`Client::next_delivery`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Result<Delivery, ClientError> {
+        self.client.next_delivery().await
+    }
+}
+
+/// A `PUB`'s answer: its receipt, or the node's refusal. An `ACK` without
+/// a receipt breaks the protocol.
+fn receipt(answer: Result<Ack, Refusal>) -> Result<Receipt, ClientError> {
+    match answer {
+        Ok(Ack { publish: Some(receipt), .. }) => Ok(Ok(receipt)),
+        Ok(_) => Err(ClientError::Unexpected(Kind::Ack)),
+        Err(refusal) => Ok(Err(refusal)),
+    }
+}
+
+fn message(m: oap_codec::Msg) -> Message {
+    Message { topic: m.topic, msg_id: m.msg_id, hops: m.hops, payload: m.payload }
+}
+
 async fn tcp(addr: SocketAddr) -> Result<TcpStream, ClientError> {
     let stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// The TLS client config for [`Client::connect_tls`]: trusts the PEM
-/// certificates in `ca`, offers the hybrid post-quantum group first.
-pub fn tls_config(ca: &std::path::Path) -> Result<Arc<ClientConfig>, TlsError> {
-    ron_transport::tls::client_config(ca, PqMode::Prefer)
 }

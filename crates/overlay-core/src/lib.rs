@@ -35,12 +35,13 @@ pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};
 pub use node::{AddPeerError, Overlay, OverlayBuilder, PublishError, PublishReceipt, StartError, SubscribeError};
 pub use oap_codec::{MsgId, Pattern, Topic};
+pub use ron_transport::tls::{PqMode, TlsError, TlsInfo};
 pub use ron_transport::{DisconnectReason, TransportEvent};
 pub use session::Reset;
 
 /// The OAP/1 wire types a client of the node speaks (re-exported from
 /// `oap-codec`, so users of `overlay_core::client` need no other crate).
 pub mod wire {
-    pub use oap_codec::{Ack, Caps, Ctrl, Frame, Kind, PubAck, TopicError};
+    pub use oap_codec::{Ack, Caps, Ctrl, ErrorFrame, Frame, Kind, Msg, PubAck, TopicError};
 }
 pub use subscription::{Delivery, Message, Subscription};

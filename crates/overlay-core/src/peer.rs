@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ron_transport::tls::TlsInfo;
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Peer;
@@ -97,14 +95,10 @@ async fn secure(
     name: &str,
     timeout: Duration,
 ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, TlsInfo), String> {
-    let name = ServerName::try_from(name.to_string()).map_err(|e| format!("bad TLS name: {e}"))?;
-    let connect = TlsConnector::from(config.clone()).connect(name, tcp);
-    let stream = tokio::time::timeout(timeout, connect)
+    tokio::time::timeout(timeout, ron_transport::tls::connect(tcp, config.clone(), name))
         .await
         .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let group = stream.get_ref().1.negotiated_key_exchange_group().map(|g| g.name());
-    Ok((stream, TlsInfo::from_group(group)))
+        .map_err(|e| e.to_string())
 }
 
 /// Uniform jitter in `[d/2, d]` from a xorshift generator seeded by std's

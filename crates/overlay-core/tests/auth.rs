@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use oap_codec::{Ack, Caps, Frame};
 use overlay_core::auth::{Op, mint};
-use overlay_core::client::Client;
+use overlay_core::client::{Client, ClientError, ConnectOptions};
 use overlay_core::{Delivery, Overlay, Peer, StartError};
 
 const KEY: &[u8] = b"overlay test root key";
@@ -63,7 +63,11 @@ fn sub_frame(req_id: u32, pattern: &str) -> Frame {
 #[tokio::test]
 async fn requests_before_auth_get_401_and_grants_are_enforced() {
     let node = secured(|_| {}).await;
-    let mut c = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    let mut c = Client::connect(
+        &ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1),
+    )
+    .await
+    .unwrap();
     assert!(c.negotiated().caps.contains(Caps::AUTH_V1), "a node with a root key offers AUTH_V1");
     assert_eq!(error_code(&mut c, sub_frame(1, "dht.>")).await, (401, 1));
     assert_eq!(error_code(&mut c, pub_frame(2, "dht.put", "v")).await, (401, 2));
@@ -92,7 +96,11 @@ async fn requests_before_auth_get_401_and_grants_are_enforced() {
 #[tokio::test]
 async fn a_narrower_refresh_revokes_exactly_the_uncovered_subscriptions() {
     let node = secured(|_| {}).await;
-    let mut c = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    let mut c = Client::connect(
+        &ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1),
+    )
+    .await
+    .unwrap();
     assert!(matches!(auth(&mut c, 1, &token(&[Op::Subscribe], &["dht.>"], None)).await, Frame::Ack(_)));
     sub(&mut c, 10, "dht.a").await;
     sub(&mut c, 11, "dht.b.>").await;
@@ -114,7 +122,11 @@ async fn a_narrower_refresh_revokes_exactly_the_uncovered_subscriptions() {
 #[tokio::test]
 async fn an_expiring_grant_ends_its_subscriptions_but_not_the_session() {
     let node = secured(|_| {}).await;
-    let mut c = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    let mut c = Client::connect(
+        &ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1),
+    )
+    .await
+    .unwrap();
     let soon = token(&[Op::Subscribe], &[], Some(now() + 2));
     assert!(matches!(auth(&mut c, 1, &soon).await, Frame::Ack(_)));
     sub(&mut c, 9, "ticks").await;
@@ -174,7 +186,10 @@ async fn a_readable_root_key_file_refuses_to_start() {
 #[tokio::test]
 async fn a_peer_v1_client_gets_nothing_until_a_relay_grant_and_then_only_its_topics() {
     let node = secured(|_| {}).await;
-    let mut fake = Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::AUTH_V1).await.unwrap();
+    let mut fake =
+        Client::connect(&ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::AUTH_V1))
+            .await
+            .unwrap();
     assert!(fake.negotiated().caps.contains(Caps::PEER_V1));
     node.publish("secret.x", "not for you").unwrap();
     fake.send(&Frame::ping(1)).await.unwrap();
@@ -205,7 +220,7 @@ async fn a_peer_v1_client_gets_nothing_until_a_relay_grant_and_then_only_its_top
 #[tokio::test]
 async fn authenticate_gives_up_on_a_node_that_never_answers() {
     // A peer that speaks the hello, then ignores AUTH: the client's wait is
-    // bounded (CONNECT_TIMEOUT) and says so, it does not hang.
+    // bounded (ANSWER_TIMEOUT) and says so, it does not hang.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let silent = tokio::spawn(async move {
@@ -215,9 +230,9 @@ async fn authenticate_gives_up_on_a_node_that_never_answers() {
         let mut sink = vec![0u8; 4096];
         while s.read(&mut sink).await.is_ok_and(|n| n > 0) {}
     });
-    let mut c = Client::connect(addr, Caps::GOSSIP_V1 | Caps::AUTH_V1).await.unwrap();
+    let mut c = Client::connect(&ConnectOptions::new(addr).caps(Caps::GOSSIP_V1 | Caps::AUTH_V1)).await.unwrap();
     let err = within(c.authenticate("any")).await.unwrap_err();
-    assert!(matches!(err, overlay_core::client::ClientError::Timeout(a) if a == addr), "{err}");
+    assert!(matches!(err, ClientError::NoAnswer("AUTH")), "{err}");
     drop(c);
     silent.await.unwrap();
 }
@@ -239,5 +254,27 @@ async fn a_node_requiring_tokens_takes_what_its_dialed_peer_relays_back_over_pla
     }
     for n in [a, b] {
         n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn the_typed_client_presents_its_token_and_reports_each_refusal() {
+    let node = secured(|_| {}).await;
+    let opts = ConnectOptions::new(node.local_addr()).token(token(&[Op::Publish], &["ok.>"], None));
+    let mut c = within(Client::connect(&opts)).await.unwrap();
+    let messages = ["ok.a", "no.b", "ok.c"].map(|t| (t.parse().unwrap(), bytes::Bytes::from_static(b"v")));
+    let mut receipts = Vec::new();
+    within(c.publish_all(messages, |r| receipts.push(r.map(|_| ()).map_err(|e| e.code)))).await.unwrap();
+    assert_eq!(receipts, [Ok(()), Err(403), Ok(())], "a refusal does not stop the rest");
+    match within(c.subscribe(&"ok.>".parse().unwrap())).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, 403),
+        Err(other) => panic!("expected ERROR 403, got {other:?}"),
+        Ok(_) => panic!("a publish-only token subscribed"),
+    }
+    let bad = ConnectOptions::new(node.local_addr()).token("not a token");
+    match within(Client::connect(&bad)).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, 401),
+        Err(other) => panic!("expected ERROR 401, got {other:?}"),
+        Ok(_) => panic!("a bad token was accepted"),
     }
 }

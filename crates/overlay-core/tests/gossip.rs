@@ -615,8 +615,11 @@ async fn a_peer_v1_client_cannot_shadow_another_nodes_messages_with_predicted_id
     let a = peer_node(vec![b.local_addr()], |_| {}).await;
     wait_links(&b, 1).await;
     let mut at_b = b.subscribe("t.>").unwrap();
-    let mut forger =
-        overlay_core::client::Client::connect(b.local_addr(), Caps::GOSSIP_V1 | Caps::PEER_V1).await.unwrap();
+    let mut forger = overlay_core::client::Client::connect(
+        &overlay_core::client::ConnectOptions::new(b.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PEER_V1),
+    )
+    .await
+    .unwrap();
     wait_links(&b, 2).await;
     a.publish("t.x", "seen by the forger").unwrap();
     let Some(Delivery::Message(first)) = within(at_b.recv()).await else { panic!() };

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::*;
 use oap_codec::{Caps, Frame};
-use overlay_core::client::Client;
+use overlay_core::client::{Client, ConnectOptions, TlsOptions};
 use overlay_core::{Delivery, Overlay, OverlayConfig, Peer, StartError};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use ron_transport::tls::{PqMode, client_config};
@@ -50,7 +50,12 @@ fn tls_on(c: &mut OverlayConfig, pki: &Pki, pq: &str) {
 
 async fn tls_client(node: &Overlay, pki: &Pki, pq: PqMode) -> Result<Client, overlay_core::client::ClientError> {
     let config = client_config(&pki.ca, pq).unwrap();
-    Client::connect_tls(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1, config, "localhost").await
+    Client::connect(
+        &ConnectOptions::new(node.local_addr())
+            .caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1)
+            .tls(TlsOptions::from_config(config).name("localhost")),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -66,7 +71,7 @@ async fn echo_and_pub_sub_over_tls() {
     let Frame::Msg(m) = within(c.recv()).await.unwrap() else { panic!("expected MSG") };
     assert_eq!(&m.payload[..], b"hi");
     // A plain-TCP client cannot speak to a TLS node.
-    assert!(Client::connect(node.local_addr(), Caps::GOSSIP_V1).await.is_err());
+    assert!(Client::connect(&ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1)).await.is_err());
     wait_metric(&node, "transport_rejected_total", &[("reason", "tls")], 1.0).await;
     node.shutdown().await;
 }

@@ -105,9 +105,7 @@ impl Conn<Stream> {
     /// What the TLS handshake negotiated; `None` on plain TCP.
     pub fn tls(&self) -> Option<crate::tls::TlsInfo> {
         match &self.io {
-            Stream::Tls(tls) => {
-                Some(crate::tls::TlsInfo::from_group(tls.get_ref().1.negotiated_key_exchange_group().map(|g| g.name())))
-            }
+            Stream::Tls(tls) => Some(crate::tls::TlsInfo::of(tls.get_ref().1)),
             Stream::Plain(_) => None,
         }
     }

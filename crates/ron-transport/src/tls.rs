@@ -98,6 +98,47 @@ impl TlsInfo {
     }
 }
 
+impl TlsInfo {
+    /// What the handshake of `session` (a client or server connection)
+    /// negotiated.
+    pub fn of(session: &rustls::CommonState) -> TlsInfo {
+        TlsInfo::from_group(session.negotiated_key_exchange_group().map(|g| g.name()))
+    }
+}
+
+/// Why a TLS client handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The name to check the server's certificate for is not a DNS name or
+    /// an IP address.
+    #[error("bad TLS name {name:?}: {reason}")]
+    Name {
+        /// The name given.
+        name: String,
+        /// Why it is not one.
+        reason: String,
+    },
+    /// The handshake failed (certificate not trusted, no common group, ...).
+    #[error("TLS handshake: {0}")]
+    Handshake(#[from] std::io::Error),
+}
+
+/// The TLS 1.3 client handshake over `tcp`, checking the server's
+/// certificate for `name`; returns the stream and what it negotiated. Relay
+/// dials and clients both use it; the caller bounds it in time.
+pub async fn connect(
+    tcp: tokio::net::TcpStream,
+    config: Arc<ClientConfig>,
+    name: &str,
+) -> Result<(tokio_rustls::client::TlsStream<tokio::net::TcpStream>, TlsInfo), ConnectError> {
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| ConnectError::Name { name: name.to_string(), reason: e.to_string() })?;
+    let stream = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await?;
+    let info = TlsInfo::of(stream.get_ref().1);
+    Ok((stream, info))
+}
+
 /// The aws-lc-rs provider with the key exchange groups `pq` allows.
 pub fn provider(pq: PqMode) -> Arc<CryptoProvider> {
     let kx_groups = match pq {

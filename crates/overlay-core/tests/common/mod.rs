@@ -142,7 +142,11 @@ pub fn payload(len: usize, seed: u8) -> Bytes {
 
 /// A pub/sub client (`GOSSIP_V1 | PUBSUB_V1`).
 pub async fn pubsub(node: &Overlay) -> overlay_core::client::Client {
-    overlay_core::client::Client::connect(node.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await.unwrap()
+    overlay_core::client::Client::connect(
+        &overlay_core::client::ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1),
+    )
+    .await
+    .unwrap()
 }
 
 /// `SUB req_id pattern` and its `ACK`.

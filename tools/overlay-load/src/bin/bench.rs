@@ -566,11 +566,13 @@ async fn connect_rate(
             while Instant::now() < deadline {
                 let ok = match &tls {
                     None => connect_ping(addr).await.is_ok(),
-                    Some(cfg) => {
-                        overlay_core::client::Client::connect_tls(addr, Caps::GOSSIP_V1, cfg.clone(), "localhost")
-                            .await
-                            .is_ok()
-                    }
+                    Some(cfg) => overlay_core::client::Client::connect(
+                        &overlay_core::client::ConnectOptions::new(addr)
+                            .caps(Caps::GOSSIP_V1)
+                            .tls(overlay_core::client::TlsOptions::from_config(cfg.clone()).name("localhost")),
+                    )
+                    .await
+                    .is_ok(),
                 };
                 if ok {
                     count.fetch_add(1, Ordering::Relaxed);
@@ -593,9 +595,19 @@ async fn idle_rss(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, pid:
     let mut held = Vec::with_capacity(IDLE_SESSIONS);
     for _ in 0..IDLE_SESSIONS {
         let c = match &tls {
-            None => overlay_core::client::Client::connect(addr, Caps::GOSSIP_V1).await?,
+            None => {
+                overlay_core::client::Client::connect(
+                    &overlay_core::client::ConnectOptions::new(addr).caps(Caps::GOSSIP_V1),
+                )
+                .await?
+            }
             Some(cfg) => {
-                overlay_core::client::Client::connect_tls(addr, Caps::GOSSIP_V1, cfg.clone(), "localhost").await?
+                overlay_core::client::Client::connect(
+                    &overlay_core::client::ConnectOptions::new(addr)
+                        .caps(Caps::GOSSIP_V1)
+                        .tls(overlay_core::client::TlsOptions::from_config(cfg.clone()).name("localhost")),
+                )
+                .await?
             }
         };
         held.push(c);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use oap_codec::{Caps, Ctrl, Frame};
-use overlay_core::client::Client;
+use overlay_core::client::{Client, ConnectOptions};
 use overlay_core::{Overlay, OverlayConfig};
 
 use overlay_load::percentile;
@@ -85,7 +85,9 @@ async fn run(
     let epoch = Instant::now();
     let mut readers = Vec::new();
     for _ in 0..subs {
-        let mut c = Client::connect(subscribe_on.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+        let mut c =
+            Client::connect(&ConnectOptions::new(subscribe_on.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1))
+                .await?;
         c.send(&Frame::Sub { req_id: 1, pattern: "bench.>".parse()? }).await?;
         let Frame::Ack(_) = c.recv().await? else { return Err("no ACK for SUB".into()) };
         readers.push(tokio::spawn(async move {
@@ -110,7 +112,8 @@ async fn run(
     }
     // Give the subscriptions a moment to reach the far end of a line.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut p = Client::connect(publish_on.local_addr(), Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await?;
+    let mut p =
+        Client::connect(&ConnectOptions::new(publish_on.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1)).await?;
     let topic: oap_codec::Topic = "bench.load".parse()?;
     let started = epoch.elapsed();
     let mut body = BytesMut::with_capacity(size);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use oap_codec::{Ack, Caps, Ctrl, Frame, PubAck};
-use overlay_core::client::Client;
+use overlay_core::client::{Client, ConnectOptions};
 
 use overlay_load::{arg, percentile};
 
@@ -93,7 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn connect(addr: SocketAddr, totals: &Totals) -> Result<Client, String> {
-    let c = Client::connect(addr, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await.map_err(|e| e.to_string())?;
+    let c = Client::connect(&ConnectOptions::new(addr).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1))
+        .await
+        .map_err(|e| e.to_string())?;
     totals.sessions.fetch_add(1, Ordering::Relaxed);
     Ok(c)
 }

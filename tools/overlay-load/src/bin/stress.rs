@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use oap_codec::{Caps, Ctrl, Frame, OapCodec};
+use overlay_core::client::{Client, ConnectOptions, TlsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -543,13 +544,14 @@ async fn idle_tls() -> Verdict {
     let (addr, pid) = (addr()?, pid()?);
     let ca = arg("--ca").ok_or("--ca missing")?;
     let (sessions, secs) = (num("--sessions", 10_000)? as usize, num("--secs", 600)?);
-    let tls = overlay_core::client::tls_config(std::path::Path::new(&ca))?;
+    let tls = TlsOptions::from_ca(std::path::Path::new(&ca), overlay_core::PqMode::Prefer)?.name("localhost");
+    let opts = ConnectOptions::new(addr).caps(Caps::GOSSIP_V1).tls(tls);
     let before = proc_kib(&pid, "VmRSS:")?;
     let stop = CancellationToken::new();
     let pongs = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(sessions);
     for _ in 0..sessions {
-        let mut c = overlay_core::client::Client::connect_tls(addr, Caps::GOSSIP_V1, tls.clone(), "localhost").await?;
+        let mut c = Client::connect(&opts).await?;
         let (stop, pongs) = (stop.clone(), pongs.clone());
         tasks.push(tokio::spawn(async move {
             loop {
