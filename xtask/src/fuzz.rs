@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz`: every cargo-fuzz target in turn on the nightly
-//! toolchain, from its committed corpus (fuzz/corpus/<target>), with a cap
+//! toolchain, from its committed corpus (`fuzz/corpus/<target>`), with a cap
 //! on any single allocation so "no allocation above max_frame plus a
 //! constant" is checked by libFuzzer itself. Not part of `ci` (minutes per
 //! target); `cargo test` replays the corpus on stable instead.

@@ -15,18 +15,20 @@ use std::time::Instant;
 
 use node::{Failure, Node};
 
-/// The cargo steps of `ci`, in order; `smoke` follows them.
-const CI_STEPS: &[(&str, &[&str])] = &[
-    ("format", &["fmt", "--all", "--check"]),
-    ("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
-    ("test", &["test", "--workspace"]),
+/// The cargo steps of `ci`, in order, with the `RUSTDOCFLAGS` each runs
+/// under (`None`: as the caller has it); `smoke` follows them.
+const CI_STEPS: &[(&str, &[&str], Option<&str>)] = &[
+    ("format", &["fmt", "--all", "--check"], None),
+    ("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], None),
+    ("doc", &["doc", "--workspace", "--no-deps"], Some("-D warnings")),
+    ("test", &["test", "--workspace"], None),
 ];
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                 fmt --check, clippy -D warnings, test --workspace, smoke, soak --secs 30,
-                     stress all (short)
+  ci                 fmt --check, clippy -D warnings, doc -D warnings, test --workspace, smoke,
+                     soak --secs 30, stress all (short)
                      (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
@@ -80,10 +82,15 @@ fn cargo() -> String {
 }
 
 fn ci() -> Result<(), Failure> {
-    for (name, args) in CI_STEPS {
+    for (name, args, rustdocflags) in CI_STEPS {
         let started = Instant::now();
         eprintln!("==> {name}: cargo {}", args.join(" "));
-        let ok = Command::new(cargo()).args(*args).status().is_ok_and(|s| s.success());
+        let mut step = Command::new(cargo());
+        step.args(*args);
+        if let Some(flags) = rustdocflags {
+            step.env("RUSTDOCFLAGS", flags);
+        }
+        let ok = step.status().is_ok_and(|s| s.success());
         if !ok {
             return Err(Failure::new(format!("{name} failed")));
         }

@@ -10,7 +10,7 @@ use overlay_core::client::{ConnectOptions, TlsOptions};
 /// svc-overlay: the RON session & gossip plane node.
 ///
 /// With no command it serves on the built-in defaults, overlaid by
-/// overlay.toml (or --config), RON_OVERLAY_<SECTION>__<KEY> variables and
+/// overlay.toml (or --config), RON_OVERLAY_{SECTION}__{KEY} variables and
 /// these flags, in that order.
 #[derive(Debug, Parser)]
 #[command(name = "svc-overlay", version, about, long_about)]

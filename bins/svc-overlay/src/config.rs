@@ -1,5 +1,5 @@
 //! Config layering: built-in defaults -> overlay.toml or --config FILE ->
-//! RON_OVERLAY_<SECTION>__<KEY> (and the seed's RON_OVERLAY_HANDSHAKE_MS and
+//! `RON_OVERLAY_<SECTION>__<KEY>` (and the seed's RON_OVERLAY_HANDSHAKE_MS and
 //! RON_OVERLAY_TX_WATERMARK) -> CLI flags. Later layers win; every value
 //! remembers its layer for /configz.
 

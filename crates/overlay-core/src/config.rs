@@ -250,7 +250,7 @@ impl Default for TransportSection {
         TransportSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 9500)),
             name: "overlay".into(),
-            max_conns: 1024,
+            max_conns: ron_transport::DEFAULT_MAX_CONNS as u32,
             fd_reserve: ron_transport::DEFAULT_FD_RESERVE as u32,
             read_timeout_ms: 5000,
             write_timeout_ms: 5000,
@@ -261,7 +261,8 @@ impl Default for TransportSection {
 
 impl Default for OapSection {
     fn default() -> OapSection {
-        OapSection { max_frame: oap_codec::MAX_FRAME, handshake_timeout_ms: 2000 }
+        let handshake_timeout_ms = ron_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64;
+        OapSection { max_frame: oap_codec::MAX_FRAME, handshake_timeout_ms }
     }
 }
 
@@ -353,6 +354,8 @@ pub enum Source {
 pub struct ValidConfig {
     config: OverlayConfig,
     sources: BTreeMap<String, Source>,
+    /// `tls.pq`, parsed once.
+    pq: PqMode,
 }
 
 fn check<T>(key: &'static str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError>
@@ -406,9 +409,11 @@ impl OverlayConfig {
         if c.auth.required && c.auth.root_key_file.is_none() {
             return Err(ConfigError::Empty { key: "auth.root_key_file" });
         }
-        if c.tls.pq.parse::<PqMode>().is_err() {
-            return Err(ConfigError::OneOf { key: "tls.pq", value: c.tls.pq.clone(), allowed: "prefer, require, off" });
-        }
+        let pq: PqMode = c.tls.pq.parse().map_err(|_| ConfigError::OneOf {
+            key: "tls.pq",
+            value: c.tls.pq.clone(),
+            allowed: "prefer, require, off",
+        })?;
         if c.tls.enabled && c.tls.cert.is_none() {
             return Err(ConfigError::Empty { key: "tls.cert" });
         }
@@ -419,7 +424,7 @@ impl OverlayConfig {
         if c.tls.enabled && !c.peers.is_empty() && c.tls.ca.is_none() {
             return Err(ConfigError::Empty { key: "tls.ca" });
         }
-        if c.tls.pq == "require" && !c.tls.enabled {
+        if pq == PqMode::Require && !c.tls.enabled {
             return Err(ConfigError::OneOf {
                 key: "tls.pq",
                 value: c.tls.pq.clone(),
@@ -427,7 +432,7 @@ impl OverlayConfig {
             });
         }
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
-        Ok(ValidConfig { config: self, sources: BTreeMap::new() })
+        Ok(ValidConfig { config: self, sources: BTreeMap::new(), pq })
     }
 }
 
@@ -478,9 +483,9 @@ impl ValidConfig {
         }
     }
 
-    /// `tls.pq` (validated).
+    /// `tls.pq`.
     pub fn pq(&self) -> PqMode {
-        self.tls.pq.parse().unwrap_or_default()
+        self.pq
     }
 
     /// `session.publish_stall_ms` as a duration.

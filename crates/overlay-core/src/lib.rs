@@ -1,16 +1,27 @@
 //! svc-overlay as a library: an OAP/1 node that other RON services embed
-//! in-process, and the small client the CLI and tests use.
+//! in-process ([`Overlay`]), and the typed client ([`client`]) the CLI, the
+//! load tools and tests use.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use overlay_core::{Overlay, OverlayConfig};
+//! A node, a subscription in-process and a publish to it:
 //!
+//! ```
+//! use overlay_core::{Delivery, Overlay, OverlayConfig};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = OverlayConfig::default();
-//! config.transport.addr = "127.0.0.1:0".parse()?;
-//! config.admin.addr = "127.0.0.1:0".parse()?;
+//! config.transport.addr = "127.0.0.1:0".parse()?; // any free port
+//! config.admin.enabled = false;
 //! let node = Overlay::start(config).await?;
 //! println!("serving OAP/1 on {}", node.local_addr());
-//! node.shutdown().await;
+//!
+//! let mut subscription = node.subscribe("demo.>")?;
+//! node.publish("demo.hello", "hi")?;
+//! match subscription.recv().await {
+//!     Some(Delivery::Message(m)) => assert_eq!((m.topic.as_str(), &m.payload[..]), ("demo.hello", &b"hi"[..])),
+//!     other => panic!("expected the message, got {other:?}"),
+//! }
+//! node.shutdown().await; // drains: GOAWAY to every session, queues flushed
 //! # Ok(())
 //! # }
 //! ```

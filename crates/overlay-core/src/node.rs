@@ -293,9 +293,6 @@ impl Overlay {
             name: service.as_str().into(),
             max_conns: config.transport.max_conns as usize,
             fd_reserve: config.transport.fd_reserve as usize,
-            read_timeout: config.read_timeout(),
-            write_timeout: config.write_timeout(),
-            idle_timeout: config.idle_timeout(),
             handshake_timeout: config.handshake_timeout(),
             tls: tls_server,
         };

@@ -159,7 +159,7 @@ fn release_later(budget: &'static Budget, bytes: usize) {
 
 /// Returns what charges dropped on this thread have given back to their
 /// budget. Consumers call it after each batch they wrote or read; a thread
-/// that never does holds back at most [`RELEASE_BATCH`] bytes.
+/// that never does holds back at most `RELEASE_BATCH` bytes.
 pub fn settle_releases() {
     RELEASED.with(|Tally(cell)| {
         if let (Some(budget), pending) = cell.replace((None, 0)) {
@@ -194,7 +194,7 @@ impl Charged {
     }
 
     /// Its length in bytes (what queues count; the budget is charged
-    /// [`held_bytes`] of it).
+    /// `held_bytes` of it).
     pub fn len(&self) -> usize {
         self.frame().len()
     }

@@ -246,16 +246,7 @@ impl AcceptLoop {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let parts = ConnParts {
-                        id,
-                        peer,
-                        local: self.local,
-                        read_timeout: self.cfg.read_timeout,
-                        write_timeout: self.cfg.write_timeout,
-                        idle_timeout: self.cfg.idle_timeout,
-                        metrics: self.metrics.clone(),
-                        permit,
-                    };
+                    let parts = ConnParts { id, peer, local: self.local, metrics: self.metrics.clone(), permit };
                     // Boxed: the task would otherwise carry this step's state
                     // (a few hundred bytes) for the connection's whole life.
                     let secure = Box::pin(self.secure(stream, peer));

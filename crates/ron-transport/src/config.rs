@@ -1,4 +1,6 @@
-//! Transport settings: where to listen, how many connections, which timeouts.
+//! Transport settings: where to listen, how many connections, TLS. Read,
+//! write and idle deadlines belong to the protocol on top, which knows where
+//! its messages begin and end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,12 +8,6 @@ use std::time::Duration;
 
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNS: usize = 1024;
-/// Default time a started message has to finish arriving.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time a write may make no progress.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time a connection may stay silent.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a TLS handshake may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default number of descriptors the data plane leaves to the rest of the
@@ -21,9 +17,6 @@ pub const DEFAULT_FD_RESERVE: usize = 64;
 pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// What the transport binds and how it bounds connections.
-///
-/// The timeouts are carried to every [`crate::Conn`] so the protocol on top
-/// applies them where it knows message boundaries.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// Address to listen on; port 0 picks a free port.
@@ -37,12 +30,6 @@ pub struct TransportConfig {
     /// Descriptors never used for connections: the cap is at most
     /// `RLIMIT_NOFILE - fd_reserve`.
     pub fd_reserve: usize,
-    /// Time a started message has to finish arriving.
-    pub read_timeout: Duration,
-    /// Time a write may make no progress before the connection is closed.
-    pub write_timeout: Duration,
-    /// Time a connection may stay silent.
-    pub idle_timeout: Duration,
     /// Time a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// Serve TLS 1.3 with this config instead of plain TCP.
@@ -58,9 +45,6 @@ impl TransportConfig {
             name: name.into(),
             max_conns: DEFAULT_MAX_CONNS,
             fd_reserve: DEFAULT_FD_RESERVE,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: None,

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
@@ -22,9 +22,6 @@ pub struct Conn<S = Stream> {
     id: u64,
     peer: SocketAddr,
     local: SocketAddr,
-    read_timeout: Duration,
-    write_timeout: Duration,
-    idle_timeout: Duration,
     opened: Instant,
     metrics: TransportMetrics,
     _permit: OwnedSemaphorePermit,
@@ -35,9 +32,6 @@ pub(crate) struct ConnParts {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-    pub(crate) read_timeout: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) idle_timeout: Duration,
     pub(crate) metrics: TransportMetrics,
     pub(crate) permit: OwnedSemaphorePermit,
 }
@@ -50,9 +44,6 @@ impl<S> Conn<S> {
             id: parts.id,
             peer: parts.peer,
             local: parts.local,
-            read_timeout: parts.read_timeout,
-            write_timeout: parts.write_timeout,
-            idle_timeout: parts.idle_timeout,
             opened: Instant::now(),
             metrics: parts.metrics,
             _permit: parts.permit,
@@ -72,21 +63,6 @@ impl<S> Conn<S> {
     /// The local address the connection arrived on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
-    }
-
-    /// Time a started message has to finish arriving.
-    pub fn read_timeout(&self) -> Duration {
-        self.read_timeout
-    }
-
-    /// Time a write may make no progress.
-    pub fn write_timeout(&self) -> Duration {
-        self.write_timeout
-    }
-
-    /// Time the connection may stay silent.
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
     }
 
     /// When the connection was accepted.

@@ -38,10 +38,7 @@ mod stream;
 pub mod tls;
 
 pub use accept::{BindError, ConnLoad, TransportHandle, spawn_transport_with_cancel};
-pub use config::{
-    DEFAULT_FD_RESERVE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_READ_TIMEOUT,
-    DEFAULT_WRITE_TIMEOUT, LISTEN_BACKLOG, TransportConfig,
-};
+pub use config::{DEFAULT_FD_RESERVE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNS, LISTEN_BACKLOG, TransportConfig};
 pub use conn::Conn;
 pub use log::LogLimit;
 pub use stream::Stream;
