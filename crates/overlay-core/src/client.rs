@@ -246,6 +246,18 @@ impl Client {
         Ok(client)
     }
 
+    /// A client over a stream connected by other means (an in-memory
+    /// `tokio::io::duplex` served by [`crate::Overlay::serve`], a socket the
+    /// embedder dialled): exchanges hellos offering `caps`, within
+    /// [`CONNECT_TIMEOUT`]. `addr` names the node in errors.
+    pub async fn over<S>(stream: S, addr: SocketAddr, caps: Caps) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let setup = Client::hello(Box::new(stream), addr, caps, None);
+        tokio::time::timeout(CONNECT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(addr))?
+    }
+
     async fn hello(
         mut stream: Box<dyn Io>,
         addr: SocketAddr,
