@@ -143,3 +143,86 @@ async fn lagged_comes_ahead_of_the_next_delivery() {
     }
     node.shutdown().await;
 }
+
+const ROOT_KEY: &[u8] = b"paused-clock test root key";
+
+/// A node that requires tokens (and sends no keepalive in these tests'
+/// spans of virtual time).
+async fn secured() -> Overlay {
+    use std::os::unix::fs::PermissionsExt as _;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("overlay-paused-key-{}-{n}", std::process::id()));
+    std::fs::write(&path, ROOT_KEY).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    node(|c| {
+        c.admin.enabled = false;
+        c.auth.required = true;
+        c.auth.root_key_file = Some(path);
+        c.transport.idle_timeout_ms = 3_600_000;
+    })
+    .await
+}
+
+/// A subscribe-only token for `a.>` that expires `secs` from now.
+fn token(secs: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let topics = ["a.>".parse().unwrap()];
+    overlay_core::auth::mint(ROOT_KEY, "paused", &[overlay_core::auth::Op::Subscribe], &topics, Some(now + secs))
+}
+
+async fn authed_session(node: &Overlay, token: &str) -> Client {
+    let (ours, theirs) = tokio::io::duplex(64 << 10);
+    let served = node.clone();
+    tokio::spawn(async move { served.serve(theirs, PEER).await });
+    let mut c = Client::over(ours, PEER, Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    c.authenticate(token).await.unwrap();
+    for (req_id, pattern) in [(7, "a.>"), (9, "a.b.*")] {
+        c.send(&Frame::Sub { req_id, pattern: pattern.parse().unwrap() }).await.unwrap();
+        let answer = c.recv().await.unwrap();
+        assert!(matches!(answer, Frame::Ack(a) if a.req_id == req_id), "SUB {req_id}: {answer:?}");
+    }
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_expiry_revokes_subscriptions_with_403_and_their_req_ids() {
+    let node = secured().await;
+    let mut c = authed_session(&node, &token(60)).await;
+    let subscribed = Instant::now();
+    let mut revoked = Vec::new();
+    while revoked.len() < 2 {
+        match c.recv().await.unwrap() {
+            Frame::Error(e) => revoked.push((e.code, e.req_id)),
+            other => panic!("expected the revocations, got {other:?}"),
+        }
+    }
+    let after = subscribed.elapsed();
+    revoked.sort_unstable();
+    assert_eq!(revoked, [(403, 7), (403, 9)]);
+    // Tokens count whole seconds: expiry comes within the 60th.
+    assert!((Duration::from_secs(59)..Duration::from_secs(61)).contains(&after), "revoked after {after:?}");
+    // The session stays open: nothing is delivered, a ping is answered.
+    assert_eq!(node.publish("a.x", &b"late"[..]).unwrap().queued, 0);
+    c.ping().await.unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_in_band_refresh_keeps_the_subscriptions_past_the_first_expiry() {
+    let node = secured().await;
+    let mut c = authed_session(&node, &token(60)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    c.authenticate(&token(3600)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Past the first token's expiry, both subscriptions still deliver.
+    assert_eq!(node.publish("a.x", &b"one"[..]).unwrap().queued, 1);
+    assert_eq!(node.publish("a.b.c", &b"two"[..]).unwrap().queued, 1);
+    for want in [&b"one"[..], b"two"] {
+        match c.recv().await.unwrap() {
+            Frame::Msg(m) => assert_eq!(&m.payload[..], want),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    node.shutdown().await;
+}

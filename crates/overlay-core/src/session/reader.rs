@@ -467,7 +467,7 @@ impl Reader<'_> {
         let Some(policy) = &self.ctx.auth else {
             return self.reply(Frame::error(ErrorCode::Unsupported, req_id, "AUTH is not enabled")).await.err();
         };
-        match Grant::verify(token, &policy.root_key, unix_now()) {
+        match Grant::verify(token, &policy.root_key, self.ctx.unix.now()) {
             Ok(grant) => {
                 tracing::debug!(identifier = %grant.identifier, "AUTH accepted");
                 self.grant = Some(grant);
@@ -491,7 +491,7 @@ impl Reader<'_> {
         self.ctx.auth.as_ref().filter(|p| p.required)?;
         let verdict = match &self.grant {
             None => Err(AuthError::Missing),
-            Some(g) => check(g, unix_now()),
+            Some(g) => check(g, self.ctx.unix.now()),
         };
         let e = verdict.err()?;
         self.ctx.metrics.reject(e.reason());
@@ -510,7 +510,8 @@ impl Reader<'_> {
             return;
         }
         let Consumer::Link(slot) = self.consumer else { return };
-        let relay = self.grant.as_ref().filter(|g| g.allows(Op::Relay, unix_now())).map(|g| g.topics().to_vec());
+        let relay =
+            self.grant.as_ref().filter(|g| g.allows(Op::Relay, self.ctx.unix.now())).map(|g| g.topics().to_vec());
         if let Some(link) = slot.take() {
             link_down(self.ctx, link, self.info.peer);
         }
@@ -523,15 +524,14 @@ impl Reader<'_> {
     /// for far-off expiries (they are checked again on the next AUTH).
     fn grant_expiry(&self) -> Option<Instant> {
         let at = self.ctx.auth.as_ref().filter(|p| p.required).and(self.grant.as_ref())?.expires()?;
-        let until = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(at))?;
-        let left = until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        let left = std::time::Duration::from_secs(at.saturating_sub(self.ctx.unix.now()));
         Instant::now().checked_add(left.min(MAX_EXPIRY_WAIT))
     }
 
     /// The grant expired: every subscription ends with `ERROR 403`; the
     /// session stays open for a fresh `AUTH`.
     async fn expire(&mut self) -> Result<(), DisconnectReason> {
-        if self.grant.as_ref().and_then(Grant::expires).is_some_and(|at| unix_now() >= at) {
+        if self.grant.as_ref().and_then(Grant::expires).is_some_and(|at| self.ctx.unix.now() >= at) {
             tracing::debug!("grant expired");
             self.grant = None;
             self.regrant();
@@ -546,7 +546,7 @@ impl Reader<'_> {
         if !self.ctx.auth.as_ref().is_some_and(|p| p.required) {
             return Ok(());
         }
-        let now = unix_now();
+        let now = self.ctx.unix.now();
         let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subs)
             .into_iter()
             .partition(|(p, _)| self.grant.as_ref().is_some_and(|g| g.subscribe(p, now).is_ok()));
@@ -685,9 +685,4 @@ fn req_id(frame: &Frame) -> u32 {
         | Frame::Auth { req_id, .. } => *req_id,
         _ => 0,
     }
-}
-
-/// Unix seconds now, for token expiry.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
