@@ -83,15 +83,13 @@ async fn readyz_is_200_after_start_and_503_draining_during_shutdown() {
             }
         }
     });
-    // Echoes stop once the client's receive window and the reply queue are full.
+    // The reader pauses once two echoes wait in the reply queue (its byte
+    // watermark, 2 x max_frame): from then on the session cannot finish
+    // without the client, which reads nothing, so the drain must wait for it.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let before = metric(&node, "overlay_frames_in_total", &[("kind", "data")]).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if metric(&node, "overlay_frames_in_total", &[("kind", "data")]).await == before && before > 0.0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the node never stopped reading the flood");
+    while metric(&node, "overlay_queue_depth", &[("queue", "reply")]).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the reply queue never reached its byte watermark");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let stopping = node.clone();
