@@ -174,6 +174,9 @@ pub enum OptionsError {
     /// The `--ca` file is missing or holds no certificate.
     #[error("--ca: {0}")]
     Tls(#[from] overlay_core::TlsError),
+    /// The `--token-file` holds nothing but whitespace.
+    #[error("--token-file {0}: the file is empty")]
+    EmptyToken(PathBuf),
     /// The `--token-file` could not be read.
     #[error("--token-file {path}: {source}")]
     TokenFile {
@@ -202,6 +205,9 @@ impl ConnectArgs {
         if let Some(path) = &self.token_file {
             let token = std::fs::read_to_string(path)
                 .map_err(|source| OptionsError::TokenFile { path: path.clone(), source })?;
+            if token.trim().is_empty() {
+                return Err(OptionsError::EmptyToken(path.clone()));
+            }
             opts = opts.token(token.trim().to_string());
         }
         Ok(opts)

@@ -616,6 +616,18 @@ fn pub_with_a_token_file_prints_each_refusal_and_goes_on() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file /nonexistent/token"));
+    let empty = dir.join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["pub", "ok.x", "x", "--addr", &node.addr.to_string(), "--token-file", &empty.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the file is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let both = run(&dir, &[], &["pub", "ok.x", "x", "--token", "t", "--token-file", "token"]);
     assert_eq!(both.status.code(), Some(2), "--token and --token-file together are a usage error");
     assert!(String::from_utf8_lossy(&both.stderr).contains("--token-file"));

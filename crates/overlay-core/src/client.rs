@@ -49,9 +49,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `PUB`s in flight before [`Client::publish_all`] waits for a receipt.
 pub const PUB_WINDOW: usize = 256;
-/// Deliveries kept while the client waits for an answer; past it they are
-/// counted and reported as [`Delivery::Lagged`], never lost silently.
+/// Deliveries kept while the client waits for an answer, and their payload
+/// bytes; past either they are counted and reported as [`Delivery::Lagged`],
+/// never lost silently.
 const MAX_STASHED: usize = 4096;
+const MAX_STASHED_BYTES: usize = 16 << 20;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -213,10 +215,21 @@ pub struct Client {
     req_id: u32,
     /// The last `PING` nonce used.
     nonce: u64,
-    /// Deliveries that arrived while waiting for an answer.
-    stashed: VecDeque<Delivery>,
+    /// What arrived for the subscriptions while waiting for an answer.
+    stashed: VecDeque<Stashed>,
+    /// Payload bytes in `stashed`.
+    stashed_bytes: usize,
     /// Deliveries dropped past [`MAX_STASHED`], not yet reported.
     stash_lost: u64,
+    /// The request ids of the subscriptions made (their `ERROR` is a
+    /// revocation, not a late answer).
+    subscriptions: Vec<u32>,
+}
+
+/// A delivery, or a subscription's end, kept for [`Client::next_delivery`].
+enum Stashed {
+    Delivery(Delivery),
+    Revoked(Refusal),
 }
 
 impl Client {
@@ -282,7 +295,9 @@ impl Client {
             req_id: 0,
             nonce: 0,
             stashed: VecDeque::new(),
+            stashed_bytes: 0,
             stash_lost: 0,
+            subscriptions: Vec::new(),
         })
     }
 
@@ -375,6 +390,7 @@ impl Client {
         let req_id = self.next_req();
         self.send(&Frame::Sub { req_id, pattern: pattern.clone() }).await?;
         self.answer(req_id, "SUB").await?.map_err(ClientError::from)?;
+        self.subscriptions.push(req_id);
         Ok(Deliveries { client: self })
     }
 
@@ -385,18 +401,29 @@ impl Client {
     /// # Cancel safety
     /// Cancel safe: bytes read so far stay buffered for the next call.
     pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
+        if let Some(kept) = self.stashed.pop_front() {
+            return match kept {
+                Stashed::Delivery(d) => {
+                    if let Delivery::Message(m) = &d {
+                        self.stashed_bytes -= m.payload.len();
+                    }
+                    Ok(d)
+                }
+                Stashed::Revoked(r) => Err(r.into()),
+            };
+        }
+        // Lost after everything kept, before anything read from now on.
         if self.stash_lost > 0 {
             return Ok(Delivery::Lagged(std::mem::take(&mut self.stash_lost)));
-        }
-        if let Some(d) = self.stashed.pop_front() {
-            return Ok(d);
         }
         loop {
             match self.next_frame().await? {
                 Frame::Msg(m) => return Ok(Delivery::Message(message(m))),
                 Frame::Lagged { dropped } => return Ok(Delivery::Lagged(dropped)),
-                Frame::Error(e) => return Err(ClientError::Refused { code: e.code, reason: e.reason }),
-                // Answers nobody waits for any more, relay-only frames.
+                Frame::Error(e) if e.req_id == 0 || self.subscriptions.contains(&e.req_id) => {
+                    return Err(ClientError::Refused { code: e.code, reason: e.reason });
+                }
+                // Late answers to requests given up on, relay-only frames.
                 _ => {}
             }
         }
@@ -422,6 +449,10 @@ impl Client {
     /// The one receive path: the next frame that is not the node's
     /// keepalive (answered here); a `GOAWAY` ends it with an error.
     async fn next_frame(&mut self) -> Result<Frame, ClientError> {
+        // A PONG (or a request) a cancelled call left unwritten goes first.
+        if !self.tx.is_empty() {
+            self.flush().await?;
+        }
         loop {
             match self.recv().await? {
                 Frame::Ctrl(Ctrl::Ping { nonce }) => self.send(&Frame::pong(nonce)).await?,
@@ -431,22 +462,33 @@ impl Client {
         }
     }
 
-    /// Keeps a delivery that arrived while waiting for something else;
-    /// an `ERROR` for no request is the session's (an expired token) and
-    /// ends the wait; anything else unasked for is an error.
+    /// Keeps what arrives for the subscriptions while waiting for
+    /// something else: deliveries, and a subscription's `ERROR` (revoked,
+    /// for example when its token expired). An `ERROR` for no request is the
+    /// session's and ends the wait; anything else unasked for is an error.
     fn stash(&mut self, frame: Frame) -> Result<(), ClientError> {
-        let delivery = match frame {
+        let kept = match frame {
             Frame::Msg(m) => Delivery::Message(message(m)),
             Frame::Lagged { dropped } => Delivery::Lagged(dropped),
             Frame::Error(e) if e.req_id == 0 => return Err(ClientError::Refused { code: e.code, reason: e.reason }),
+            Frame::Error(e) if self.subscriptions.contains(&e.req_id) => {
+                // Never dropped: a subscription's end must reach the caller.
+                self.stashed.push_back(Stashed::Revoked(Refusal { code: e.code, reason: e.reason }));
+                return Ok(());
+            }
             // Late answers to a request given up on, stray PONGs.
             Frame::Ack(_) | Frame::Error(_) | Frame::Ctrl(Ctrl::Pong { .. }) => return Ok(()),
             other => return Err(ClientError::Unexpected(other.kind())),
         };
-        if self.stashed.len() < MAX_STASHED {
-            self.stashed.push_back(delivery);
+        let bytes = match &kept {
+            Delivery::Message(m) => m.payload.len(),
+            Delivery::Lagged(_) => 0,
+        };
+        if self.stashed.len() < MAX_STASHED && self.stashed_bytes + bytes <= MAX_STASHED_BYTES {
+            self.stashed_bytes += bytes;
+            self.stashed.push_back(Stashed::Delivery(kept));
         } else {
-            self.stash_lost += match delivery {
+            self.stash_lost += match kept {
                 Delivery::Lagged(n) => n,
                 Delivery::Message(_) => 1,
             };
@@ -466,10 +508,14 @@ impl Client {
         Ok(())
     }
 
-    /// Writes everything fed so far.
+    /// Writes everything fed so far (through TLS too).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: what was written is gone from the buffer, the rest is
+    /// written by the next call.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        self.stream.write_all(&self.tx).await?;
-        self.tx.clear();
+        self.stream.write_all_buf(&mut self.tx).await?;
+        self.stream.flush().await?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AuthPolicy, RootKeyError, UnixClock, load_root_key};
+use crate::auth::{AuthPolicy, RootKeyError, load_root_key};
 use crate::config::{ConfigError, OverlayConfig, Peer, ValidConfig};
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, Echo};
@@ -287,7 +287,6 @@ impl Overlay {
             registry: Arc::new(Registry::new(config.gossip(), &service)),
             events: broadcast::channel(EVENT_CAPACITY).0,
             auth,
-            unix: UnixClock::new(),
         });
         let transport_cfg = TransportConfig {
             addr: config.transport.addr,

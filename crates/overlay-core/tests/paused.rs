@@ -226,3 +226,23 @@ async fn an_in_band_refresh_keeps_the_subscriptions_past_the_first_expiry() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_revocation_read_while_waiting_for_another_answer_reaches_the_subscriber() {
+    let node = secured().await;
+    let (ours, theirs) = tokio::io::duplex(64 << 10);
+    let served = node.clone();
+    tokio::spawn(async move { served.serve(theirs, PEER).await });
+    let mut c = Client::over(ours, PEER, Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    c.authenticate(&token(60)).await.unwrap();
+    c.subscribe(&"a.>".parse().unwrap()).await.unwrap();
+    // The token expires; the node's ERROR 403 for the SUB waits in the
+    // stream, and the client reads it while waiting for its PONG.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    c.ping().await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), c.next_delivery()).await {
+        Ok(Err(overlay_core::client::ClientError::Refused { code, .. })) => assert_eq!(code, 403),
+        other => panic!("expected the revocation, got {other:?}"),
+    }
+    node.shutdown().await;
+}

@@ -330,10 +330,11 @@ mod tests {
     }
 }
 
-/// Unix time for token checks: the later of the wall clock and the wall
-/// clock at start advanced by the runtime's monotonic clock. A wall clock
-/// stepped back cannot lengthen a token's life, one stepped forward (or a
-/// resumed VM) shortens it at once, and on tokio's paused clock (tests)
+/// Unix time for a grant's checks: the later of the wall clock and the wall
+/// clock at the grant's `AUTH` advanced by the runtime's monotonic clock. A
+/// wall clock stepped back cannot lengthen the grant's life, one stepped
+/// forward (or a resumed VM) shortens it at once, a wrong wall clock at one
+/// `AUTH` affects that grant only, and on tokio's paused clock (tests)
 /// tokens expire as the runtime's time moves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UnixClock {

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::auth::{AuthPolicy, UnixClock};
+use crate::auth::AuthPolicy;
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::{HandshakeFail, OverlayMetrics};
@@ -114,8 +114,6 @@ pub(crate) struct SessionCtx {
     pub(crate) events: broadcast::Sender<OverlayEvent>,
     /// Token checking, when the node has a root key.
     pub(crate) auth: Option<AuthPolicy>,
-    /// The Unix time tokens are checked against.
-    pub(crate) unix: UnixClock,
 }
 
 /// What identifies a connection, whichever side opened it.

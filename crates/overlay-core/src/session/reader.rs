@@ -11,7 +11,7 @@ use overlay_admin::SizeTally;
 use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, Refused, SubscribeError};
 
 use super::{link_down, link_up};
-use crate::auth::{AuthError, Grant, Op};
+use crate::auth::{AuthError, Grant, Op, UnixClock};
 use ron_transport::{DisconnectReason, LogLimit};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
@@ -63,6 +63,8 @@ struct Reader<'a> {
     now: Instant,
     /// The grant of the last successful `AUTH`.
     grant: Option<Grant>,
+    /// The Unix time the grant is checked against.
+    unix: UnixClock,
     /// The session's subscriptions with the `req_id` of their `SUB`, so a
     /// revocation can name them.
     subs: Vec<(Pattern, u32)>,
@@ -100,6 +102,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         batch: PublishBatch::default(),
         now: Instant::now(),
         grant: None,
+        unix: UnixClock::new(),
         subs: Vec::new(),
         dialed,
         refusals: LogLimit::new(REFUSAL_LOGS_PER_SEC),
@@ -467,8 +470,11 @@ impl Reader<'_> {
         let Some(policy) = &self.ctx.auth else {
             return self.reply(Frame::error(ErrorCode::Unsupported, req_id, "AUTH is not enabled")).await.err();
         };
-        match Grant::verify(token, &policy.root_key, self.ctx.unix.now()) {
+        // Each grant keeps time from its own AUTH (see `UnixClock`).
+        let unix = UnixClock::new();
+        match Grant::verify(token, &policy.root_key, unix.now()) {
             Ok(grant) => {
+                self.unix = unix;
                 tracing::debug!(identifier = %grant.identifier, "AUTH accepted");
                 self.grant = Some(grant);
                 if let Err(reason) = self.reply(ack(req_id)).await {
@@ -491,7 +497,7 @@ impl Reader<'_> {
         self.ctx.auth.as_ref().filter(|p| p.required)?;
         let verdict = match &self.grant {
             None => Err(AuthError::Missing),
-            Some(g) => check(g, self.ctx.unix.now()),
+            Some(g) => check(g, self.unix.now()),
         };
         let e = verdict.err()?;
         self.ctx.metrics.reject(e.reason());
@@ -510,8 +516,7 @@ impl Reader<'_> {
             return;
         }
         let Consumer::Link(slot) = self.consumer else { return };
-        let relay =
-            self.grant.as_ref().filter(|g| g.allows(Op::Relay, self.ctx.unix.now())).map(|g| g.topics().to_vec());
+        let relay = self.grant.as_ref().filter(|g| g.allows(Op::Relay, self.unix.now())).map(|g| g.topics().to_vec());
         if let Some(link) = slot.take() {
             link_down(self.ctx, link, self.info.peer);
         }
@@ -524,14 +529,14 @@ impl Reader<'_> {
     /// for far-off expiries (they are checked again on the next AUTH).
     fn grant_expiry(&self) -> Option<Instant> {
         let at = self.ctx.auth.as_ref().filter(|p| p.required).and(self.grant.as_ref())?.expires()?;
-        let left = std::time::Duration::from_secs(at.saturating_sub(self.ctx.unix.now()));
+        let left = std::time::Duration::from_secs(at.saturating_sub(self.unix.now()));
         Instant::now().checked_add(left.min(MAX_EXPIRY_WAIT))
     }
 
     /// The grant expired: every subscription ends with `ERROR 403`; the
     /// session stays open for a fresh `AUTH`.
     async fn expire(&mut self) -> Result<(), DisconnectReason> {
-        if self.grant.as_ref().and_then(Grant::expires).is_some_and(|at| self.ctx.unix.now() >= at) {
+        if self.grant.as_ref().and_then(Grant::expires).is_some_and(|at| self.unix.now() >= at) {
             tracing::debug!("grant expired");
             self.grant = None;
             self.regrant();
@@ -546,7 +551,7 @@ impl Reader<'_> {
         if !self.ctx.auth.as_ref().is_some_and(|p| p.required) {
             return Ok(());
         }
-        let now = self.ctx.unix.now();
+        let now = self.unix.now();
         let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subs)
             .into_iter()
             .partition(|(p, _)| self.grant.as_ref().is_some_and(|g| g.subscribe(p, now).is_ok()));
