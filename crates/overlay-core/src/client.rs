@@ -68,10 +68,10 @@ pub enum ClientError {
         source: io::Error,
     },
     /// Connect plus hello, or a close, took longer than [`CONNECT_TIMEOUT`].
-    #[error("{0} did not answer within 5 s")]
+    #[error("{0} did not answer within {secs} s", secs = CONNECT_TIMEOUT.as_secs())]
     Timeout(SocketAddr),
     /// A request had no answer within [`ANSWER_TIMEOUT`].
-    #[error("no answer to {0} within 10 s")]
+    #[error("no answer to {0} within {secs} s", secs = ANSWER_TIMEOUT.as_secs())]
     NoAnswer(&'static str),
     /// The node's hello was refused.
     #[error("bad hello from node: {0}")]

@@ -3,45 +3,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use oap_codec::{Ack, Caps, Frame};
-use overlay_core::auth::{Op, mint};
+use overlay_core::auth::Op;
 use overlay_core::client::{Client, ClientError, ConnectOptions};
 use overlay_core::{Delivery, Overlay, Peer, StartError};
-
-const KEY: &[u8] = b"overlay test root key";
-
-fn key_file(mode: u32) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("overlay-root-key-{}-{n}", std::process::id()));
-    std::fs::write(&path, [KEY, b"\n"].concat()).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
-async fn secured(tweak: impl FnOnce(&mut overlay_core::OverlayConfig)) -> Overlay {
-    let path = key_file(0o600);
-    node(|c| {
-        c.auth.required = true;
-        c.auth.root_key_file = Some(path);
-        tweak(c);
-    })
-    .await
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn token(ops: &[Op], topics: &[&str], expires: Option<u64>) -> String {
-    let topics: Vec<_> = topics.iter().map(|t| t.parse().unwrap()).collect();
-    mint(KEY, "test-client", ops, &topics, expires)
-}
 
 async fn auth(c: &mut Client, req_id: u32, token: &str) -> Frame {
     c.send(&Frame::Auth { req_id, token: token.as_bytes().to_vec().into() }).await.unwrap();
@@ -80,7 +48,7 @@ async fn requests_before_auth_get_401_and_grants_are_enforced() {
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let Frame::Error(e) = auth(&mut c, 3, std::str::from_utf8(&tampered).unwrap()).await else { panic!() };
     assert_eq!((e.code, e.req_id), (401, 3));
-    let expired = token(&[Op::Subscribe], &["dht.>"], Some(now() - 1));
+    let expired = token(&[Op::Subscribe], &["dht.>"], Some(unix_now() - 1));
     let Frame::Error(e) = auth(&mut c, 4, &expired).await else { panic!() };
     assert_eq!(e.code, 401);
 
@@ -127,7 +95,7 @@ async fn an_expiring_grant_ends_its_subscriptions_but_not_the_session() {
     )
     .await
     .unwrap();
-    let soon = token(&[Op::Subscribe], &[], Some(now() + 2));
+    let soon = token(&[Op::Subscribe], &[], Some(unix_now() + 2));
     assert!(matches!(auth(&mut c, 1, &soon).await, Frame::Ack(_)));
     sub(&mut c, 9, "ticks").await;
     let Frame::Error(e) = tokio::time::timeout(Duration::from_secs(10), c.recv()).await.unwrap().unwrap() else {
@@ -173,7 +141,7 @@ async fn relay_links_present_their_relay_token() {
 
 #[tokio::test]
 async fn a_readable_root_key_file_refuses_to_start() {
-    let path = key_file(0o644);
+    let path = root_key_file(0o644);
     let mut cfg = overlay_core::OverlayConfig::default();
     cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
     cfg.admin.enabled = false;

@@ -17,13 +17,19 @@ use tokio::time::Instant;
 
 const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 
-/// A session of `node` over a duplex stream: our client end, and the
-/// node's task (its result says why the session ended).
-async fn session(node: &Overlay) -> (Client, JoinHandle<DisconnectReason>) {
+/// A session of `node` over a duplex stream, our hello offering `caps`:
+/// our client end, and the node's task (its result says why the session
+/// ended).
+async fn session_with(node: &Overlay, caps: Caps) -> (Client, JoinHandle<DisconnectReason>) {
     let (ours, theirs) = tokio::io::duplex(64 << 10);
     let served = node.clone();
     let task = tokio::spawn(async move { served.serve(theirs, PEER).await });
-    (Client::over(ours, PEER, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await.unwrap(), task)
+    (Client::over(ours, PEER, caps).await.unwrap(), task)
+}
+
+/// A pub/sub session (see [`session_with`]).
+async fn session(node: &Overlay) -> (Client, JoinHandle<DisconnectReason>) {
+    session_with(node, Caps::GOSSIP_V1 | Caps::PUBSUB_V1).await
 }
 
 fn goaway_code(frame: &Frame) -> Option<u16> {
@@ -144,38 +150,25 @@ async fn lagged_comes_ahead_of_the_next_delivery() {
     node.shutdown().await;
 }
 
-const ROOT_KEY: &[u8] = b"paused-clock test root key";
-
-/// A node that requires tokens (and sends no keepalive in these tests'
-/// spans of virtual time).
-async fn secured() -> Overlay {
-    use std::os::unix::fs::PermissionsExt as _;
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("overlay-paused-key-{}-{n}", std::process::id()));
-    std::fs::write(&path, ROOT_KEY).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    node(|c| {
+/// A node that requires tokens, with no keepalive in these tests' spans of
+/// virtual time.
+async fn token_node() -> Overlay {
+    secured(|c| {
         c.admin.enabled = false;
-        c.auth.required = true;
-        c.auth.root_key_file = Some(path);
         c.transport.idle_timeout_ms = 3_600_000;
     })
     .await
 }
 
 /// A subscribe-only token for `a.>` that expires `secs` from now.
-fn token(secs: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let topics = ["a.>".parse().unwrap()];
-    overlay_core::auth::mint(ROOT_KEY, "paused", &[overlay_core::auth::Op::Subscribe], &topics, Some(now + secs))
+fn sub_token(secs: u64) -> String {
+    token(&[overlay_core::auth::Op::Subscribe], &["a.>"], Some(unix_now() + secs))
 }
 
+/// A session that presented `token` and subscribed to `a.>` (req_id 7) and
+/// `a.b.*` (req_id 9).
 async fn authed_session(node: &Overlay, token: &str) -> Client {
-    let (ours, theirs) = tokio::io::duplex(64 << 10);
-    let served = node.clone();
-    tokio::spawn(async move { served.serve(theirs, PEER).await });
-    let mut c = Client::over(ours, PEER, Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
+    let (mut c, _) = session_with(node, Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await;
     c.authenticate(token).await.unwrap();
     for (req_id, pattern) in [(7, "a.>"), (9, "a.b.*")] {
         c.send(&Frame::Sub { req_id, pattern: pattern.parse().unwrap() }).await.unwrap();
@@ -187,8 +180,8 @@ async fn authed_session(node: &Overlay, token: &str) -> Client {
 
 #[tokio::test(start_paused = true)]
 async fn token_expiry_revokes_subscriptions_with_403_and_their_req_ids() {
-    let node = secured().await;
-    let mut c = authed_session(&node, &token(60)).await;
+    let node = token_node().await;
+    let mut c = authed_session(&node, &sub_token(60)).await;
     let subscribed = Instant::now();
     let mut revoked = Vec::new();
     while revoked.len() < 2 {
@@ -210,10 +203,10 @@ async fn token_expiry_revokes_subscriptions_with_403_and_their_req_ids() {
 
 #[tokio::test(start_paused = true)]
 async fn an_in_band_refresh_keeps_the_subscriptions_past_the_first_expiry() {
-    let node = secured().await;
-    let mut c = authed_session(&node, &token(60)).await;
+    let node = token_node().await;
+    let mut c = authed_session(&node, &sub_token(60)).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
-    c.authenticate(&token(3600)).await.unwrap();
+    c.authenticate(&sub_token(3600)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     // Past the first token's expiry, both subscriptions still deliver.
     assert_eq!(node.publish("a.x", &b"one"[..]).unwrap().queued, 1);
@@ -229,12 +222,9 @@ async fn an_in_band_refresh_keeps_the_subscriptions_past_the_first_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_revocation_read_while_waiting_for_another_answer_reaches_the_subscriber() {
-    let node = secured().await;
-    let (ours, theirs) = tokio::io::duplex(64 << 10);
-    let served = node.clone();
-    tokio::spawn(async move { served.serve(theirs, PEER).await });
-    let mut c = Client::over(ours, PEER, Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await.unwrap();
-    c.authenticate(&token(60)).await.unwrap();
+    let node = token_node().await;
+    let (mut c, _) = session_with(&node, Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::AUTH_V1).await;
+    c.authenticate(&sub_token(60)).await.unwrap();
     c.subscribe(&"a.>".parse().unwrap()).await.unwrap();
     // The token expires; the node's ERROR 403 for the SUB waits in the
     // stream, and the client reads it while waiting for its PONG.

@@ -142,12 +142,13 @@ where
             settle_releases();
             ctx.registry.note_pending();
         }
+        let keep = if delivered > 0 { KEEP_BUFFER } else { REPLY_KEEP_BUFFER };
         if idle {
             // The session is quiet (the reader sent a keepalive): hold no
             // buffers until it has something to write again.
             (batch, frames, encoded, out) = (Vec::new(), Vec::new(), Vec::new(), BytesMut::new());
             replies.release_idle();
-        } else if out.capacity() > if delivered > 0 { KEEP_BUFFER } else { REPLY_KEEP_BUFFER } {
+        } else if out.capacity() > keep {
             out = BytesMut::new();
         }
         if last {

@@ -142,11 +142,8 @@ pub fn payload(len: usize, seed: u8) -> Bytes {
 
 /// A pub/sub client (`GOSSIP_V1 | PUBSUB_V1`).
 pub async fn pubsub(node: &Overlay) -> overlay_core::client::Client {
-    overlay_core::client::Client::connect(
-        &overlay_core::client::ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PUBSUB_V1),
-    )
-    .await
-    .unwrap()
+    // ConnectOptions' default caps are GOSSIP_V1 | PUBSUB_V1.
+    overlay_core::client::Client::connect(&overlay_core::client::ConnectOptions::new(node.local_addr())).await.unwrap()
 }
 
 /// `SUB req_id pattern` and its `ACK`.
@@ -180,4 +177,40 @@ pub async fn wait_links(node: &Overlay, n: usize) {
         assert!(tokio::time::Instant::now() < deadline, "only {} of {n} relay links came up", node.peers_connected());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The root key of [`secured`] nodes and [`token`]s.
+pub const ROOT_KEY: &[u8] = b"overlay test root key";
+
+/// A file holding [`ROOT_KEY`] with permissions `mode`.
+pub fn root_key_file(mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("overlay-root-key-{}-{n}", std::process::id()));
+    std::fs::write(&path, [ROOT_KEY, b"\n"].concat()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// A node that requires tokens signed with [`ROOT_KEY`] (and `tweak`).
+pub async fn secured(tweak: impl FnOnce(&mut OverlayConfig)) -> Overlay {
+    let path = root_key_file(0o600);
+    node(|c| {
+        c.auth.required = true;
+        c.auth.root_key_file = Some(path);
+        tweak(c);
+    })
+    .await
+}
+
+/// Wall-clock Unix seconds, as a token's `expires` caveat counts them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A token from [`ROOT_KEY`] granting `ops` on `topics` (each a caveat:
+/// all must hold), until `expires`.
+pub fn token(ops: &[overlay_core::auth::Op], topics: &[&str], expires: Option<u64>) -> String {
+    let topics: Vec<_> = topics.iter().map(|t| t.parse().unwrap()).collect();
+    overlay_core::auth::mint(ROOT_KEY, "test-client", ops, &topics, expires)
 }

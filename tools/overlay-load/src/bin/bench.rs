@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use oap_codec::{Caps, Frame, Hello};
+use overlay_core::client::{Client, ConnectOptions, TlsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -560,19 +561,14 @@ async fn connect_rate(
     let deadline = Instant::now() + run_for;
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let tls = tls.map(|cfg| session_options(addr, Some(cfg)));
     for _ in 0..4 {
         let (count, tls) = (count.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let ok = match &tls {
                     None => connect_ping(addr).await.is_ok(),
-                    Some(cfg) => overlay_core::client::Client::connect(
-                        &overlay_core::client::ConnectOptions::new(addr)
-                            .caps(Caps::GOSSIP_V1)
-                            .tls(overlay_core::client::TlsOptions::from_config(cfg.clone()).name("localhost")),
-                    )
-                    .await
-                    .is_ok(),
+                    Some(opts) => Client::connect(opts).await.is_ok(),
                 };
                 if ok {
                     count.fetch_add(1, Ordering::Relaxed);
@@ -591,31 +587,26 @@ fn rss_kib(pid: &str) -> Result<u64, BoxError> {
 }
 
 async fn idle_rss(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, pid: &str) -> Result<f64, BoxError> {
+    let opts = session_options(addr, tls);
     let before = rss_kib(pid)?;
     let mut held = Vec::with_capacity(IDLE_SESSIONS);
     for _ in 0..IDLE_SESSIONS {
-        let c = match &tls {
-            None => {
-                overlay_core::client::Client::connect(
-                    &overlay_core::client::ConnectOptions::new(addr).caps(Caps::GOSSIP_V1),
-                )
-                .await?
-            }
-            Some(cfg) => {
-                overlay_core::client::Client::connect(
-                    &overlay_core::client::ConnectOptions::new(addr)
-                        .caps(Caps::GOSSIP_V1)
-                        .tls(overlay_core::client::TlsOptions::from_config(cfg.clone()).name("localhost")),
-                )
-                .await?
-            }
-        };
-        held.push(c);
+        held.push(Client::connect(&opts).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid)?;
     drop(held);
     Ok(after.saturating_sub(before) as f64 / IDLE_SESSIONS as f64)
+}
+
+/// A gossip-only session to `addr`, over TLS (checked for `localhost`) when
+/// `tls` is given.
+fn session_options(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> ConnectOptions {
+    let opts = ConnectOptions::new(addr).caps(Caps::GOSSIP_V1);
+    match tls {
+        Some(cfg) => opts.tls(TlsOptions::from_config(cfg).name("localhost")),
+        None => opts,
+    }
 }
 
 fn make_certs(dir: &str) -> Result<(), BoxError> {
