@@ -282,6 +282,11 @@ pub fn mint(root_key: &[u8], identifier: &str, ops: &[Op], topics: &[Pattern], e
     m.serialize()
 }
 
+/// The wall clock: time since the Unix epoch (zero before it).
+pub(crate) fn wall() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,31 +333,4 @@ mod tests {
         let token = mint(KEY, "id", &[Op::Publish], &[], None);
         assert_eq!(Grant::verify(token.as_bytes(), b"wrong", 0).unwrap_err().error_code(), ErrorCode::Unauthorized);
     }
-}
-
-/// Unix time for a grant's checks: the later of the wall clock and the wall
-/// clock at the grant's `AUTH` advanced by the runtime's monotonic clock. A
-/// wall clock stepped back cannot lengthen the grant's life, one stepped
-/// forward (or a resumed VM) shortens it at once, a wrong wall clock at one
-/// `AUTH` affects that grant only, and on tokio's paused clock (tests)
-/// tokens expire as the runtime's time moves.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UnixClock {
-    wall_at_start: std::time::Duration,
-    start: tokio::time::Instant,
-}
-
-impl UnixClock {
-    pub(crate) fn new() -> UnixClock {
-        UnixClock { wall_at_start: wall(), start: tokio::time::Instant::now() }
-    }
-
-    /// Seconds since the Unix epoch.
-    pub(crate) fn now(&self) -> u64 {
-        wall().max(self.wall_at_start + self.start.elapsed()).as_secs()
-    }
-}
-
-fn wall() -> std::time::Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }

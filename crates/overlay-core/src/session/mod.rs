@@ -8,8 +8,10 @@
 //! (idle or `read_timeout`), every reply waits on a bounded queue, and the
 //! node's drain and kill tokens end it.
 
+mod join;
 mod reader;
 mod replies;
+mod state;
 mod writer;
 
 pub(crate) use replies::ReplyQueue;
@@ -17,13 +19,11 @@ pub(crate) use replies::ReplyQueue;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use oap_codec::Pattern;
 use oap_codec::{Caps, ErrorCode, Frame, HELLO_LEN, Hello, HelloError, Negotiated};
-use overlay_gossip::{DeliveryQueue, LinkId, Registry, SubscriberId};
+use overlay_gossip::Registry;
 use ron_transport::DisconnectReason;
 use ron_transport::tls::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -36,6 +36,7 @@ use crate::auth::AuthPolicy;
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::{HandshakeFail, OverlayMetrics};
+use state::{Env, SessionState};
 
 /// Longest a node-closed session keeps reading (and discarding) so its last
 /// frame is not lost to a TCP reset.
@@ -128,6 +129,19 @@ pub(crate) struct Meta {
     pub(crate) dialed: bool,
 }
 
+impl SessionCtx {
+    /// What each session core works with.
+    fn env(&self) -> Env<'_> {
+        Env {
+            limits: &self.limits,
+            registry: &self.registry,
+            metrics: &self.metrics,
+            handler: &*self.handler,
+            auth: self.auth.as_ref(),
+        }
+    }
+}
+
 /// What a dialed relay session presents first: its `op = relay` token.
 pub(crate) type Credential = Option<bytes::Bytes>;
 
@@ -139,28 +153,15 @@ pub(crate) struct Outcome {
     pub(crate) established: bool,
 }
 
-/// Where a session's deliveries come from.
-pub(crate) enum Consumer {
-    /// A client: a subscriber, attached at its first `SUB`.
-    Client(Option<SubscriberId>),
-    /// A relay link (`PEER_V1` on both sides): every message (its grant
-    /// covers) is flooded to it once attached. An inbound link to a node
-    /// that requires tokens stays detached until an `AUTH` grants `relay`.
-    Link(Option<LinkId>),
-}
-
-/// Attaches a relay link receiving what `filter` (all must match) allows.
-pub(crate) fn link_up(ctx: &SessionCtx, queue: &Arc<DeliveryQueue>, peer: SocketAddr, filter: Vec<Pattern>) -> LinkId {
-    let link = ctx.registry.attach_link(queue.clone(), filter);
+/// Announces a relay link the session core attached.
+pub(crate) fn peer_up(ctx: &SessionCtx, peer: SocketAddr) {
     ctx.metrics.peers_connected.increment(1.0);
     let _ = ctx.events.send(OverlayEvent::PeerUp { peer });
     tracing::info!("relay link up");
-    link
 }
 
-/// Detaches a relay link.
-pub(crate) fn link_down(ctx: &SessionCtx, link: LinkId, peer: SocketAddr) {
-    ctx.registry.detach_link(link);
+/// Announces a relay link the session core detached.
+pub(crate) fn peer_down(ctx: &SessionCtx, peer: SocketAddr) {
     ctx.metrics.peers_connected.decrement(1.0);
     let _ = ctx.events.send(OverlayEvent::PeerDown { peer });
     tracing::info!("relay link down");
@@ -303,85 +304,31 @@ where
     S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let queue = Arc::new(ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame));
-    let deliveries = ctx.registry.queue();
-    let auth_required = ctx.auth.as_ref().is_some_and(|a| a.required);
-    let consumer = if !info.caps.contains(Caps::PEER_V1) {
-        Consumer::Client(None)
-    } else if dialed || !auth_required {
-        // A peer we dialed (or any, on an open node) gets the flood at once.
-        Consumer::Link(Some(link_up(ctx, &deliveries, info.peer, Vec::new())))
-    } else {
-        Consumer::Link(None)
-    };
-    let link = matches!(consumer, Consumer::Link(_));
-    let mut detach = Detach { ctx, consumer, deliveries: deliveries.clone(), peer: info.peer };
+    let queue = ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame);
+    let state = SessionState::new(ctx.env(), info, dialed, credential, ctx.registry.queue(), reader::now());
+    let deliveries = state.deliveries().clone();
+    let link = state.is_link();
+    let mut session = Detach { ctx, state, peer: info.peer };
     let write_timeout = ctx.limits.write_timeout;
-    let (reason, write_reason, grace_expired) = {
+    let ended = {
         // Both pinned where they are made: a future moved into a pin would keep
         // a second slot of its size in this function's state.
-        let mut writer = std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, ctx, link));
-        let mut reader = std::pin::pin!(async {
-            // A dialed link presents its token ahead of everything else it sends.
-            if let Some(token) = credential
-                && info.caps.contains(Caps::AUTH_V1)
-                && queue.push(Frame::Auth { req_id: 1, token }).await.is_ok()
-            {
-                ctx.metrics.reply_queue_depth.increment(1.0);
-            }
-            let reason =
-                reader::run(&mut rd, queue.clone(), &deliveries, &mut detach.consumer, info, ctx, dialed).await;
+        let writer = std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, ctx, link));
+        let reader = std::pin::pin!(async {
+            let reason = reader::run(&mut rd, &queue, &mut session.state, ctx, info.peer).await;
             // The reply sender is gone with the reader: the writer flushes what
             // is queued, shuts the stream down and returns.
             queue.close_reader();
             reason
         });
-        // Reader and writer are two futures of this one task, not two tasks: a
-        // reply queued by the reader wakes no other thread (a cross-thread wake
-        // per batch cost more than the parallelism won, and a task per session
-        // costs memory). Sessions still run in parallel with each other. The
-        // writer is always polled after the reader, so it finds what the reader
-        // queued in the same pass ([`ReplyQueue::push`] relies on it).
-        let (mut read_end, mut write_end) = (None, None);
-        // Armed when the reader ends a session on its own account: the
-        // writer's time to flush the GOAWAY (boxed: rare, and a timer is large).
-        let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        std::future::poll_fn(|cx| {
-            loop {
-                if read_end.is_none()
-                    && let Poll::Ready(reason) = reader.as_mut().poll(cx)
-                {
-                    read_end = Some(reason);
-                    if closes_on_its_own(reason) {
-                        grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE.min(write_timeout))));
-                    }
-                }
-                if write_end.is_none()
-                    && let Poll::Ready(reason) = writer.as_mut().poll(cx)
-                {
-                    write_end = Some(reason);
-                }
-                // The reader stepped aside for the writer: back to it now.
-                if !(queue.take_repoll() && read_end.is_none()) {
-                    break;
-                }
-            }
-            match (read_end, write_end) {
-                (Some(read), Some(write)) => Poll::Ready((read, write, false)),
-                (Some(read), None) if grace.as_mut().is_some_and(|g| g.as_mut().poll(cx).is_ready()) => {
-                    Poll::Ready((read, None, true))
-                }
-                _ => Poll::Pending,
-            }
-        })
-        .await
+        join::join(reader, writer, &queue, CLOSE_GRACE.min(write_timeout)).await
     };
-    let reason = write_reason.unwrap_or(reason);
-    drop(detach);
+    let reason = ended.write.unwrap_or(ended.read);
+    drop(session);
     let mut io = rd.unsplit(wr);
     // A peer that does not read is not closed gracefully: the unsent
     // bytes would stay in the kernel (up to its send buffer, per socket).
-    let gave_up = grace_expired || reason == DisconnectReason::WriteTimeout;
+    let gave_up = ended.grace_expired || reason == DisconnectReason::WriteTimeout;
     if gave_up {
         tracing::debug!(reason = reason.label(), "peer does not read; resetting");
         io.reset_on_close();
@@ -403,24 +350,20 @@ fn closes_on_its_own(reason: DisconnectReason) -> bool {
     node_initiated(reason) && reason != DisconnectReason::Shutdown
 }
 
-/// Takes a session's consumer out of the registry and closes its delivery
-/// queue when dropped: when the session ends, and also when its task
-/// unwinds, so a panic leaves no subscriber or link attached.
+/// Takes a session's subscriber or link out of the registry and closes its
+/// delivery queue when dropped: when the session ends, and also when its
+/// task unwinds, so a panic leaves no subscriber or link attached.
 struct Detach<'a> {
     ctx: &'a SessionCtx,
-    consumer: Consumer,
-    deliveries: Arc<DeliveryQueue>,
+    state: SessionState<'a>,
     peer: SocketAddr,
 }
 
 impl Drop for Detach<'_> {
     fn drop(&mut self) {
-        match self.consumer {
-            Consumer::Client(Some(sub)) => self.ctx.registry.detach(sub),
-            Consumer::Link(Some(link)) => link_down(self.ctx, link, self.peer),
-            Consumer::Client(None) | Consumer::Link(None) => {}
+        if self.state.detach() {
+            peer_down(self.ctx, self.peer);
         }
-        self.deliveries.close();
     }
 }
 
