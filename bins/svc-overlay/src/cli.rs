@@ -147,7 +147,7 @@ pub struct PingArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Node address.
-    #[arg(long, default_value = "127.0.0.1:9500")]
+    #[arg(long, default_value_t = overlay_core::DEFAULT_ADDR)]
     pub addr: SocketAddr,
     /// Capability token to present first (AUTH). A token on the command
     /// line is visible to other users in /proc: prefer --token-file.

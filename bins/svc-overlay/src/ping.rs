@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use overlay_core::Bytes;
 use overlay_core::client::{Client, ClientError};
 use overlay_core::wire::Caps;
 

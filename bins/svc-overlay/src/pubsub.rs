@@ -35,7 +35,7 @@ pub enum PubSubError {
 pub async fn publish(args: &PubArgs, mut out: impl FnMut(&str)) -> Result<(), PubSubError> {
     let topic: overlay_core::Topic = args.topic.parse()?;
     let mut client = Client::connect(&args.connect.options()?).await?;
-    let payload = bytes::Bytes::from(args.message.clone().into_bytes());
+    let payload = overlay_core::Bytes::from(args.message.clone().into_bytes());
     let messages = (0..args.count).map(|_| (topic.clone(), payload.clone()));
     let mut refused = 0;
     client

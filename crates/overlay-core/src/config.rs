@@ -203,7 +203,7 @@ pub struct TlsSection {
 
 impl Default for TlsSection {
     fn default() -> TlsSection {
-        TlsSection { enabled: false, cert: None, key: None, ca: None, pq: "prefer".into() }
+        TlsSection { enabled: false, cert: None, key: None, ca: None, pq: PqMode::default().to_string() }
     }
 }
 
@@ -228,6 +228,11 @@ pub struct AdminSection {
     pub enabled: bool,
 }
 
+/// `transport.addr` by default, where clients look for a node.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9500);
+/// `admin.addr` by default.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9600);
+
 impl Default for OverlayConfig {
     fn default() -> OverlayConfig {
         OverlayConfig {
@@ -248,7 +253,7 @@ impl Default for OverlayConfig {
 impl Default for TransportSection {
     fn default() -> TransportSection {
         TransportSection {
-            addr: SocketAddr::from(([127, 0, 0, 1], 9500)),
+            addr: DEFAULT_ADDR,
             name: "overlay".into(),
             max_conns: ron_transport::DEFAULT_MAX_CONNS as u32,
             fd_reserve: ron_transport::DEFAULT_FD_RESERVE as u32,
@@ -261,34 +266,48 @@ impl Default for TransportSection {
 
 impl Default for OapSection {
     fn default() -> OapSection {
-        let handshake_timeout_ms = ron_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64;
-        OapSection { max_frame: oap_codec::MAX_FRAME, handshake_timeout_ms }
+        OapSection {
+            max_frame: oap_codec::MAX_FRAME,
+            handshake_timeout_ms: millis(ron_transport::DEFAULT_HANDSHAKE_TIMEOUT),
+        }
     }
 }
 
 impl Default for SessionSection {
     fn default() -> SessionSection {
+        // The registry's bounds have one source: overlay-gossip's defaults.
+        let gossip = overlay_gossip::GossipConfig::default();
         SessionSection {
             tx_queue: 128,
             tx_watermark: 96,
-            delivery_queue_bytes: 8 << 20,
-            max_pending_bytes: 256 << 20,
+            delivery_queue_bytes: gossip.delivery_queue_bytes as u64,
+            max_pending_bytes: gossip.max_pending_bytes as u64,
             publish_stall_ms: 5,
-            slow_consumer_timeout_ms: 10_000,
-            max_subscriptions: 1024,
+            slow_consumer_timeout_ms: millis(gossip.slow_consumer_timeout),
+            max_subscriptions: gossip.max_subscriptions as u32,
         }
     }
 }
 
 impl Default for GossipSection {
     fn default() -> GossipSection {
-        GossipSection { max_hops: 8, seen_cache: 65_536, seen_ttl_ms: 120_000 }
+        let gossip = overlay_gossip::GossipConfig::default();
+        GossipSection {
+            max_hops: gossip.max_hops,
+            seen_cache: gossip.seen_cache as u32,
+            seen_ttl_ms: millis(gossip.seen_ttl),
+        }
     }
+}
+
+/// A default duration as the `_ms` value that configures it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for AdminSection {
     fn default() -> AdminSection {
-        AdminSection { addr: SocketAddr::from(([127, 0, 0, 1], 9600)), enabled: true }
+        AdminSection { addr: DEFAULT_ADMIN_ADDR, enabled: true }
     }
 }
 
@@ -354,8 +373,46 @@ pub enum Source {
 pub struct ValidConfig {
     config: OverlayConfig,
     sources: BTreeMap<String, Source>,
-    /// `tls.pq`, parsed once.
+    typed: Typed,
+}
+
+/// What validation parses and converts once: the rest of the node reads
+/// these, never the raw strings and milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Typed {
     pq: PqMode,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    handshake_timeout: Duration,
+    publish_stall: Duration,
+    drain_timeout: Duration,
+    gossip: overlay_gossip::GossipConfig,
+}
+
+impl Typed {
+    fn of(c: &OverlayConfig, pq: PqMode) -> Typed {
+        let ms = Duration::from_millis;
+        Typed {
+            pq,
+            read_timeout: ms(c.transport.read_timeout_ms),
+            write_timeout: ms(c.transport.write_timeout_ms),
+            idle_timeout: ms(c.transport.idle_timeout_ms),
+            handshake_timeout: ms(c.oap.handshake_timeout_ms),
+            publish_stall: ms(c.session.publish_stall_ms),
+            drain_timeout: ms(c.drain_timeout_ms),
+            gossip: overlay_gossip::GossipConfig {
+                delivery_queue_bytes: usize::try_from(c.session.delivery_queue_bytes).unwrap_or(usize::MAX),
+                max_pending_bytes: usize::try_from(c.session.max_pending_bytes).unwrap_or(usize::MAX),
+                slow_consumer_timeout: ms(c.session.slow_consumer_timeout_ms),
+                max_subscriptions: c.session.max_subscriptions as usize,
+                max_hops: c.gossip.max_hops,
+                seen_cache: c.gossip.seen_cache as usize,
+                seen_ttl: ms(c.gossip.seen_ttl_ms),
+                max_frame: c.oap.max_frame,
+            },
+        }
+    }
 }
 
 fn check<T>(key: &'static str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError>
@@ -432,7 +489,8 @@ impl OverlayConfig {
             });
         }
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
-        Ok(ValidConfig { config: self, sources: BTreeMap::new(), pq })
+        let typed = Typed::of(&self, pq);
+        Ok(ValidConfig { config: self, sources: BTreeMap::new(), typed })
     }
 }
 
@@ -450,52 +508,42 @@ impl ValidConfig {
 
     /// `transport.read_timeout_ms` as a duration.
     pub fn read_timeout(&self) -> Duration {
-        Duration::from_millis(self.transport.read_timeout_ms)
+        self.typed.read_timeout
     }
 
     /// `transport.write_timeout_ms` as a duration.
     pub fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.transport.write_timeout_ms)
+        self.typed.write_timeout
     }
 
     /// `transport.idle_timeout_ms` as a duration.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.transport.idle_timeout_ms)
+        self.typed.idle_timeout
     }
 
     /// `oap.handshake_timeout_ms` as a duration.
     pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.oap.handshake_timeout_ms)
+        self.typed.handshake_timeout
     }
 
-    /// The gossip registry's bounds.
-    pub fn gossip(&self) -> overlay_gossip::GossipConfig {
-        let c = &self.config;
-        overlay_gossip::GossipConfig {
-            delivery_queue_bytes: usize::try_from(c.session.delivery_queue_bytes).unwrap_or(usize::MAX),
-            max_pending_bytes: usize::try_from(c.session.max_pending_bytes).unwrap_or(usize::MAX),
-            slow_consumer_timeout: Duration::from_millis(c.session.slow_consumer_timeout_ms),
-            max_subscriptions: c.session.max_subscriptions as usize,
-            max_hops: c.gossip.max_hops,
-            seen_cache: c.gossip.seen_cache as usize,
-            seen_ttl: Duration::from_millis(c.gossip.seen_ttl_ms),
-            max_frame: c.oap.max_frame,
-        }
+    /// The gossip registry's bounds (`[session]` and `[gossip]` keys).
+    pub(crate) fn gossip(&self) -> &overlay_gossip::GossipConfig {
+        &self.typed.gossip
     }
 
     /// `tls.pq`.
     pub fn pq(&self) -> PqMode {
-        self.pq
+        self.typed.pq
     }
 
     /// `session.publish_stall_ms` as a duration.
     pub fn publish_stall(&self) -> Duration {
-        Duration::from_millis(self.session.publish_stall_ms)
+        self.typed.publish_stall
     }
 
     /// `drain_timeout_ms` as a duration.
     pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
+        self.typed.drain_timeout
     }
 
     /// The effective config for `/configz`: every dotted key with its value

@@ -38,9 +38,11 @@ mod readiness;
 mod session;
 mod subscription;
 
+/// Payloads move as `Bytes` (re-exported, so embedders need no other crate).
+pub use bytes::Bytes;
 pub use config::{
-    AdminSection, AuthSection, ConfigError, GossipSection, OapSection, OverlayConfig, Peer, ReadinessSection,
-    SessionSection, Source, TransportSection, ValidConfig, flatten,
+    AdminSection, AuthSection, ConfigError, DEFAULT_ADDR, DEFAULT_ADMIN_ADDR, GossipSection, OapSection, OverlayConfig,
+    Peer, ReadinessSection, SessionSection, Source, TransportSection, ValidConfig, flatten,
 };
 pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};

@@ -284,7 +284,7 @@ impl Overlay {
             kill: CancellationToken::new(),
             tasks: TaskTracker::new(),
             links: TaskTracker::new(),
-            registry: Arc::new(Registry::new(config.gossip(), &service)),
+            registry: Arc::new(Registry::new(config.gossip().clone(), &service)),
             events: broadcast::channel(EVENT_CAPACITY).0,
             auth,
         });

@@ -25,7 +25,7 @@ pub struct SubscriberId(u64);
 pub struct LinkId(u64);
 
 /// Bounds and knobs, fixed when the registry is made.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GossipConfig {
     /// Bytes queued per subscriber or link before deliveries are dropped.
     pub delivery_queue_bytes: usize,
