@@ -7,6 +7,7 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, ErrorCode};
+use crate::swarm::SwarmFrame;
 use crate::topic::{Pattern, Topic, TopicError};
 
 /// Longest reason text an `ERROR` frame carries, in bytes.
@@ -36,11 +37,31 @@ pub enum Kind {
     Auth = 0x09,
     /// How many deliveries were dropped since the last `LAGGED`.
     Lagged = 0x0A,
+    /// A relay link's identity and advertised address.
+    Node = 0x10,
+    /// Join the swarm through the receiver.
+    Join = 0x11,
+    /// A join spreading by random walk.
+    ForwardJoin = 0x12,
+    /// Ask to enter the receiver's active view.
+    Neighbor = 0x13,
+    /// Leave the receiver's active view.
+    Disconnect = 0x14,
+    /// Exchange samples of the views.
+    Shuffle = 0x15,
+    /// The answer to `SHUFFLE`.
+    ShuffleReply = 0x16,
+    /// Ids of messages the sender has.
+    IHave = 0x17,
+    /// Join the receiver's tree; ask for a message.
+    Graft = 0x18,
+    /// Leave the receiver's tree.
+    Prune = 0x19,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Data,
         Kind::Ctrl,
         Kind::Sub,
@@ -51,7 +72,30 @@ impl Kind {
         Kind::Error,
         Kind::Auth,
         Kind::Lagged,
+        Kind::Node,
+        Kind::Join,
+        Kind::ForwardJoin,
+        Kind::Neighbor,
+        Kind::Disconnect,
+        Kind::Shuffle,
+        Kind::ShuffleReply,
+        Kind::IHave,
+        Kind::Graft,
+        Kind::Prune,
     ];
+
+    /// This kind's position in [`Kind::ALL`], for per-kind counters.
+    pub const fn index(self) -> usize {
+        match self as u8 {
+            b @ 0x01..=0x0A => b as usize - 1,
+            b => b as usize - 0x10 + 10,
+        }
+    }
+
+    /// A swarm kind (OAP-1 section 5): needs `SWARM_V1`.
+    pub const fn is_swarm(self) -> bool {
+        self as u8 >= 0x10
+    }
 
     /// The kind for a wire byte, if OAP/1 defines it.
     pub const fn from_u8(byte: u8) -> Option<Kind> {
@@ -66,6 +110,16 @@ impl Kind {
             0x08 => Kind::Error,
             0x09 => Kind::Auth,
             0x0A => Kind::Lagged,
+            0x10 => Kind::Node,
+            0x11 => Kind::Join,
+            0x12 => Kind::ForwardJoin,
+            0x13 => Kind::Neighbor,
+            0x14 => Kind::Disconnect,
+            0x15 => Kind::Shuffle,
+            0x16 => Kind::ShuffleReply,
+            0x17 => Kind::IHave,
+            0x18 => Kind::Graft,
+            0x19 => Kind::Prune,
             _ => return None,
         })
     }
@@ -83,6 +137,16 @@ impl Kind {
             Kind::Error => "error",
             Kind::Auth => "auth",
             Kind::Lagged => "lagged",
+            Kind::Node => "node",
+            Kind::Join => "join",
+            Kind::ForwardJoin => "forward_join",
+            Kind::Neighbor => "neighbor",
+            Kind::Disconnect => "disconnect",
+            Kind::Shuffle => "shuffle",
+            Kind::ShuffleReply => "shuffle_reply",
+            Kind::IHave => "ihave",
+            Kind::Graft => "graft",
+            Kind::Prune => "prune",
         }
     }
 }
@@ -100,6 +164,16 @@ impl fmt::Display for Kind {
             Kind::Error => "ERROR",
             Kind::Auth => "AUTH",
             Kind::Lagged => "LAGGED",
+            Kind::Node => "NODE",
+            Kind::Join => "JOIN",
+            Kind::ForwardJoin => "FORWARD_JOIN",
+            Kind::Neighbor => "NEIGHBOR",
+            Kind::Disconnect => "DISCONNECT",
+            Kind::Shuffle => "SHUFFLE",
+            Kind::ShuffleReply => "SHUFFLE_REPLY",
+            Kind::IHave => "IHAVE",
+            Kind::Graft => "GRAFT",
+            Kind::Prune => "PRUNE",
         })
     }
 }
@@ -260,6 +334,8 @@ pub enum Frame {
         /// How many.
         dropped: u64,
     },
+    /// A swarm frame (kinds `0x10` and up).
+    Swarm(SwarmFrame),
 }
 
 impl Frame {
@@ -302,6 +378,7 @@ impl Frame {
             Frame::Error(_) => Kind::Error,
             Frame::Auth { .. } => Kind::Auth,
             Frame::Lagged { .. } => Kind::Lagged,
+            Frame::Swarm(s) => s.kind(),
         }
     }
 
@@ -358,6 +435,7 @@ impl Frame {
             }
             Frame::Auth { req_id, .. } => dst.put_u32(*req_id),
             Frame::Lagged { dropped } => dst.put_u64(*dropped),
+            Frame::Swarm(s) => s.encode_payload(dst),
         }
     }
 
@@ -369,7 +447,12 @@ impl Frame {
             Frame::Msg(msg) => &msg.payload,
             Frame::Ctrl(Ctrl::Goaway { reason, .. }) => reason.as_bytes(),
             Frame::Error(e) => e.reason.as_bytes(),
-            Frame::Ctrl(_) | Frame::Sub { .. } | Frame::Unsub { .. } | Frame::Ack(_) | Frame::Lagged { .. } => &[],
+            Frame::Ctrl(_)
+            | Frame::Sub { .. }
+            | Frame::Unsub { .. }
+            | Frame::Ack(_)
+            | Frame::Lagged { .. }
+            | Frame::Swarm(_) => &[],
         }
     }
 
@@ -447,6 +530,7 @@ impl Frame {
                 r.end()?;
                 Frame::Lagged { dropped }
             }
+            _ => Frame::Swarm(SwarmFrame::decode(&mut r)?),
         };
         Ok(frame)
     }
@@ -464,6 +548,7 @@ impl Frame {
             Frame::Error(_) => 2 + 4,
             Frame::Auth { .. } => 4,
             Frame::Lagged { .. } => 8,
+            Frame::Swarm(s) => s.payload_len(),
         }
     }
 }
@@ -498,27 +583,27 @@ fn put_name(dst: &mut BytesMut, name: &[u8]) {
 }
 
 /// A cursor over a frame payload that turns short reads into `Malformed`.
-struct Reader {
-    kind: Kind,
-    req_id: u32,
-    buf: Bytes,
+pub(crate) struct Reader {
+    pub(crate) kind: Kind,
+    pub(crate) req_id: u32,
+    pub(crate) buf: Bytes,
 }
 
 impl Reader {
-    fn malformed(&self, what: &'static str) -> DecodeError {
+    pub(crate) fn malformed(&self, what: &'static str) -> DecodeError {
         DecodeError::Malformed { kind: self.kind, req_id: self.req_id, what }
     }
 
-    fn need(&self, n: usize, what: &'static str) -> Result<(), DecodeError> {
+    pub(crate) fn need(&self, n: usize, what: &'static str) -> Result<(), DecodeError> {
         if self.buf.len() < n { Err(self.malformed(what)) } else { Ok(()) }
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         self.need(1, what)?;
         Ok(self.buf.get_u8())
     }
 
-    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         self.need(2, what)?;
         Ok(self.buf.get_u16())
     }
@@ -533,7 +618,7 @@ impl Reader {
         Ok(self.buf.get_u64())
     }
 
-    fn msg_id(&mut self) -> Result<MsgId, DecodeError> {
+    pub(crate) fn msg_id(&mut self) -> Result<MsgId, DecodeError> {
         self.need(16, "needs a 16-byte msg_id")?;
         let mut id = [0u8; 16];
         self.buf.copy_to_slice(&mut id);
@@ -561,7 +646,7 @@ impl Reader {
         String::from_utf8(raw.to_vec()).map_err(|_| self.malformed("reason is not UTF-8"))
     }
 
-    fn end(&self) -> Result<(), DecodeError> {
+    pub(crate) fn end(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() { Ok(()) } else { Err(self.malformed("trailing bytes")) }
     }
 }

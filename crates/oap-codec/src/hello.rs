@@ -26,14 +26,17 @@ impl Caps {
     pub const PEER_V1: Caps = Caps(0x0008);
     /// `AUTH` frames.
     pub const AUTH_V1: Caps = Caps(0x0010);
+    /// With `PEER_V1`: the swarm's identity, membership and tree frames.
+    pub const SWARM_V1: Caps = Caps(0x0020);
     /// The sender's TLS session negotiated a hybrid post-quantum key exchange.
     pub const PQ_HYBRID: Caps = Caps(0x0100);
 
-    const NAMED: [(Caps, &'static str); 5] = [
+    const NAMED: [(Caps, &'static str); 6] = [
         (Caps::GOSSIP_V1, "GOSSIP_V1"),
         (Caps::PUBSUB_V1, "PUBSUB_V1"),
         (Caps::PEER_V1, "PEER_V1"),
         (Caps::AUTH_V1, "AUTH_V1"),
+        (Caps::SWARM_V1, "SWARM_V1"),
         (Caps::PQ_HYBRID, "PQ_HYBRID"),
     ];
 

@@ -4,7 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::{Bytes, BytesMut};
-use oap_codec::{Ack, Ctrl, ErrorCode, Frame, HEADER_LEN, Msg, MsgId, OapCodec, Pattern, PubAck, Topic};
+use oap_codec::{
+    Ack, Ctrl, ErrorCode, Frame, HEADER_LEN, IHave, Msg, MsgId, NodeAddr, NodeId, OapCodec, Pattern, Priority, PubAck,
+    SwarmFrame, Topic,
+};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -32,6 +35,33 @@ fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
 
 fn msg_id() -> impl Strategy<Value = MsgId> {
     any::<[u8; 16]>().prop_map(MsgId)
+}
+
+fn node() -> impl Strategy<Value = NodeAddr> {
+    let ip = prop_oneof![
+        any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
+        any::<[u8; 16]>().prop_map(std::net::IpAddr::from),
+    ];
+    (any::<[u8; 32]>(), ip, any::<u16>())
+        .prop_map(|(id, ip, port)| NodeAddr { id: NodeId(id), addr: std::net::SocketAddr::new(ip, port) })
+}
+
+fn swarm_frame() -> impl Strategy<Value = SwarmFrame> {
+    let nodes = || prop::collection::vec(node(), 0..8);
+    prop_oneof![
+        node().prop_map(SwarmFrame::Node),
+        Just(SwarmFrame::Join),
+        (any::<u8>(), node()).prop_map(|(ttl, node)| SwarmFrame::ForwardJoin { ttl, node }),
+        any::<bool>()
+            .prop_map(|high| SwarmFrame::Neighbor { priority: if high { Priority::High } else { Priority::Low } }),
+        any::<bool>().prop_map(|alive| SwarmFrame::Disconnect { alive }),
+        (any::<u8>(), node(), nodes()).prop_map(|(ttl, origin, nodes)| SwarmFrame::Shuffle { ttl, origin, nodes }),
+        nodes().prop_map(|nodes| SwarmFrame::ShuffleReply { nodes }),
+        prop::collection::vec((msg_id(), any::<u8>()).prop_map(|(msg_id, hops)| IHave { msg_id, hops }), 0..20)
+            .prop_map(SwarmFrame::IHave),
+        prop::option::of(msg_id()).prop_map(SwarmFrame::Graft),
+        Just(SwarmFrame::Prune),
+    ]
 }
 
 fn reason() -> impl Strategy<Value = String> {
@@ -62,6 +92,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (any::<u32>(), reason()).prop_map(|(req_id, r)| Frame::error(ErrorCode::Forbidden, req_id, r)),
         (any::<u32>(), bytes(300)).prop_map(|(req_id, token)| Frame::Auth { req_id, token }),
         any::<u64>().prop_map(|dropped| Frame::Lagged { dropped }),
+        swarm_frame().prop_map(Frame::Swarm),
     ]
 }
 

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::BytesMut;
-use oap_codec::{Caps, DecodeError, Frame, Hello, OapCodec, Pattern};
+use oap_codec::{Caps, DecodeError, Frame, Hello, IHave, MsgId, NodeAddr, NodeId, OapCodec, Pattern, SwarmFrame};
 use tokio_util::codec::{Decoder, Encoder};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -67,4 +67,44 @@ fn pub_with_wildcard_topic_is_400_with_req_id() {
     let err = OapCodec::new().decode(&mut src).unwrap_err();
     assert_eq!((err.code(), err.req_id(), err.is_fatal()), (400, 9, false));
     assert!(src.is_empty(), "the bad frame is consumed");
+}
+
+#[test]
+fn swarm_node_identity() {
+    // NODE id=01 x 32, 10.0.0.1:9500
+    let wire = hex(&format!("00 00 00 28 10 {} 04 0a 00 00 01 25 1c", "01 ".repeat(32)));
+    let frame =
+        Frame::Swarm(SwarmFrame::Node(NodeAddr { id: NodeId([1; 32]), addr: "10.0.0.1:9500".parse().unwrap() }));
+    assert_eq!(encode(frame.clone()), wire);
+    assert_eq!(decode(&wire), frame);
+}
+
+#[test]
+fn swarm_ihave_graft_prune() {
+    // IHAVE one id (02 x 16) at 3 hops; GRAFT for it; GRAFT with no id; PRUNE
+    let id = MsgId([2; 16]);
+    let cases = [
+        (
+            format!("00 00 00 14 17 00 01 {} 03", "02 ".repeat(16)),
+            SwarmFrame::IHave(vec![IHave { msg_id: id, hops: 3 }]),
+        ),
+        (format!("00 00 00 11 18 {}", "02 ".repeat(16)), SwarmFrame::Graft(Some(id))),
+        ("00 00 00 01 18".to_string(), SwarmFrame::Graft(None)),
+        ("00 00 00 01 19".to_string(), SwarmFrame::Prune),
+    ];
+    for (wire, frame) in cases {
+        let wire = hex(&wire);
+        assert_eq!(encode(Frame::Swarm(frame.clone())), wire, "{frame:?}");
+        assert_eq!(decode(&wire), Frame::Swarm(frame));
+    }
+}
+
+#[test]
+fn swarm_counts_beyond_the_frame_are_400_before_any_allocation() {
+    // IHAVE announcing 65535 ids in a 3-byte payload; SHUFFLE_REPLY with 255 nodes and none there
+    for wire in ["00 00 00 03 17 ff ff", "00 00 00 02 16 ff"] {
+        let mut src = BytesMut::from(&hex(wire)[..]);
+        let err = OapCodec::new().decode(&mut src).unwrap_err();
+        assert_eq!((err.code(), err.is_fatal()), (400, false), "{wire}");
+    }
 }

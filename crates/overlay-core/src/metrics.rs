@@ -86,8 +86,8 @@ pub(crate) struct OverlayMetrics {
     service: String,
     pub(crate) sessions_active: Gauge,
     pub(crate) connections_total: Counter,
-    frames_in: [Counter; 10],
-    frames_out: [Counter; 10],
+    frames_in: [Counter; Kind::ALL.len()],
+    frames_out: [Counter; Kind::ALL.len()],
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
     pub(crate) frame_size_in: Arc<SizeHistogram>,
@@ -171,11 +171,11 @@ impl OverlayMetrics {
     }
 
     pub(crate) fn frames_in(&self, kind: Kind) -> &Counter {
-        &self.frames_in[kind as usize - 1]
+        &self.frames_in[kind.index()]
     }
 
     pub(crate) fn frames_out(&self, kind: Kind) -> &Counter {
-        &self.frames_out[kind as usize - 1]
+        &self.frames_out[kind.index()]
     }
 
     pub(crate) fn handshake_fail(&self, reason: HandshakeFail) {

@@ -617,7 +617,7 @@ impl<'a> SessionState<'a> {
 
     fn count_in(&mut self, frame: &Frame) {
         let len = frame.encoded_len();
-        self.counts[frame.kind() as usize - 1] += 1;
+        self.counts[frame.kind().index()] += 1;
         self.bytes += len as u64;
         self.sizes.record(len);
     }
@@ -645,6 +645,16 @@ fn required_cap(kind: Kind) -> Option<(Caps, &'static str)> {
         Kind::Auth => Some((Caps::AUTH_V1, "AUTH_V1")),
         Kind::Msg => Some((Caps::PEER_V1, "PEER_V1")),
         Kind::Sub | Kind::Unsub | Kind::Pub | Kind::Ack | Kind::Lagged => Some((Caps::PUBSUB_V1, "PUBSUB_V1")),
+        Kind::Node
+        | Kind::Join
+        | Kind::ForwardJoin
+        | Kind::Neighbor
+        | Kind::Disconnect
+        | Kind::Shuffle
+        | Kind::ShuffleReply
+        | Kind::IHave
+        | Kind::Graft
+        | Kind::Prune => Some((Caps::SWARM_V1, "SWARM_V1")),
     }
 }
 

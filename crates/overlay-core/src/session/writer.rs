@@ -188,7 +188,7 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
     for o in batch {
         let len = match o {
             Out::Frame(f) => {
-                counts[f.kind() as usize - 1] += 1;
+                counts[f.kind().index()] += 1;
                 f.encoded_len()
             }
             Out::Encoded(c) => c.len(),
@@ -197,7 +197,7 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
         sizes.record(len);
     }
     m.frame_size_out.add(&mut sizes);
-    counts[Kind::Msg as usize - 1] += delivered;
+    counts[Kind::Msg.index()] += delivered;
     for (kind, n) in Kind::ALL.iter().zip(counts) {
         if n > 0 {
             m.frames_out(*kind).increment(n);

@@ -127,7 +127,7 @@ fn is_ack(frame: &Frame, req_id: u32) -> bool {
 }
 
 #[test]
-fn ping_is_answered_and_a_kind_without_its_cap_is_refused_with_415() {
+fn ping_is_answered_and_a_kind_without_its_cap_is_refused_with_415_swarm_kinds_included() {
     let node = Node::new(None);
     let now = t0();
     let mut s = node.session(1, Caps::GOSSIP_V1, false, now);
@@ -135,6 +135,10 @@ fn ping_is_answered_and_a_kind_without_its_cap_is_refused_with_415() {
     assert!(matches!(sent(&mut s)[..], [Frame::Ctrl(Ctrl::Pong { nonce: 7 })]));
     s.on_frame(sub(3, "a.>"), now);
     assert_eq!(errors(&sent(&mut s)), [error(ErrorCode::Unsupported, 3)]);
+    // Swarm frames need SWARM_V1, which client sessions never have.
+    let mut s = node.session(2, PUBSUB, false, now);
+    s.on_frame(Frame::Swarm(oap_codec::SwarmFrame::Join), now);
+    assert_eq!(errors(&sent(&mut s)), [error(ErrorCode::Unsupported, 0)]);
 }
 
 #[test]

@@ -1,0 +1,426 @@
+//! HyParView (Leitao, Pereira, Rodrigues, DSN 2007): a small active view of
+//! linked peers, kept symmetric, and a larger passive view of addresses to
+//! replace them from. A node joins through any member (`JOIN`); the join
+//! spreads by random walks (`FORWARD_JOIN`); periodic shuffles keep the
+//! passive views fresh and mixed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use oap_codec::{NodeAddr, NodeId, Priority, SwarmFrame};
+
+use crate::config::Config;
+use crate::rng::Rng;
+use crate::swarm::{OutEvent, SwarmEvent, Timer};
+
+/// Largest active view accepted from a config (each active peer is a link
+/// and a fanout target).
+pub(crate) const MAX_ACTIVE: usize = 64;
+/// Seeds remembered at most.
+const MAX_SEEDS: usize = 64;
+/// Dials in flight at most; further ones wait for a later repair.
+const MAX_DIALING: usize = 16;
+
+/// Why a dial was made: what to do once its link is up.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// Join the swarm through this seed.
+    Join,
+    /// Take the peer into the active view, asking it to do the same.
+    Neighbor(Priority),
+    /// Answer a shuffle that ended here.
+    ShuffleReply(Vec<NodeAddr>),
+}
+
+/// A link the driver reported up.
+struct Link {
+    node: NodeAddr,
+    since: Instant,
+}
+
+pub(crate) struct Membership {
+    me: NodeAddr,
+    active: Vec<NodeAddr>,
+    passive: Vec<NodeAddr>,
+    active_cap: usize,
+    passive_cap: usize,
+    active_walk: u8,
+    passive_walk: u8,
+    shuffle_active: usize,
+    shuffle_passive: usize,
+    shuffle_period: Duration,
+    repair_period: Duration,
+    link_grace: Duration,
+    links: BTreeMap<NodeId, Link>,
+    dialing: BTreeMap<SocketAddr, Vec<Purpose>>,
+    seeds: Vec<SocketAddr>,
+    /// What this node sent in its last shuffle: replaced first when the
+    /// reply's nodes need room in the passive view.
+    shuffled: Vec<NodeAddr>,
+    /// Peers that dropped or refused us while up (their active view is
+    /// full): not asked again until the next periodic shuffle, so a node
+    /// whose view cannot fill does not churn the tree trying.
+    full: Vec<NodeId>,
+}
+
+impl Membership {
+    pub(crate) fn new(me: NodeAddr, c: &Config) -> Membership {
+        Membership {
+            me,
+            active: Vec::new(),
+            passive: Vec::new(),
+            active_cap: c.active_view.clamp(1, MAX_ACTIVE),
+            passive_cap: c.passive_view.min(SwarmFrame::MAX_NODES),
+            active_walk: c.active_walk,
+            passive_walk: c.passive_walk,
+            shuffle_active: c.shuffle_active,
+            shuffle_passive: c.shuffle_passive,
+            shuffle_period: c.shuffle_period,
+            repair_period: c.repair_period,
+            link_grace: c.link_grace,
+            links: BTreeMap::new(),
+            dialing: BTreeMap::new(),
+            seeds: Vec::new(),
+            shuffled: Vec::new(),
+            full: Vec::new(),
+        }
+    }
+
+    pub(crate) fn me(&self) -> &NodeAddr {
+        &self.me
+    }
+
+    pub(crate) fn active(&self) -> &[NodeAddr] {
+        &self.active
+    }
+
+    pub(crate) fn passive(&self) -> &[NodeAddr] {
+        &self.passive
+    }
+
+    fn is_active(&self, id: &NodeId) -> bool {
+        self.active.iter().any(|n| n.id == *id)
+    }
+
+    /// Joins through `seed`, which is remembered for rejoining.
+    pub(crate) fn join(&mut self, seed: SocketAddr, out: &mut VecDeque<OutEvent>) {
+        if seed == self.me.addr {
+            return;
+        }
+        if !self.seeds.contains(&seed) && self.seeds.len() < MAX_SEEDS {
+            self.seeds.push(seed);
+        }
+        self.dial(seed, Purpose::Join, out);
+    }
+
+    fn dial(&mut self, addr: SocketAddr, purpose: Purpose, out: &mut VecDeque<OutEvent>) {
+        if let Some(waiting) = self.dialing.get_mut(&addr) {
+            if waiting.len() < 4 {
+                waiting.push(purpose);
+            }
+            return;
+        }
+        if self.dialing.len() >= MAX_DIALING {
+            return;
+        }
+        self.dialing.insert(addr, vec![purpose]);
+        out.push_back(OutEvent::Dial(addr));
+    }
+
+    fn send(to: NodeId, frame: SwarmFrame, out: &mut VecDeque<OutEvent>) {
+        out.push_back(OutEvent::Send { to, frame });
+    }
+
+    pub(crate) fn link_up(
+        &mut self,
+        node: NodeAddr,
+        dialed: Option<SocketAddr>,
+        now: Instant,
+        rng: &mut Rng,
+        out: &mut VecDeque<OutEvent>,
+    ) {
+        if node.id == self.me.id {
+            // We dialed ourselves (a seed list that names this node).
+            out.push_back(OutEvent::Disconnect(node.id));
+            return;
+        }
+        self.links.insert(node.id, Link { node, since: now });
+        for purpose in dialed.and_then(|a| self.dialing.remove(&a)).unwrap_or_default() {
+            match purpose {
+                Purpose::Join => Self::send(node.id, SwarmFrame::Join, out),
+                Purpose::Neighbor(priority) => self.add_active(node, priority, rng, out),
+                Purpose::ShuffleReply(nodes) => Self::send(node.id, SwarmFrame::ShuffleReply { nodes }, out),
+            }
+        }
+    }
+
+    pub(crate) fn link_down(&mut self, peer: NodeId, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        self.links.remove(&peer);
+        if self.remove_active(peer, out) {
+            // Lost, not left: it is not kept as a passive peer either.
+            self.passive.retain(|n| n.id != peer);
+            self.fill(rng, out);
+        }
+    }
+
+    pub(crate) fn dial_failed(&mut self, addr: SocketAddr, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        let purposes = self.dialing.remove(&addr).unwrap_or_default();
+        self.passive.retain(|n| n.addr != addr);
+        if purposes.iter().any(|p| matches!(p, Purpose::Neighbor(_))) {
+            self.fill(rng, out);
+        }
+    }
+
+    pub(crate) fn on_frame(&mut self, from: NodeId, frame: SwarmFrame, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        match frame {
+            SwarmFrame::Join => self.on_join(from, rng, out),
+            SwarmFrame::ForwardJoin { ttl, node } => self.on_forward_join(from, ttl, node, rng, out),
+            SwarmFrame::Neighbor { priority } => self.on_neighbor(from, priority, rng, out),
+            SwarmFrame::Disconnect { alive } => self.on_disconnect(from, alive, rng, out),
+            SwarmFrame::Shuffle { ttl, origin, nodes } => self.on_shuffle(from, ttl, origin, nodes, rng, out),
+            SwarmFrame::ShuffleReply { nodes } => self.integrate(nodes, rng),
+            // Identity is the driver's (before `LinkUp`); tree frames are the
+            // broadcast's.
+            SwarmFrame::Node(_) | SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune => {}
+        }
+    }
+
+    /// A linked peer, with the address its `NODE` frame gave.
+    fn node_of(&self, id: NodeId) -> Option<NodeAddr> {
+        self.links.get(&id).map(|l| l.node)
+    }
+
+    fn on_join(&mut self, from: NodeId, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        let Some(node) = self.node_of(from) else { return };
+        self.add_active(node, Priority::High, rng, out);
+        for peer in self.active.iter().filter(|n| n.id != from) {
+            Self::send(peer.id, SwarmFrame::ForwardJoin { ttl: self.active_walk, node }, out);
+        }
+    }
+
+    fn on_forward_join(&mut self, from: NodeId, ttl: u8, node: NodeAddr, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if node.id == self.me.id || !valid_addr(&node.addr) {
+            return;
+        }
+        let ttl = ttl.min(self.active_walk);
+        if ttl == 0 || self.active.len() <= 1 {
+            return self.neighbor(node, Priority::High, rng, out);
+        }
+        if ttl == self.passive_walk {
+            self.add_passive(node, rng);
+        }
+        let next: Vec<NodeId> = self.active.iter().map(|n| n.id).filter(|id| *id != from && *id != node.id).collect();
+        match rng.pick(&next) {
+            Some(&to) => Self::send(to, SwarmFrame::ForwardJoin { ttl: ttl - 1, node }, out),
+            None => self.neighbor(node, Priority::High, rng, out),
+        }
+    }
+
+    fn on_neighbor(&mut self, from: NodeId, priority: Priority, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.is_active(&from) {
+            return;
+        }
+        let Some(node) = self.node_of(from) else { return };
+        if priority == Priority::High || self.active.len() < self.active_cap {
+            self.add_active(node, priority, rng, out);
+        } else {
+            Self::send(from, SwarmFrame::Disconnect { alive: true }, out);
+            self.add_passive(node, rng);
+        }
+    }
+
+    fn on_disconnect(&mut self, from: NodeId, alive: bool, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        let node = self.active.iter().find(|n| n.id == from).copied();
+        if self.remove_active(from, out) {
+            out.push_back(OutEvent::Disconnect(from));
+        }
+        match (alive, node) {
+            (true, Some(node)) => {
+                self.add_passive(node, rng);
+                if self.full.len() < self.passive_cap {
+                    self.full.push(from);
+                }
+            }
+            (false, _) => self.passive.retain(|n| n.id != from),
+            _ => {}
+        }
+        // The gap is filled at the next repair, not at once: a refusal
+        // answered by an immediate retry would churn.
+    }
+
+    fn on_shuffle(
+        &mut self,
+        from: NodeId,
+        ttl: u8,
+        origin: NodeAddr,
+        nodes: Vec<NodeAddr>,
+        rng: &mut Rng,
+        out: &mut VecDeque<OutEvent>,
+    ) {
+        if origin.id == self.me.id || !valid_addr(&origin.addr) {
+            return;
+        }
+        let ttl = ttl.min(self.active_walk);
+        if ttl > 0 && self.active.len() > 1 {
+            let next: Vec<NodeId> =
+                self.active.iter().map(|n| n.id).filter(|id| *id != from && *id != origin.id).collect();
+            if let Some(&to) = rng.pick(&next) {
+                return Self::send(to, SwarmFrame::Shuffle { ttl: ttl - 1, origin, nodes }, out);
+            }
+        }
+        let reply = rng.sample(&self.passive, nodes.len());
+        if self.links.contains_key(&origin.id) {
+            Self::send(origin.id, SwarmFrame::ShuffleReply { nodes: reply.clone() }, out);
+        } else {
+            self.dial(origin.addr, Purpose::ShuffleReply(reply.clone()), out);
+        }
+        self.shuffled = reply;
+        self.integrate(nodes, rng);
+    }
+
+    /// Sends a sample of both views on a random walk (the shuffle timer).
+    pub(crate) fn shuffle(&mut self, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        out.push_back(OutEvent::ScheduleTimer { after: self.shuffle_period, timer: Timer::Shuffle });
+        self.full.clear();
+        self.send_shuffle(rng, out);
+    }
+
+    fn send_shuffle(&mut self, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        let Some(&to) = rng.pick(&self.active) else { return };
+        let others: Vec<NodeAddr> = self.active.iter().filter(|n| n.id != to.id).copied().collect();
+        let mut nodes = rng.sample(&others, self.shuffle_active);
+        nodes.extend(rng.sample(&self.passive, self.shuffle_passive));
+        self.shuffled = nodes.clone();
+        nodes.push(self.me);
+        Self::send(to.id, SwarmFrame::Shuffle { ttl: self.active_walk, origin: self.me, nodes }, out);
+    }
+
+    /// The repair timer: rejoin through the seeds when alone, top the active
+    /// view up, and close links that outlived their purpose.
+    pub(crate) fn repair(&mut self, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        out.push_back(OutEvent::ScheduleTimer { after: self.repair_period, timer: Timer::Repair });
+        if self.active.is_empty() && self.passive.is_empty() {
+            for seed in self.seeds.clone() {
+                self.dial(seed, Purpose::Join, out);
+            }
+        } else if self.active.len() < self.active_cap && self.passive.is_empty() {
+            // Room, and no one known to fill it with: learn some now rather
+            // than at the next periodic shuffle (a small cluster becomes a
+            // full mesh within a few repairs).
+            self.send_shuffle(rng, out);
+        } else {
+            self.fill(rng, out);
+        }
+        let idle: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, link)| !self.is_active(id) && now.saturating_duration_since(link.since) >= self.link_grace)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.links.remove(&id);
+            out.push_back(OutEvent::Disconnect(id));
+        }
+    }
+
+    /// Tells every active peer this node leaves.
+    pub(crate) fn leave(&mut self, out: &mut VecDeque<OutEvent>) {
+        for peer in std::mem::take(&mut self.active) {
+            Self::send(peer.id, SwarmFrame::Disconnect { alive: false }, out);
+            out.push_back(OutEvent::Disconnect(peer.id));
+            out.push_back(OutEvent::Event(SwarmEvent::NeighborDown(peer.id)));
+        }
+        self.seeds.clear();
+    }
+
+    /// Promotes a random passive peer when the active view has room and no
+    /// promotion is in flight.
+    fn fill(&mut self, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.active.len() >= self.active_cap
+            || self.dialing.values().flatten().any(|p| matches!(p, Purpose::Neighbor(_)))
+        {
+            return;
+        }
+        let candidates: Vec<NodeAddr> = self.passive.iter().filter(|n| !self.full.contains(&n.id)).copied().collect();
+        let Some(&node) = rng.pick(&candidates) else { return };
+        let priority = if self.active.is_empty() { Priority::High } else { Priority::Low };
+        self.neighbor(node, priority, rng, out);
+    }
+
+    /// Takes `node` into the active view, dialing it first if not linked.
+    fn neighbor(&mut self, node: NodeAddr, priority: Priority, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.links.contains_key(&node.id) {
+            self.add_active(node, priority, rng, out);
+        } else {
+            self.dial(node.addr, Purpose::Neighbor(priority), out);
+        }
+    }
+
+    /// Adds a linked peer to the active view (evicting a random one when
+    /// full) and asks it to do the same.
+    fn add_active(&mut self, node: NodeAddr, priority: Priority, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if node.id == self.me.id || self.is_active(&node.id) {
+            return;
+        }
+        if self.active.len() >= self.active_cap {
+            let evicted = self.active.remove(rng.below(self.active.len()));
+            Self::send(evicted.id, SwarmFrame::Disconnect { alive: true }, out);
+            out.push_back(OutEvent::Disconnect(evicted.id));
+            out.push_back(OutEvent::Event(SwarmEvent::NeighborDown(evicted.id)));
+            self.add_passive(evicted, rng);
+        }
+        self.passive.retain(|n| n.id != node.id);
+        self.active.push(node);
+        out.push_back(OutEvent::Event(SwarmEvent::NeighborUp(node)));
+        Self::send(node.id, SwarmFrame::Neighbor { priority }, out);
+    }
+
+    fn remove_active(&mut self, peer: NodeId, out: &mut VecDeque<OutEvent>) -> bool {
+        let before = self.active.len();
+        self.active.retain(|n| n.id != peer);
+        let removed = self.active.len() < before;
+        if removed {
+            out.push_back(OutEvent::Event(SwarmEvent::NeighborDown(peer)));
+        }
+        removed
+    }
+
+    fn add_passive(&mut self, node: NodeAddr, rng: &mut Rng) {
+        if node.id == self.me.id
+            || !valid_addr(&node.addr)
+            || self.is_active(&node.id)
+            || self.passive.iter().any(|n| n.id == node.id)
+            || self.passive_cap == 0
+        {
+            return;
+        }
+        if self.passive.len() >= self.passive_cap {
+            // Room is made from what we sent in the last shuffle first.
+            let at = self
+                .passive
+                .iter()
+                .position(|n| self.shuffled.iter().any(|s| s.id == n.id))
+                .unwrap_or_else(|| rng.below(self.passive.len()));
+            self.passive.swap_remove(at);
+        }
+        self.passive.push(node);
+    }
+
+    fn integrate(&mut self, nodes: Vec<NodeAddr>, rng: &mut Rng) {
+        for node in nodes.into_iter().take(SwarmFrame::MAX_NODES) {
+            self.add_passive(node, rng);
+        }
+    }
+}
+
+/// An address a learned node may be dialed at: not unspecified, not
+/// multicast or broadcast, port not 0. (A forged address can still name a
+/// third party; dials are bounded by `MAX_DIALING` and the repair period.)
+fn valid_addr(addr: &SocketAddr) -> bool {
+    let ip = addr.ip();
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
+}

@@ -1,0 +1,404 @@
+//! A deterministic discrete-event network that runs the real [`Swarm`]:
+//! seeded randomness, virtual time, per-link latency, links that go up and
+//! down like connections (a dial to a dead node fails after one round
+//! trip; a crash takes its links down), and every frame encoded and
+//! decoded by oap-codec on its way. The same seed gives the same run.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use oap_codec::{Frame, Msg, MsgId, NodeAddr, NodeId, Topic};
+
+use crate::{Config, InEvent, OutEvent, Rng, Swarm};
+
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+
+/// Shortest one-way latency of a simulated link.
+const MIN_LATENCY_MS: u64 = 10;
+/// Longest one-way latency of a simulated link.
+const MAX_LATENCY_MS: u64 = 50;
+
+/// Something the network does at a point of virtual time.
+#[derive(Debug)]
+enum Ev {
+    /// An event for node `to`'s swarm.
+    In { to: usize, event: InEvent },
+    /// A frame in flight from `from` to `to`, as bytes on the wire.
+    Wire { from: usize, to: usize, bytes: Bytes },
+}
+
+/// One simulated node.
+struct Node {
+    swarm: Swarm,
+    alive: bool,
+    /// Messages delivered here (first copies), with the virtual time.
+    got: Map<MsgId, Duration>,
+    duplicates: u64,
+}
+
+/// What a run measured, for the messages published with [`Sim::publish`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Node-message pairs that should have been delivered (live nodes
+    /// other than the publisher).
+    pub expected: u64,
+    /// Of those, delivered.
+    pub delivered: u64,
+    /// Copies delivered twice to one node (must be 0).
+    pub duplicates: u64,
+    /// Payload frames sent in all.
+    pub payload_sent: u64,
+    /// Relative message redundancy: payloads / (nodes reached - 1) - 1.
+    pub rmr: f64,
+    /// Largest hop count at which a message was delivered.
+    pub ldh_max: u8,
+    /// Delivery latency, median and 99th percentile, in virtual ms.
+    pub latency_p50_ms: u64,
+    /// See `latency_p50_ms`.
+    pub latency_p99_ms: u64,
+}
+
+/// A simulated network of swarm nodes.
+pub struct Sim {
+    nodes: Vec<Node>,
+    by_addr: Map<SocketAddr, usize>,
+    by_id: Map<NodeId, usize>,
+    links: BTreeSet<(usize, usize)>,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    events: Map<usize, Ev>,
+    seq: u64,
+    epoch: Instant,
+    now: Duration,
+    rng: Rng,
+    seed: u64,
+    published: Vec<(MsgId, usize, Duration)>,
+    /// Payload frames sent, counted on the wire.
+    pub payload_sent: u64,
+    /// Frames the codec could not read back (a codec bug; must stay 0).
+    pub decode_errors: u64,
+    /// Peers that entered or left an active view.
+    pub membership_changes: u64,
+    /// Frames sent on a link that was already down (lost in flight).
+    pub lost: u64,
+    /// Hops of the deepest first delivery.
+    ldh_max: u8,
+    /// A hash of every frame delivered, in order: equal for equal seeds.
+    trace: DefaultHasher,
+}
+
+impl Sim {
+    /// `n` nodes, none joined yet, on a network seeded by `seed`.
+    pub fn new(n: usize, config: &Config, seed: u64) -> Sim {
+        let mut rng = Rng::new(seed);
+        let mut nodes = Vec::with_capacity(n);
+        let (mut by_addr, mut by_id) = (Map::default(), Map::default());
+        for i in 0..n {
+            let mut id = [0u8; 32];
+            for chunk in id.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+            }
+            let addr = SocketAddr::new(Ipv4Addr::from(0x0A00_0000 + i as u32 + 1).into(), 9500);
+            let me = NodeAddr { id: NodeId(id), addr };
+            by_addr.insert(addr, i);
+            by_id.insert(me.id, i);
+            let swarm = Swarm::new(me, config.clone(), rng.next_u64());
+            nodes.push(Node { swarm, alive: true, got: Map::default(), duplicates: 0 });
+        }
+        Sim {
+            nodes,
+            by_addr,
+            by_id,
+            links: BTreeSet::new(),
+            queue: BinaryHeap::new(),
+            events: Map::default(),
+            seq: 0,
+            // The only clock read: virtual time is an offset from it, and
+            // nothing depends on its value.
+            epoch: Instant::now(),
+            now: Duration::ZERO,
+            rng,
+            seed,
+            published: Vec::new(),
+            payload_sent: 0,
+            decode_errors: 0,
+            membership_changes: 0,
+            lost: 0,
+            ldh_max: 0,
+            trace: DefaultHasher::new(),
+        }
+    }
+
+    /// Virtual time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Node `i`'s address.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].swarm.me().addr
+    }
+
+    /// Node `i`'s swarm.
+    pub fn swarm(&self, i: usize) -> &Swarm {
+        &self.nodes[i].swarm
+    }
+
+    /// Nodes alive.
+    pub fn alive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].alive)
+    }
+
+    /// A hash of every frame delivered so far, in order.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.finish()
+    }
+
+    fn push(&mut self, after: Duration, ev: Ev) {
+        self.seq += 1;
+        self.events.insert(self.seq as usize, ev);
+        self.queue.push(Reverse((self.now + after, self.seq, self.seq as usize)));
+    }
+
+    /// One-way latency of the link between `a` and `b` (fixed per pair).
+    fn latency(&self, a: usize, b: usize) -> Duration {
+        let mut h = DefaultHasher::new();
+        (a.min(b), a.max(b), self.seed).hash(&mut h);
+        Duration::from_millis(MIN_LATENCY_MS + h.finish() % (MAX_LATENCY_MS - MIN_LATENCY_MS + 1))
+    }
+
+    /// Node `i` joins through node `seed`.
+    pub fn join(&mut self, i: usize, seed: usize) {
+        let addr = self.nodes[seed].swarm.me().addr;
+        self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::Join(addr) });
+    }
+
+    /// Node `i` publishes a message now; returns its id.
+    pub fn publish(&mut self, i: usize) -> MsgId {
+        let n = self.published.len() as u64;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        let msg = Msg {
+            topic: Topic::new(Bytes::from_static(b"sim")).unwrap_or_else(|_| unreachable!("a valid topic")),
+            msg_id: MsgId(id),
+            hops: 0,
+            payload: Bytes::from(vec![0u8; 64]),
+        };
+        self.published.push((msg.msg_id, i, self.now));
+        self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::Publish(msg) });
+        MsgId(id)
+    }
+
+    /// Crashes node `i`: its links go down (the far ends notice after one
+    /// latency), and dials to it fail.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        let linked: Vec<(usize, usize)> = self.links.iter().filter(|(a, b)| *a == i || *b == i).copied().collect();
+        for (a, b) in linked {
+            self.links.remove(&(a, b));
+            let other = if a == i { b } else { a };
+            let id = self.nodes[i].swarm.me().id;
+            let after = self.latency(a, b);
+            self.push(after, Ev::In { to: other, event: InEvent::LinkDown(id) });
+        }
+    }
+
+    /// Runs until virtual time `until` (from the start).
+    pub fn run_until(&mut self, until: Duration) {
+        while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            if let Some(ev) = self.events.remove(&key) {
+                self.step(ev);
+            }
+        }
+        self.now = until;
+    }
+
+    /// Runs for `d` more virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Wire { from, to, bytes } => {
+                if !self.nodes[to].alive || !self.links.contains(&(from.min(to), from.max(to))) {
+                    self.lost += 1;
+                    return;
+                }
+                bytes.hash(&mut self.trace);
+                // What the encoder wrote, the decoder must read back.
+                let Ok(frame) = Frame::decode(bytes[oap_codec::HEADER_LEN], bytes.slice(oap_codec::HEADER_LEN + 1..))
+                else {
+                    self.decode_errors += 1;
+                    return;
+                };
+                let from_id = self.nodes[from].swarm.me().id;
+                let event = match frame {
+                    Frame::Msg(msg) => InEvent::Message { from: from_id, msg },
+                    Frame::Swarm(frame) => InEvent::Recv { from: from_id, frame },
+                    _ => return,
+                };
+                self.handle(to, event);
+            }
+            Ev::In { to, event } => {
+                if self.nodes[to].alive {
+                    self.handle(to, event);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, event: InEvent) {
+        let now = self.epoch + self.now;
+        let out: Vec<OutEvent> = self.nodes[i].swarm.handle(event, now).collect();
+        for o in out {
+            self.act(i, o);
+        }
+    }
+
+    fn act(&mut self, i: usize, o: OutEvent) {
+        match o {
+            OutEvent::Send { to, frame } => self.send(i, to, Frame::Swarm(frame)),
+            OutEvent::SendMsg { to, msg } => {
+                self.payload_sent += 1;
+                self.send(i, to, Frame::Msg(msg));
+            }
+            OutEvent::Deliver(msg) => {
+                let node = &mut self.nodes[i];
+                match node.got.entry(msg.msg_id) {
+                    std::collections::hash_map::Entry::Occupied(_) => node.duplicates += 1,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(self.now);
+                        self.ldh_max = self.ldh_max.max(msg.hops);
+                    }
+                }
+            }
+            OutEvent::Dial(addr) => self.dial(i, addr),
+            OutEvent::Disconnect(peer) => {
+                let Some(&j) = self.by_id.get(&peer) else { return };
+                if self.links.remove(&(i.min(j), i.max(j))) {
+                    let me = self.nodes[i].swarm.me().id;
+                    let after = self.latency(i, j);
+                    self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::LinkDown(peer) });
+                    self.push(after, Ev::In { to: j, event: InEvent::LinkDown(me) });
+                }
+            }
+            OutEvent::ScheduleTimer { after, timer } => {
+                self.push(after, Ev::In { to: i, event: InEvent::Timer(timer) })
+            }
+            OutEvent::Event(_) => self.membership_changes += 1,
+        }
+    }
+
+    fn send(&mut self, from: usize, to: NodeId, frame: Frame) {
+        let Some(&j) = self.by_id.get(&to) else { return };
+        if !self.links.contains(&(from.min(j), from.max(j))) {
+            self.lost += 1;
+            return;
+        }
+        let mut wire = BytesMut::new();
+        frame.encode_into(&mut wire);
+        let after = self.latency(from, j);
+        self.push(after, Ev::Wire { from, to: j, bytes: wire.freeze() });
+    }
+
+    /// A dial: connect, the identity exchange, then both sides report the
+    /// link (one round trip); a dead or unknown address fails after one.
+    fn dial(&mut self, i: usize, addr: SocketAddr) {
+        let rtt_unknown = Duration::from_millis(2 * MAX_LATENCY_MS);
+        let Some(&j) = self.by_addr.get(&addr) else {
+            return self.push(rtt_unknown, Ev::In { to: i, event: InEvent::DialFailed(addr) });
+        };
+        let rtt = 2 * self.latency(i, j);
+        if !self.nodes[j].alive || i == j {
+            return self.push(rtt, Ev::In { to: i, event: InEvent::DialFailed(addr) });
+        }
+        let (me, them) = (*self.nodes[i].swarm.me(), *self.nodes[j].swarm.me());
+        // An existing link (either side dialed it) serves this dial too:
+        // one link per pair.
+        let fresh = self.links.insert((i.min(j), i.max(j)));
+        self.push(rtt, Ev::In { to: i, event: InEvent::LinkUp { node: them, dialed: Some(addr) } });
+        if fresh {
+            let half = self.latency(i, j);
+            self.push(half, Ev::In { to: j, event: InEvent::LinkUp { node: me, dialed: None } });
+        }
+    }
+
+    /// Delivery of every message published so far, over the nodes alive now.
+    pub fn report(&self) -> Report {
+        let mut r = Report { payload_sent: self.payload_sent, ldh_max: self.ldh_max, ..Report::default() };
+        let mut latencies = Vec::new();
+        let mut reached_total = 0u64;
+        for &(id, from, at) in &self.published {
+            let mut reached = 1u64;
+            for (i, node) in self.nodes.iter().enumerate() {
+                if i == from || !node.alive {
+                    continue;
+                }
+                r.expected += 1;
+                if let Some(&got) = node.got.get(&id) {
+                    r.delivered += 1;
+                    reached += 1;
+                    latencies.push((got - at).as_millis() as u64);
+                }
+            }
+            reached_total += reached - 1;
+        }
+        r.duplicates = self.nodes.iter().map(|n| n.duplicates).sum();
+        if reached_total > 0 {
+            r.rmr = self.payload_sent as f64 / reached_total as f64 - 1.0;
+        }
+        latencies.sort_unstable();
+        let pct = |p: usize| latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1))).copied();
+        r.latency_p50_ms = pct(50).unwrap_or(0);
+        r.latency_p99_ms = pct(99).unwrap_or(0);
+        r
+    }
+
+    /// Connected components among live nodes over the active views, and
+    /// live nodes with an empty active view.
+    pub fn components(&self) -> (usize, usize) {
+        let n = self.nodes.len();
+        let mut seen = vec![false; n];
+        let (mut components, mut isolated) = (0, 0);
+        for start in self.alive() {
+            if self.nodes[start].swarm.active().is_empty() {
+                isolated += 1;
+            }
+            if seen[start] {
+                continue;
+            }
+            components += 1;
+            let mut stack = vec![start];
+            seen[start] = true;
+            while let Some(i) = stack.pop() {
+                for peer in self.nodes[i].swarm.active() {
+                    if let Some(&j) = self.by_id.get(&peer.id)
+                        && self.nodes[j].alive
+                        && !seen[j]
+                    {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        (components, isolated)
+    }
+
+    /// A random live node.
+    pub fn random_alive(&mut self) -> usize {
+        let alive: Vec<usize> = self.alive().collect();
+        alive[self.rng.below(alive.len())]
+    }
+}

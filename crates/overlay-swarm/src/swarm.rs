@@ -1,0 +1,227 @@
+//! [`Swarm`]: membership and broadcast behind one `handle(event, now)`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use oap_codec::{Msg, MsgId, NodeAddr, NodeId, SwarmFrame};
+
+use crate::broadcast::Broadcast;
+use crate::config::Config;
+use crate::membership::Membership;
+use crate::rng::Rng;
+
+/// What happens to a swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InEvent {
+    /// Join through the node at this address (a seed). Seeds are kept: a
+    /// node whose active view empties joins through them again.
+    Join(SocketAddr),
+    /// A link to `node` is up: the identity exchange is done, and the link
+    /// won the simultaneous-dial rule ([`keeps_dial_of`]). `dialed` is the
+    /// address this node dialed, when it dialed the link.
+    LinkUp {
+        /// The peer, as its `NODE` frame said.
+        node: NodeAddr,
+        /// The address dialed, if this node dialed.
+        dialed: Option<SocketAddr>,
+    },
+    /// The link to this peer is down.
+    LinkDown(NodeId),
+    /// A dial to this address failed (refused, timed out, wrong identity).
+    DialFailed(SocketAddr),
+    /// A swarm frame arrived from a linked peer.
+    Recv {
+        /// The sender.
+        from: NodeId,
+        /// The frame.
+        frame: SwarmFrame,
+    },
+    /// A `MSG` arrived from a linked peer.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The message, with the hops it took to get here.
+        msg: Msg,
+    },
+    /// A message was published on this node (its local subscribers have it).
+    Publish(Msg),
+    /// A timer the swarm scheduled is due.
+    Timer(Timer),
+    /// Leave the swarm: every active peer is told (`DISCONNECT`).
+    Leave,
+}
+
+/// What the swarm asks of its driver, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutEvent {
+    /// Send a swarm frame to a linked peer.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The frame.
+        frame: SwarmFrame,
+    },
+    /// Send a message as a `MSG` frame (its hops already counted).
+    SendMsg {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Deliver a message that arrived from the swarm to local subscribers.
+    Deliver(Msg),
+    /// Open a link to this address (then report `LinkUp` or `DialFailed`).
+    Dial(SocketAddr),
+    /// Close the link to this peer once what was sent to it is written.
+    Disconnect(NodeId),
+    /// Fire `timer` after this long.
+    ScheduleTimer {
+        /// The delay.
+        after: Duration,
+        /// The timer.
+        timer: Timer,
+    },
+    /// Something an operator or the node wants to know.
+    Event(SwarmEvent),
+}
+
+/// Membership changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwarmEvent {
+    /// A peer entered the active view.
+    NeighborUp(NodeAddr),
+    /// A peer left the active view.
+    NeighborDown(NodeId),
+}
+
+/// The swarm's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// Shuffle the passive view with a random walk's end.
+    Shuffle,
+    /// Top the active view up, rejoin through the seeds when it is empty,
+    /// close links outside it.
+    Repair,
+    /// Send the queued `IHAVE`s.
+    IHave,
+    /// Ask for a message announced but not received.
+    Graft(MsgId),
+}
+
+/// Counts since the swarm started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages delivered from the swarm (first copies).
+    pub delivered: u64,
+    /// Copies of messages already seen.
+    pub duplicates: u64,
+    /// `MSG` frames sent.
+    pub payload_sent: u64,
+    /// Swarm frames sent.
+    pub control_sent: u64,
+    /// `GRAFT`s sent.
+    pub grafts: u64,
+    /// `PRUNE`s sent.
+    pub prunes: u64,
+    /// Messages dropped for exceeding `max_hops`.
+    pub hop_limited: u64,
+}
+
+/// Which node's dial survives when two nodes dial each other at once: the
+/// one with the smaller id. Both sides compute it alike, so they close the
+/// same connection.
+pub fn keeps_dial_of(a: NodeId, b: NodeId) -> NodeId {
+    a.min(b)
+}
+
+/// One node's view of the swarm.
+pub struct Swarm {
+    membership: Membership,
+    broadcast: Broadcast,
+    rng: Rng,
+    out: VecDeque<OutEvent>,
+    started: bool,
+    config: Config,
+}
+
+impl Swarm {
+    /// A node `me` that knows no one yet; `seed` fixes its random choices.
+    pub fn new(me: NodeAddr, config: Config, seed: u64) -> Swarm {
+        Swarm {
+            membership: Membership::new(me, &config),
+            broadcast: Broadcast::new(&config),
+            rng: Rng::new(seed),
+            out: VecDeque::new(),
+            started: false,
+            config,
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeAddr {
+        self.membership.me()
+    }
+
+    /// The active view: linked peers that carry the broadcast.
+    pub fn active(&self) -> &[NodeAddr] {
+        self.membership.active()
+    }
+
+    /// The passive view: known addresses to replace lost active peers.
+    pub fn passive(&self) -> &[NodeAddr] {
+        self.membership.passive()
+    }
+
+    /// Peers the broadcast pushes payloads to (the tree's edges here).
+    pub fn eager(&self) -> impl Iterator<Item = &NodeId> {
+        self.broadcast.eager()
+    }
+
+    /// Counts since the swarm started.
+    pub fn stats(&self) -> Stats {
+        self.broadcast.stats
+    }
+
+    /// Handles one event at `now`; returns what to do, in order.
+    pub fn handle(&mut self, event: InEvent, now: Instant) -> impl Iterator<Item = OutEvent> + '_ {
+        if !self.started {
+            self.started = true;
+            let c = &self.config;
+            self.out.push_back(OutEvent::ScheduleTimer { after: c.repair_period, timer: Timer::Repair });
+            self.out.push_back(OutEvent::ScheduleTimer { after: c.shuffle_period, timer: Timer::Shuffle });
+        }
+        let from = self.out.len();
+        let (m, b, rng, out) = (&mut self.membership, &mut self.broadcast, &mut self.rng, &mut self.out);
+        match event {
+            InEvent::Join(seed) => m.join(seed, out),
+            InEvent::LinkUp { node, dialed } => m.link_up(node, dialed, now, rng, out),
+            InEvent::LinkDown(peer) => m.link_down(peer, rng, out),
+            InEvent::DialFailed(addr) => m.dial_failed(addr, rng, out),
+            InEvent::Recv { from, frame } => match frame {
+                SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),
+                SwarmFrame::Graft(id) => b.on_graft(from, id, out),
+                SwarmFrame::Prune => b.on_prune(from),
+                frame => m.on_frame(from, frame, rng, out),
+            },
+            InEvent::Message { from, msg } => b.on_message(Some(from), msg, now, out),
+            InEvent::Publish(msg) => b.on_message(None, msg, now, out),
+            InEvent::Timer(Timer::Shuffle) => m.shuffle(rng, out),
+            InEvent::Timer(Timer::Repair) => m.repair(now, rng, out),
+            InEvent::Timer(Timer::IHave) => b.flush_ihaves(out),
+            InEvent::Timer(Timer::Graft(id)) => b.on_graft_timer(id, out),
+            InEvent::Leave => m.leave(out),
+        }
+        // Membership changes shape the tree: a new active peer is eager
+        // until a duplicate prunes it, a lost one leaves both sets.
+        for i in from..self.out.len() {
+            match &self.out[i] {
+                OutEvent::Event(SwarmEvent::NeighborUp(n)) => self.broadcast.neighbor_up(n.id),
+                OutEvent::Event(SwarmEvent::NeighborDown(id)) => self.broadcast.neighbor_down(*id),
+                OutEvent::Send { .. } => self.broadcast.stats.control_sent += 1,
+                _ => {}
+            }
+        }
+        self.out.drain(..)
+    }
+}
