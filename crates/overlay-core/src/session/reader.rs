@@ -175,7 +175,9 @@ impl Reader<'_, '_> {
             self.read_size = MIN_READ;
         }
         self.state.on_timer(now());
-        self.perform().await
+        self.perform().await?;
+        self.state.release_idle();
+        Ok(())
     }
 
     /// Carries out the core's actions in order; `Err` ends the session.

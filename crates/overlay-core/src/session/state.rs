@@ -189,6 +189,14 @@ impl<'a> SessionState<'a> {
         self.out.pop_front()
     }
 
+    /// Gives back the action queue's storage once it is empty: called when
+    /// the session is quiet (keepalive), so an idle session holds none.
+    pub(crate) fn release_idle(&mut self) {
+        if self.out.is_empty() {
+            self.out = VecDeque::new();
+        }
+    }
+
     /// The deliveries this session's writer sends.
     pub(crate) fn deliveries(&self) -> &Arc<DeliveryQueue> {
         &self.deliveries
