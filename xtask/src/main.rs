@@ -5,9 +5,11 @@
 //! - `cargo xtask roundtrip N [--addr A --admin A]`: N ping/pub/sub round trips.
 //! - `cargo xtask soak [--secs S] [--conc C] [--nodes K]`: a mesh under mixed load.
 //! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP]`: throughput, latency, connect rate and memory.
+//! - `cargo xtask sim --scenario NAME | --ci`: the swarm simulator against its targets.
 
 mod fuzz;
 mod node;
+mod sim;
 mod stress;
 
 use std::process::{Command, ExitCode};
@@ -28,7 +30,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci                 fmt --check, clippy -D warnings, doc -D warnings, test --workspace, smoke,
-                     soak --secs 30, stress all (short)
+                     soak --secs 30, stress all (short), sim --ci
                      (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
@@ -45,6 +47,10 @@ commands:
                      every cargo-fuzz target (frame, hello, topic, macaroon, config,
                      session) for S seconds (60) on nightly from fuzz/corpus; --cmin
                      minimizes each corpus after its run (cargo install cargo-fuzz)
+  sim --scenario NAME [--nodes N] [--seed S] | sim --ci
+                     the swarm simulator (release build): one JSON line per run, checked
+                     against the scenario's targets; --ci runs small versions of every
+                     scenario (stable-single, stable-random, burst, kill-50, kill-80)
   stress [SCENARIO|all] [--full]
                      wide-fanout, tls-garbage, idle-tls, slowloris, emfile, cgroup
                      against the release binary; a short version of each (in ci),
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("stress") => stress::stress(&args[1..]),
+        Some("sim") => sim::sim(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -108,6 +115,10 @@ fn ci() -> Result<(), Failure> {
     eprintln!("==> stress all (short versions)");
     stress::stress(&["all".into()])?;
     eprintln!("==> stress: ok in {:.0?}", started.elapsed());
+    let started = Instant::now();
+    eprintln!("==> sim --ci");
+    sim::sim(&["--ci".into()])?;
+    eprintln!("==> sim: ok in {:.0?}", started.elapsed());
     Ok(())
 }
 

@@ -158,8 +158,11 @@ impl Membership {
     pub(crate) fn link_down(&mut self, peer: NodeId, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
         self.links.remove(&peer);
         if self.remove_active(peer, out) {
-            // Lost, not left: it is not kept as a passive peer either.
+            // Lost, not left: it is not kept as a passive peer either. A
+            // failure frees room elsewhere too: peers that were full may
+            // take us now.
             self.passive.retain(|n| n.id != peer);
+            self.full.clear();
             self.fill(rng, out);
         }
     }

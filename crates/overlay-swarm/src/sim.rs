@@ -41,26 +41,36 @@ struct Node {
     duplicates: u64,
 }
 
-/// What a run measured, for the messages published with [`Sim::publish`].
+/// What a run measured, for a range of the messages published with
+/// [`Sim::publish`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
-    /// Node-message pairs that should have been delivered (live nodes
+    /// Messages in the range.
+    pub messages: u64,
+    /// Node-message pairs that should have been delivered (nodes alive now,
     /// other than the publisher).
     pub expected: u64,
     /// Of those, delivered.
     pub delivered: u64,
-    /// Copies delivered twice to one node (must be 0).
+    /// Copies delivered twice to one node (must be 0), over the whole run.
     pub duplicates: u64,
-    /// Payload frames sent in all.
+    /// Payload frames sent for these messages (tree pushes, grafts, and
+    /// sends lost on links that went down).
     pub payload_sent: u64,
     /// Relative message redundancy: payloads / (nodes reached - 1) - 1.
     pub rmr: f64,
-    /// Largest hop count at which a message was delivered.
+    /// The same for the range's first message alone.
+    pub rmr_first: f64,
+    /// The same for the rest.
+    pub rmr_steady: f64,
+    /// Largest hop count at which one of these was first delivered.
     pub ldh_max: u8,
-    /// Delivery latency, median and 99th percentile, in virtual ms.
+    /// Delivery latency in virtual ms: median, 99th percentile, largest.
     pub latency_p50_ms: u64,
     /// See `latency_p50_ms`.
     pub latency_p99_ms: u64,
+    /// See `latency_p50_ms`.
+    pub latency_max_ms: u64,
 }
 
 /// A simulated network of swarm nodes.
@@ -77,6 +87,12 @@ pub struct Sim {
     rng: Rng,
     seed: u64,
     published: Vec<(MsgId, usize, Duration)>,
+    /// Payload frames sent per message.
+    sends: Map<MsgId, u64>,
+    /// Hops of each message's deepest first delivery.
+    depth: Map<MsgId, u8>,
+    /// Swarm (control) frames sent.
+    pub control_sent: u64,
     /// Payload frames sent, counted on the wire.
     pub payload_sent: u64,
     /// Frames the codec could not read back (a codec bug; must stay 0).
@@ -85,8 +101,6 @@ pub struct Sim {
     pub membership_changes: u64,
     /// Frames sent on a link that was already down (lost in flight).
     pub lost: u64,
-    /// Hops of the deepest first delivery.
-    ldh_max: u8,
     /// A hash of every frame delivered, in order: equal for equal seeds.
     trace: DefaultHasher,
 }
@@ -124,11 +138,13 @@ impl Sim {
             rng,
             seed,
             published: Vec::new(),
+            sends: Map::default(),
+            depth: Map::default(),
+            control_sent: 0,
             payload_sent: 0,
             decode_errors: 0,
             membership_changes: 0,
             lost: 0,
-            ldh_max: 0,
             trace: DefaultHasher::new(),
         }
     }
@@ -268,9 +284,13 @@ impl Sim {
 
     fn act(&mut self, i: usize, o: OutEvent) {
         match o {
-            OutEvent::Send { to, frame } => self.send(i, to, Frame::Swarm(frame)),
+            OutEvent::Send { to, frame } => {
+                self.control_sent += 1;
+                self.send(i, to, Frame::Swarm(frame));
+            }
             OutEvent::SendMsg { to, msg } => {
                 self.payload_sent += 1;
+                *self.sends.entry(msg.msg_id).or_default() += 1;
                 self.send(i, to, Frame::Msg(msg));
             }
             OutEvent::Deliver(msg) => {
@@ -279,7 +299,8 @@ impl Sim {
                     std::collections::hash_map::Entry::Occupied(_) => node.duplicates += 1,
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         slot.insert(self.now);
-                        self.ldh_max = self.ldh_max.max(msg.hops);
+                        let depth = self.depth.entry(msg.msg_id).or_default();
+                        *depth = (*depth).max(msg.hops);
                     }
                 }
             }
@@ -334,34 +355,54 @@ impl Sim {
         }
     }
 
-    /// Delivery of every message published so far, over the nodes alive now.
-    pub fn report(&self) -> Report {
-        let mut r = Report { payload_sent: self.payload_sent, ldh_max: self.ldh_max, ..Report::default() };
+    /// Live nodes that never got the `k`-th published message.
+    pub fn missed_by(&self, k: usize) -> Vec<usize> {
+        let (id, publisher, _) = self.published[k];
+        self.alive().filter(|&i| i != publisher && !self.nodes[i].got.contains_key(&id)).collect()
+    }
+
+    /// Messages published so far.
+    pub fn published(&self) -> usize {
+        self.published.len()
+    }
+
+    /// Delivery of the messages published from the `from`-th on, over the
+    /// nodes alive now.
+    pub fn report(&self, from: usize) -> Report {
+        let range = &self.published[from.min(self.published.len())..];
+        let mut r = Report { messages: range.len() as u64, ..Report::default() };
         let mut latencies = Vec::new();
-        let mut reached_total = 0u64;
-        for &(id, from, at) in &self.published {
-            let mut reached = 1u64;
+        let (mut first, mut steady) = ((0u64, 0u64), (0u64, 0u64));
+        for (k, &(id, publisher, at)) in range.iter().enumerate() {
+            let mut reached = 0u64;
             for (i, node) in self.nodes.iter().enumerate() {
-                if i == from || !node.alive {
+                if i == publisher || !node.alive {
                     continue;
                 }
                 r.expected += 1;
                 if let Some(&got) = node.got.get(&id) {
-                    r.delivered += 1;
                     reached += 1;
                     latencies.push((got - at).as_millis() as u64);
                 }
             }
-            reached_total += reached - 1;
+            r.delivered += reached;
+            let sent = self.sends.get(&id).copied().unwrap_or(0);
+            let part = if k == 0 { &mut first } else { &mut steady };
+            part.0 += sent;
+            part.1 += reached;
+            r.ldh_max = r.ldh_max.max(self.depth.get(&id).copied().unwrap_or(0));
         }
+        let rmr = |(sent, reached): (u64, u64)| if reached > 0 { sent as f64 / reached as f64 - 1.0 } else { 0.0 };
+        r.payload_sent = first.0 + steady.0;
+        r.rmr = rmr((first.0 + steady.0, first.1 + steady.1));
+        r.rmr_first = rmr(first);
+        r.rmr_steady = rmr(steady);
         r.duplicates = self.nodes.iter().map(|n| n.duplicates).sum();
-        if reached_total > 0 {
-            r.rmr = self.payload_sent as f64 / reached_total as f64 - 1.0;
-        }
         latencies.sort_unstable();
         let pct = |p: usize| latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1))).copied();
         r.latency_p50_ms = pct(50).unwrap_or(0);
         r.latency_p99_ms = pct(99).unwrap_or(0);
+        r.latency_max_ms = latencies.last().copied().unwrap_or(0);
         r
     }
 
@@ -394,6 +435,29 @@ impl Sim {
             }
         }
         (components, isolated)
+    }
+
+    /// Hops from node `from` to the farthest live node over the active
+    /// views (its eccentricity), and how many live nodes it reaches.
+    pub fn eccentricity(&self, from: usize) -> (usize, usize) {
+        let mut dist = vec![usize::MAX; self.nodes.len()];
+        let mut queue = std::collections::VecDeque::from([from]);
+        dist[from] = 0;
+        let (mut far, mut reached) = (0, 1);
+        while let Some(i) = queue.pop_front() {
+            for peer in self.nodes[i].swarm.active() {
+                if let Some(&j) = self.by_id.get(&peer.id)
+                    && self.nodes[j].alive
+                    && dist[j] == usize::MAX
+                {
+                    dist[j] = dist[i] + 1;
+                    far = far.max(dist[j]);
+                    reached += 1;
+                    queue.push_back(j);
+                }
+            }
+        }
+        (far, reached)
     }
 
     /// A random live node.

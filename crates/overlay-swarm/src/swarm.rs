@@ -124,7 +124,7 @@ pub struct Stats {
     pub grafts: u64,
     /// `PRUNE`s sent.
     pub prunes: u64,
-    /// Messages dropped for exceeding `max_hops`.
+    /// Messages not relayed further because they reached `max_hops`.
     pub hop_limited: u64,
 }
 

@@ -1,0 +1,198 @@
+//! One swarm, driven by hand: each rule of HyParView and PlumTree as the
+//! frames and actions it produces.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use oap_codec::{Msg, MsgId, Topic};
+use overlay_swarm::{
+    Config, IHave, InEvent, NodeAddr, NodeId, OutEvent, Priority, Swarm, SwarmEvent, SwarmFrame, Timer,
+};
+
+fn node(n: u8) -> NodeAddr {
+    NodeAddr { id: NodeId([n; 32]), addr: SocketAddr::from(([10, 0, 0, n], 9500)) }
+}
+
+fn msg(n: u8, hops: u8) -> Msg {
+    Msg {
+        topic: Topic::new(Bytes::from_static(b"t")).unwrap(),
+        msg_id: MsgId([n; 16]),
+        hops,
+        payload: Bytes::from_static(b"x"),
+    }
+}
+
+struct One {
+    swarm: Swarm,
+    now: Instant,
+}
+
+impl One {
+    fn new(config: Config) -> One {
+        let mut one = One { swarm: Swarm::new(node(1), config, 7), now: Instant::now() };
+        // The first event also schedules the periodic timers.
+        let started = one.on(InEvent::Timer(Timer::IHave));
+        assert!(started.iter().any(|o| matches!(o, OutEvent::ScheduleTimer { timer: Timer::Repair, .. })));
+        one
+    }
+
+    fn on(&mut self, event: InEvent) -> Vec<OutEvent> {
+        self.swarm.handle(event, self.now).collect()
+    }
+
+    /// Links `peer` (it dialed us) and makes it an active peer.
+    fn neighbor(&mut self, peer: NodeAddr) -> Vec<OutEvent> {
+        self.on(InEvent::LinkUp { node: peer, dialed: None });
+        self.on(InEvent::Recv { from: peer.id, frame: SwarmFrame::Neighbor { priority: Priority::High } })
+    }
+}
+
+fn sent(out: &[OutEvent], to: NodeId) -> Vec<&SwarmFrame> {
+    out.iter()
+        .filter_map(|o| match o {
+            OutEvent::Send { to: t, frame } if *t == to => Some(frame),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_join_is_taken_into_the_active_view_and_walks_on_from_every_other_peer() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    one.on(InEvent::LinkUp { node: node(9), dialed: None });
+    let out = one.on(InEvent::Recv { from: node(9).id, frame: SwarmFrame::Join });
+    assert!(out.contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
+    assert_eq!(sent(&out, node(9).id), [&SwarmFrame::Neighbor { priority: Priority::High }]);
+    let walk = SwarmFrame::ForwardJoin { ttl: Config::default().active_walk, node: node(9) };
+    assert_eq!(sent(&out, node(2).id), [&walk]);
+    assert_eq!(sent(&out, node(3).id), [&walk]);
+}
+
+#[test]
+fn a_full_active_view_refuses_a_low_priority_neighbor_but_not_a_high_one() {
+    let mut one = One::new(Config { active_view: 2, ..Config::default() });
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    one.on(InEvent::LinkUp { node: node(4), dialed: None });
+    let out = one.on(InEvent::Recv { from: node(4).id, frame: SwarmFrame::Neighbor { priority: Priority::Low } });
+    assert_eq!(sent(&out, node(4).id), [&SwarmFrame::Disconnect { alive: true }]);
+    assert_eq!(one.swarm.active().len(), 2);
+    assert!(one.swarm.passive().contains(&node(4)), "a refused peer is kept as a passive one");
+
+    // High priority (its view is empty) cannot be refused: a random active
+    // peer makes room, told with DISCONNECT alive=1.
+    one.on(InEvent::LinkUp { node: node(5), dialed: None });
+    let out = one.on(InEvent::Recv { from: node(5).id, frame: SwarmFrame::Neighbor { priority: Priority::High } });
+    assert!(one.swarm.active().contains(&node(5)));
+    let evicted: Vec<_> = [node(2), node(3)].into_iter().filter(|n| !one.swarm.active().contains(n)).collect();
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(sent(&out, evicted[0].id), [&SwarmFrame::Disconnect { alive: true }]);
+}
+
+#[test]
+fn a_lost_active_peer_is_replaced_from_the_passive_view_and_a_dead_address_forgotten() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    // Node 7 is learned through a shuffle reply.
+    one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::ShuffleReply { nodes: vec![node(7)] } });
+    assert_eq!(one.swarm.passive(), [node(7)]);
+    let out = one.on(InEvent::LinkDown(node(2).id));
+    assert!(out.contains(&OutEvent::Event(SwarmEvent::NeighborDown(node(2).id))));
+    assert!(out.contains(&OutEvent::Dial(node(7).addr)), "{out:?}");
+    // The dial fails: the address leaves the passive view.
+    one.on(InEvent::DialFailed(node(7).addr));
+    assert!(one.swarm.passive().is_empty());
+}
+
+#[test]
+fn a_promotion_that_links_asks_with_high_priority_when_alone() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::ShuffleReply { nodes: vec![node(7)] } });
+    one.on(InEvent::LinkDown(node(2).id));
+    let out = one.on(InEvent::LinkUp { node: node(7), dialed: Some(node(7).addr) });
+    assert_eq!(sent(&out, node(7).id), [&SwarmFrame::Neighbor { priority: Priority::High }]);
+    assert_eq!(one.swarm.active(), [node(7)]);
+}
+
+#[test]
+fn a_duplicate_prunes_its_link_and_an_announced_message_is_grafted_after_the_timeout() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    // First copy from 2: delivered and pushed on to 3 (eager), hops + 1.
+    let out = one.on(InEvent::Message { from: node(2).id, msg: msg(1, 1) });
+    assert!(out.contains(&OutEvent::Deliver(msg(1, 1))));
+    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2) }));
+    // The same message from 3: a duplicate, so the 3 link leaves the tree.
+    let out = one.on(InEvent::Message { from: node(3).id, msg: msg(1, 2) });
+    assert_eq!(sent(&out, node(3).id), [&SwarmFrame::Prune]);
+    assert!(!out.iter().any(|o| matches!(o, OutEvent::Deliver(_))));
+    assert_eq!(one.swarm.stats().duplicates, 1);
+
+    // 3 announces a message we do not have; the timer asks for it.
+    let out = one.on(InEvent::Recv {
+        from: node(3).id,
+        frame: SwarmFrame::IHave(vec![IHave { msg_id: MsgId([5; 16]), hops: 2 }]),
+    });
+    let graft = Timer::Graft(MsgId([5; 16]));
+    assert!(out.contains(&OutEvent::ScheduleTimer { after: Config::default().graft_timeout, timer: graft }));
+    let out = one.on(InEvent::Timer(graft));
+    assert_eq!(sent(&out, node(3).id), [&SwarmFrame::Graft(Some(MsgId([5; 16])))]);
+    assert!(one.swarm.eager().any(|p| *p == node(3).id), "a graft puts the link back in the tree");
+}
+
+#[test]
+fn a_message_arrived_before_its_graft_timer_is_not_asked_for() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    one.on(InEvent::Recv {
+        from: node(3).id,
+        frame: SwarmFrame::IHave(vec![IHave { msg_id: MsgId([6; 16]), hops: 1 }]),
+    });
+    one.on(InEvent::Message { from: node(2).id, msg: msg(6, 1) });
+    let out = one.on(InEvent::Timer(Timer::Graft(MsgId([6; 16]))));
+    assert!(sent(&out, node(3).id).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_graft_is_answered_from_the_cache_and_messages_at_max_hops_are_relayed_no_further() {
+    let mut one = One::new(Config { max_hops: 4, ..Config::default() });
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    one.on(InEvent::Message { from: node(2).id, msg: msg(1, 1) });
+    let out = one.on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Graft(Some(MsgId([1; 16]))) });
+    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2) }));
+
+    for (n, hops) in [(2, 4), (3, 9)] {
+        let out = one.on(InEvent::Message { from: node(2).id, msg: msg(n, hops) });
+        assert!(out.contains(&OutEvent::Deliver(msg(n, hops))), "a first copy is delivered at any depth");
+        assert!(!out.iter().any(|o| matches!(o, OutEvent::SendMsg { .. })), "but not relayed past max_hops");
+        // Announced instead, so a node behind it can still ask for it.
+        let out = one.on(InEvent::Timer(Timer::IHave));
+        assert!(
+            sent(&out, node(3).id)
+                .iter()
+                .any(|f| matches!(f, SwarmFrame::IHave(ids) if ids[0].msg_id == MsgId([n; 16])))
+        );
+    }
+    assert_eq!(one.swarm.stats().hop_limited, 2);
+}
+
+#[test]
+fn leaving_tells_every_active_peer() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    let out = one.on(InEvent::Leave);
+    for peer in [node(2), node(3)] {
+        assert_eq!(sent(&out, peer.id), [&SwarmFrame::Disconnect { alive: false }]);
+        assert!(out.contains(&OutEvent::Disconnect(peer.id)));
+    }
+    assert!(one.swarm.active().is_empty());
+}

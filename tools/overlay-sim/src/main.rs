@@ -1,0 +1,181 @@
+//! `sim --scenario NAME [--nodes N] [--seed S]`: runs one scenario of the
+//! swarm simulator (overlay-swarm's `sim`, the real state machine over
+//! encoded frames) and prints one JSON line. Built with optimisations by
+//! `cargo xtask sim`, which also checks the targets.
+//!
+//! Every scenario starts with empty views: node 0, 1 and 2 are the seeds,
+//! and every other node joins through one of them, one every
+//! `JOIN_SPACING`, then the network settles for `SETTLE`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use overlay_swarm::Config;
+use overlay_swarm::sim::{Report, Sim};
+
+/// Virtual time between two joins.
+const JOIN_SPACING: Duration = Duration::from_millis(10);
+/// Quiet virtual time after the last join, before the first message.
+const SETTLE: Duration = Duration::from_secs(30);
+/// How long after its publication a message counts as missed.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// How often recovery is checked after a fault.
+const PROBE: Duration = Duration::from_millis(100);
+/// Longest wait for recovery after a fault.
+const MAX_RECOVERY: Duration = Duration::from_secs(60);
+
+struct Args {
+    scenario: String,
+    nodes: Option<usize>,
+    seed: u64,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args { scenario: String::new(), nodes: None, seed: 1 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--scenario" => args.scenario = value()?,
+            "--nodes" => args.nodes = Some(value()?.parse().map_err(|e| format!("--nodes: {e}"))?),
+            "--seed" => args.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.scenario.is_empty() {
+        return Err("--scenario NAME is required (stable-single, stable-random, burst, kill-50, kill-80)".into());
+    }
+    Ok(args)
+}
+
+/// What a scenario adds to the delivery report.
+#[derive(Default)]
+struct Outcome {
+    report: Report,
+    recovery_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let default_nodes = match args.scenario.as_str() {
+        "stable-single" | "stable-random" | "kill-50" | "kill-80" => 10_000,
+        "burst" => 1_000,
+        other => {
+            eprintln!("sim: unknown scenario {other}");
+            return ExitCode::from(2);
+        }
+    };
+    let n = args.nodes.unwrap_or(default_nodes).max(4);
+    let mut sim = joined(n, args.seed);
+    let outcome = match args.scenario.as_str() {
+        "stable-single" => stable(&mut sim, 100, Duration::from_millis(500), false),
+        "stable-random" => stable(&mut sim, 200, Duration::from_millis(100), true),
+        "burst" => burst(&mut sim),
+        "kill-50" => kill(&mut sim, 50),
+        _ => kill(&mut sim, 80),
+    };
+    let (components, isolated) = sim.components();
+    let r = &outcome.report;
+    let control_per_payload = sim.control_sent as f64 / sim.payload_sent.max(1) as f64;
+    println!(
+        concat!(
+            r#"{{"scenario":"{}","nodes":{},"seed":{},"messages":{},"expected":{},"delivered":{},"missed":{},"#,
+            r#""duplicates":{},"rmr":{:.4},"rmr_first":{:.4},"rmr_steady":{:.4},"ldh_max":{},"#,
+            r#""latency_ms":{{"p50":{},"p99":{},"max":{}}},"control_per_payload":{:.3},"components":{},"#,
+            r#""isolated":{},"recovery_ms":{},"decode_errors":{},"wall_s":{:.1},"trace_hash":"{:016x}"}}"#
+        ),
+        args.scenario,
+        n,
+        args.seed,
+        r.messages,
+        r.expected,
+        r.delivered,
+        r.expected - r.delivered,
+        r.duplicates,
+        r.rmr,
+        r.rmr_first,
+        r.rmr_steady,
+        r.ldh_max,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.latency_max_ms,
+        control_per_payload,
+        components,
+        isolated,
+        outcome.recovery_ms.map_or("null".to_string(), |ms| ms.to_string()),
+        sim.decode_errors,
+        started.elapsed().as_secs_f64(),
+        sim.trace_hash(),
+    );
+    ExitCode::SUCCESS
+}
+
+/// `n` nodes joined through three seeds, settled.
+fn joined(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(n, &Config::default(), seed);
+    for i in 1..n {
+        let seed = if i < 3 { 0 } else { i % 3 };
+        sim.join(i, seed);
+        sim.run_for(JOIN_SPACING);
+    }
+    sim.run_for(SETTLE);
+    sim
+}
+
+/// `count` messages `every` apart, from one node or random ones; the report
+/// is taken `DEADLINE` after the last.
+fn stable(sim: &mut Sim, count: usize, every: Duration, random: bool) -> Outcome {
+    let from = sim.published();
+    let publisher = sim.random_alive();
+    for _ in 0..count {
+        let p = if random { sim.random_alive() } else { publisher };
+        sim.publish(p);
+        sim.run_for(every);
+    }
+    sim.run_for(DEADLINE);
+    Outcome { report: sim.report(from), recovery_ms: None }
+}
+
+/// One message builds the tree; then every node publishes at once.
+fn burst(sim: &mut Sim) -> Outcome {
+    let first = sim.random_alive();
+    sim.publish(first);
+    sim.run_for(DEADLINE);
+    let from = sim.published();
+    let all: Vec<usize> = sim.alive().collect();
+    for i in all {
+        sim.publish(i);
+    }
+    sim.run_for(DEADLINE);
+    Outcome { report: sim.report(from), recovery_ms: None }
+}
+
+/// Kills `pct` % of the nodes at once; measures the time to one component
+/// with no isolated live node, then delivery of 20 messages sent after it.
+fn kill(sim: &mut Sim, pct: usize) -> Outcome {
+    let n = sim.alive().count();
+    // `pct` % of the nodes, spread evenly over them, seeds included.
+    let victims: Vec<usize> = (0..n).filter(|i| (i * pct / 100) != ((i + 1) * pct / 100)).collect();
+    let fault = sim.now();
+    for &v in &victims {
+        sim.kill(v);
+    }
+    let mut recovery_ms = None;
+    while sim.now() - fault < MAX_RECOVERY {
+        sim.run_for(PROBE);
+        if sim.components() == (1, 0) {
+            recovery_ms = Some((sim.now() - fault).as_millis() as u64);
+            break;
+        }
+    }
+    let mut outcome = stable(sim, 20, Duration::from_millis(500), true);
+    outcome.recovery_ms = recovery_ms;
+    outcome
+}

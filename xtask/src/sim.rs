@@ -1,0 +1,82 @@
+//! `cargo xtask sim`: runs the swarm simulator (`tools/overlay-sim`, built
+//! with optimisations) and checks each run against its scenario's targets.
+
+use std::process::Command;
+use std::time::Instant;
+
+use crate::node::{self, Failure};
+
+/// The small versions `--ci` runs: scenario and node count.
+const CI_RUNS: [(&str, usize); 5] =
+    [("stable-single", 1000), ("stable-random", 1000), ("burst", 300), ("kill-50", 1000), ("kill-80", 1000)];
+
+pub(crate) fn sim(args: &[String]) -> Result<(), Failure> {
+    let bin = node::build_tool("overlay-sim", true)?;
+    let runs: Vec<Vec<String>> = if args.iter().any(|a| a == "--ci") {
+        CI_RUNS.iter().map(|(s, n)| vec!["--scenario".into(), (*s).into(), "--nodes".into(), n.to_string()]).collect()
+    } else {
+        vec![args.to_vec()]
+    };
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for run in runs {
+        let out = Command::new(&bin)
+            .args(&run)
+            .output()
+            .map_err(|e| Failure::new(format!("cannot run the simulator: {e}")))?;
+        if !out.status.success() {
+            return Err(Failure::new(format!(
+                "sim {}: {}",
+                run.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("{line}");
+        let misses = check(&line);
+        // kill-80's targets are the issue's stretch goals: reported, not failed.
+        let stretch = line.contains("\"scenario\":\"kill-80\"");
+        for m in &misses {
+            eprintln!("sim: {}target missed: {m}", if stretch { "stretch " } else { "" });
+        }
+        if !stretch {
+            failed.extend(misses);
+        }
+    }
+    eprintln!("sim: {:.1} s", started.elapsed().as_secs_f64());
+    if failed.is_empty() { Ok(()) } else { Err(Failure::new(format!("{} simulator target(s) missed", failed.len()))) }
+}
+
+/// A number field of the simulator's JSON line (`"key":value`).
+fn field(line: &str, key: &str) -> Option<f64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// The targets of the issue for this line's scenario; what missed them.
+fn check(line: &str) -> Vec<String> {
+    let scenario = ["stable-single", "stable-random", "burst", "kill-50", "kill-80"]
+        .into_iter()
+        .find(|s| line.contains(&format!("\"scenario\":\"{s}\"")))
+        .unwrap_or("unknown");
+    // Each key's largest passing value.
+    let mut targets: Vec<(&str, f64)> = vec![("missed", 0.0), ("duplicates", 0.0), ("decode_errors", 0.0)];
+    match scenario {
+        "stable-single" => targets.extend([("rmr_steady", 0.05), ("rmr", 0.1), ("rmr_first", 5.0), ("ldh_max", 15.0)]),
+        "stable-random" => targets.push(("rmr", 0.5)),
+        "burst" => targets.push(("rmr", 2.0)),
+        "kill-50" => targets.push(("recovery_ms", 5_000.0)),
+        "kill-80" => targets.push(("recovery_ms", 15_000.0)),
+        _ => return vec![format!("no targets for {line}")],
+    }
+    targets
+        .into_iter()
+        .filter_map(|(key, max)| match field(line, key) {
+            Some(v) if v <= max => None,
+            Some(v) => Some(format!("{scenario}: {key} = {v} (at most {max})")),
+            None => Some(format!("{scenario}: {key} missing or null")),
+        })
+        .collect()
+}
