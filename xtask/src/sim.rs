@@ -7,8 +7,14 @@ use std::time::Instant;
 use crate::node::{self, Failure};
 
 /// The small versions `--ci` runs: scenario and node count.
-const CI_RUNS: [(&str, usize); 5] =
-    [("stable-single", 1000), ("stable-random", 1000), ("burst", 300), ("kill-50", 1000), ("kill-80", 1000)];
+const CI_RUNS: [(&str, usize); 6] = [
+    ("stable-single", 1000),
+    ("stable-random", 1000),
+    ("burst", 300),
+    ("kill-50", 1000),
+    ("kill-80", 1000),
+    ("partition-heal", 1000),
+];
 
 pub(crate) fn sim(args: &[String]) -> Result<(), Failure> {
     let bin = node::build_tool("overlay-sim", true)?;
@@ -57,7 +63,7 @@ fn field(line: &str, key: &str) -> Option<f64> {
 
 /// The targets of the issue for this line's scenario; what missed them.
 fn check(line: &str) -> Vec<String> {
-    let scenario = ["stable-single", "stable-random", "burst", "kill-50", "kill-80"]
+    let scenario = ["stable-single", "stable-random", "burst", "kill-50", "kill-80", "partition-heal"]
         .into_iter()
         .find(|s| line.contains(&format!("\"scenario\":\"{s}\"")))
         .unwrap_or("unknown");
@@ -69,6 +75,7 @@ fn check(line: &str) -> Vec<String> {
         "burst" => targets.push(("rmr", 2.0)),
         "kill-50" => targets.push(("recovery_ms", 5_000.0)),
         "kill-80" => targets.push(("recovery_ms", 15_000.0)),
+        "partition-heal" => targets.extend([("recovery_ms", 30_000.0), ("split_missed", 0.0)]),
         _ => return vec![format!("no targets for {line}")],
     }
     targets

@@ -24,6 +24,10 @@ pub struct Config {
     /// up from the passive view, an empty one rejoins through the seeds,
     /// and links outside the active view are closed.
     pub repair_period: Duration,
+    /// Time between two probes of an active peer lost to a failure.
+    pub probe_period: Duration,
+    /// How long a lost active peer is probed for.
+    pub lost_ttl: Duration,
     /// How long a link outside the active view is kept (for a join, a
     /// shuffle reply, a neighbour request in flight).
     pub link_grace: Duration,
@@ -66,6 +70,8 @@ impl Default for Config {
             shuffle_passive: 4,
             repair_period: Duration::from_secs(1),
             link_grace: Duration::from_secs(5),
+            probe_period: Duration::from_secs(10),
+            lost_ttl: Duration::from_secs(600),
             ihave_interval: Duration::from_millis(50),
             graft_timeout: Duration::from_millis(200),
             graft_retry: Duration::from_millis(100),

@@ -21,6 +21,8 @@ pub(crate) const MAX_ACTIVE: usize = 64;
 const MAX_SEEDS: usize = 64;
 /// Dials in flight at most; further ones wait for a later repair.
 const MAX_DIALING: usize = 16;
+/// Lost active peers remembered for probing at most.
+const MAX_LOST: usize = 16;
 
 /// Why a dial was made: what to do once its link is up.
 #[derive(Debug, Clone)]
@@ -31,6 +33,9 @@ enum Purpose {
     Neighbor(Priority),
     /// Answer a shuffle that ended here.
     ShuffleReply(Vec<NodeAddr>),
+    /// Reconnect to an active peer lost to a failure (which may have been
+    /// a partition that healed since).
+    Probe,
 }
 
 /// A link the driver reported up.
@@ -58,6 +63,10 @@ pub(crate) struct Membership {
     /// What this node sent in its last shuffle: replaced first when the
     /// reply's nodes need room in the passive view.
     shuffled: Vec<NodeAddr>,
+    /// Active peers lost to a failure, until when they are probed.
+    lost: Vec<(NodeAddr, Instant)>,
+    lost_ttl: Duration,
+    probe_period: Duration,
     /// Peers that dropped or refused us while up (their active view is
     /// full): not asked again until the next periodic shuffle, so a node
     /// whose view cannot fill does not churn the tree trying.
@@ -84,6 +93,9 @@ impl Membership {
             seeds: Vec::new(),
             shuffled: Vec::new(),
             full: Vec::new(),
+            lost: Vec::new(),
+            lost_ttl: c.lost_ttl,
+            probe_period: c.probe_period,
         }
     }
 
@@ -151,12 +163,25 @@ impl Membership {
                 Purpose::Join => Self::send(node.id, SwarmFrame::Join, out),
                 Purpose::Neighbor(priority) => self.add_active(node, priority, rng, out),
                 Purpose::ShuffleReply(nodes) => Self::send(node.id, SwarmFrame::ShuffleReply { nodes }, out),
+                Purpose::Probe => {
+                    // Back: a link across what was cut. High priority, so
+                    // the two sides of a healed partition link up again even
+                    // though both refilled their views meanwhile.
+                    self.lost.retain(|(n, _)| n.id != node.id);
+                    self.add_active(node, Priority::High, rng, out);
+                }
             }
         }
     }
 
-    pub(crate) fn link_down(&mut self, peer: NodeId, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
-        self.links.remove(&peer);
+    pub(crate) fn link_down(&mut self, peer: NodeId, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        let node = self.links.remove(&peer).map(|l| l.node);
+        if let Some(node) = node.filter(|_| self.is_active(&peer)) {
+            if self.lost.len() >= MAX_LOST {
+                self.lost.remove(0);
+            }
+            self.lost.push((node, now + self.lost_ttl));
+        }
         if self.remove_active(peer, out) {
             // Lost, not left: it is not kept as a passive peer either. A
             // failure frees room elsewhere too: peers that were full may
@@ -303,6 +328,13 @@ impl Membership {
     /// view up, and close links that outlived their purpose.
     pub(crate) fn repair(&mut self, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
         out.push_back(OutEvent::ScheduleTimer { after: self.repair_period, timer: Timer::Repair });
+        // Every active peer has a link; one that lost it without a
+        // `LinkDown` reaching us is dropped here rather than kept forever.
+        let unlinked: Vec<NodeId> =
+            self.active.iter().map(|n| n.id).filter(|id| !self.links.contains_key(id)).collect();
+        for id in unlinked {
+            self.remove_active(id, out);
+        }
         if self.active.is_empty() && self.passive.is_empty() {
             for seed in self.seeds.clone() {
                 self.dial(seed, Purpose::Join, out);
@@ -324,6 +356,18 @@ impl Membership {
         for id in idle {
             self.links.remove(&id);
             out.push_back(OutEvent::Disconnect(id));
+        }
+    }
+
+    /// The probe timer: dials one lost active peer. A crashed one fails the
+    /// dial; one behind a partition that healed links again, which is how
+    /// two halves of a split overlay merge (HyParView alone keeps each half
+    /// to itself: failed dials purge the far half from the passive views).
+    pub(crate) fn probe(&mut self, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        out.push_back(OutEvent::ScheduleTimer { after: self.probe_period, timer: Timer::Probe });
+        self.lost.retain(|(n, until)| *until > now && !self.links.contains_key(&n.id));
+        if let Some(&(node, _)) = rng.pick(&self.lost) {
+            self.dial(node.addr, Purpose::Probe, out);
         }
     }
 

@@ -22,6 +22,9 @@ type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 const MIN_LATENCY_MS: u64 = 10;
 /// Longest one-way latency of a simulated link.
 const MAX_LATENCY_MS: u64 = 50;
+/// How long a dial into a black hole (a partition drops its packets) takes
+/// to fail: a connect timeout.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Something the network does at a point of virtual time.
 #[derive(Debug)]
@@ -30,6 +33,8 @@ enum Ev {
     In { to: usize, event: InEvent },
     /// A frame in flight from `from` to `to`, as bytes on the wire.
     Wire { from: usize, to: usize, bytes: Bytes },
+    /// A link closed by one end: after what was sent on it has arrived.
+    Close { a: usize, b: usize },
 }
 
 /// One simulated node.
@@ -103,6 +108,8 @@ pub struct Sim {
     pub lost: u64,
     /// A hash of every frame delivered, in order: equal for equal seeds.
     trace: DefaultHasher,
+    /// While partitioned: each node's side.
+    sides: Option<Vec<u8>>,
 }
 
 impl Sim {
@@ -146,6 +153,7 @@ impl Sim {
             membership_changes: 0,
             lost: 0,
             trace: DefaultHasher::new(),
+            sides: None,
         }
     }
 
@@ -224,6 +232,41 @@ impl Sim {
         }
     }
 
+    /// Splits the network: nodes on different sides (`side(i)`) can no
+    /// longer reach each other. Packets across vanish, so each end notices
+    /// a link only after `noticed_after` (keepalive), and dials across time
+    /// out.
+    pub fn partition(&mut self, side: impl Fn(usize) -> u8, noticed_after: Duration) {
+        let sides: Vec<u8> = (0..self.nodes.len()).map(side).collect();
+        let cut: Vec<(usize, usize)> = self.links.iter().filter(|(a, b)| sides[*a] != sides[*b]).copied().collect();
+        for (a, b) in cut {
+            self.links.remove(&(a, b));
+            let (ida, idb) = (self.nodes[a].swarm.me().id, self.nodes[b].swarm.me().id);
+            self.push(noticed_after, Ev::In { to: a, event: InEvent::LinkDown(idb) });
+            self.push(noticed_after, Ev::In { to: b, event: InEvent::LinkDown(ida) });
+        }
+        self.sides = Some(sides);
+    }
+
+    /// Ends the partition.
+    pub fn heal(&mut self) {
+        self.sides = None;
+    }
+
+    /// Whether nodes `a` and `b` are linked.
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        self.links.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Node `i`'s side while partitioned.
+    pub fn side(&self, i: usize) -> Option<u8> {
+        self.sides.as_ref().map(|s| s[i])
+    }
+
+    fn cut(&self, a: usize, b: usize) -> bool {
+        self.sides.as_ref().is_some_and(|s| s[a] != s[b])
+    }
+
     /// Runs until virtual time `until` (from the start).
     pub fn run_until(&mut self, until: Duration) {
         while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
@@ -266,10 +309,34 @@ impl Sim {
                 };
                 self.handle(to, event);
             }
-            Ev::In { to, event } => {
-                if self.nodes[to].alive {
-                    self.handle(to, event);
+            Ev::Close { a, b } => {
+                if self.links.remove(&(a.min(b), a.max(b))) {
+                    let (ida, idb) = (self.nodes[a].swarm.me().id, self.nodes[b].swarm.me().id);
+                    if self.nodes[a].alive {
+                        self.handle(a, InEvent::LinkDown(idb));
+                    }
+                    if self.nodes[b].alive {
+                        self.handle(b, InEvent::LinkDown(ida));
+                    }
                 }
+            }
+            Ev::In { to, event } => {
+                if !self.nodes[to].alive {
+                    return;
+                }
+                // A link closed (or cut) while its set-up was in flight never
+                // comes up: the dialer sees its dial fail, the other side
+                // nothing, as with a real connection.
+                if let InEvent::LinkUp { node, dialed } = &event
+                    && let Some(&j) = self.by_id.get(&node.id)
+                    && !self.links.contains(&(to.min(j), to.max(j)))
+                {
+                    if let Some(addr) = dialed {
+                        self.handle(to, InEvent::DialFailed(*addr));
+                    }
+                    return;
+                }
+                self.handle(to, event);
             }
         }
     }
@@ -306,12 +373,11 @@ impl Sim {
             }
             OutEvent::Dial(addr) => self.dial(i, addr),
             OutEvent::Disconnect(peer) => {
+                // Closed once flushed: the frames already sent arrive first.
                 let Some(&j) = self.by_id.get(&peer) else { return };
-                if self.links.remove(&(i.min(j), i.max(j))) {
-                    let me = self.nodes[i].swarm.me().id;
+                if self.links.contains(&(i.min(j), i.max(j))) {
                     let after = self.latency(i, j);
-                    self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::LinkDown(peer) });
-                    self.push(after, Ev::In { to: j, event: InEvent::LinkDown(me) });
+                    self.push(after, Ev::Close { a: i, b: j });
                 }
             }
             OutEvent::ScheduleTimer { after, timer } => {
@@ -340,6 +406,9 @@ impl Sim {
         let Some(&j) = self.by_addr.get(&addr) else {
             return self.push(rtt_unknown, Ev::In { to: i, event: InEvent::DialFailed(addr) });
         };
+        if self.cut(i, j) {
+            return self.push(DIAL_TIMEOUT, Ev::In { to: i, event: InEvent::DialFailed(addr) });
+        }
         let rtt = 2 * self.latency(i, j);
         if !self.nodes[j].alive || i == j {
             return self.push(rtt, Ev::In { to: i, event: InEvent::DialFailed(addr) });
@@ -359,6 +428,11 @@ impl Sim {
     pub fn missed_by(&self, k: usize) -> Vec<usize> {
         let (id, publisher, _) = self.published[k];
         self.alive().filter(|&i| i != publisher && !self.nodes[i].got.contains_key(&id)).collect()
+    }
+
+    /// Who published the `k`-th message.
+    pub fn publisher(&self, k: usize) -> usize {
+        self.published[k].1
     }
 
     /// Messages published so far.

@@ -103,6 +103,8 @@ pub enum Timer {
     /// Top the active view up, rejoin through the seeds when it is empty,
     /// close links outside it.
     Repair,
+    /// Dial an active peer lost to a failure (partition healing).
+    Probe,
     /// Send the queued `IHAVE`s.
     IHave,
     /// Ask for a message announced but not received.
@@ -190,13 +192,14 @@ impl Swarm {
             let c = &self.config;
             self.out.push_back(OutEvent::ScheduleTimer { after: c.repair_period, timer: Timer::Repair });
             self.out.push_back(OutEvent::ScheduleTimer { after: c.shuffle_period, timer: Timer::Shuffle });
+            self.out.push_back(OutEvent::ScheduleTimer { after: c.probe_period, timer: Timer::Probe });
         }
         let from = self.out.len();
         let (m, b, rng, out) = (&mut self.membership, &mut self.broadcast, &mut self.rng, &mut self.out);
         match event {
             InEvent::Join(seed) => m.join(seed, out),
             InEvent::LinkUp { node, dialed } => m.link_up(node, dialed, now, rng, out),
-            InEvent::LinkDown(peer) => m.link_down(peer, rng, out),
+            InEvent::LinkDown(peer) => m.link_down(peer, now, rng, out),
             InEvent::DialFailed(addr) => m.dial_failed(addr, rng, out),
             InEvent::Recv { from, frame } => match frame {
                 SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),
@@ -208,6 +211,7 @@ impl Swarm {
             InEvent::Publish(msg) => b.on_message(None, msg, now, out),
             InEvent::Timer(Timer::Shuffle) => m.shuffle(rng, out),
             InEvent::Timer(Timer::Repair) => m.repair(now, rng, out),
+            InEvent::Timer(Timer::Probe) => m.probe(now, rng, out),
             InEvent::Timer(Timer::IHave) => b.flush_ihaves(out),
             InEvent::Timer(Timer::Graft(id)) => b.on_graft_timer(id, out),
             InEvent::Leave => m.leave(out),

@@ -43,7 +43,10 @@ fn parse() -> Result<Args, String> {
         }
     }
     if args.scenario.is_empty() {
-        return Err("--scenario NAME is required (stable-single, stable-random, burst, kill-50, kill-80)".into());
+        return Err(
+            "--scenario NAME is required (stable-single, stable-random, burst, kill-50, kill-80, partition-heal)"
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -53,7 +56,16 @@ fn parse() -> Result<Args, String> {
 struct Outcome {
     report: Report,
     recovery_ms: Option<u64>,
+    /// partition-heal: deliveries missed inside the publisher's half while
+    /// split, of how many expected.
+    split: Option<(u64, u64)>,
 }
+
+/// How long a cut link goes unnoticed: the node's default idle timeout
+/// (its keepalive closes a link that stopped answering).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long partition-heal keeps the halves apart.
+const SPLIT_FOR: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let args = match parse() {
@@ -66,7 +78,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let default_nodes = match args.scenario.as_str() {
         "stable-single" | "stable-random" | "kill-50" | "kill-80" => 10_000,
-        "burst" => 1_000,
+        "burst" | "partition-heal" => 1_000,
         other => {
             eprintln!("sim: unknown scenario {other}");
             return ExitCode::from(2);
@@ -79,6 +91,7 @@ fn main() -> ExitCode {
         "stable-random" => stable(&mut sim, 200, Duration::from_millis(100), true),
         "burst" => burst(&mut sim),
         "kill-50" => kill(&mut sim, 50),
+        "partition-heal" => partition_heal(&mut sim),
         _ => kill(&mut sim, 80),
     };
     let (components, isolated) = sim.components();
@@ -89,7 +102,8 @@ fn main() -> ExitCode {
             r#"{{"scenario":"{}","nodes":{},"seed":{},"messages":{},"expected":{},"delivered":{},"missed":{},"#,
             r#""duplicates":{},"rmr":{:.4},"rmr_first":{:.4},"rmr_steady":{:.4},"ldh_max":{},"#,
             r#""latency_ms":{{"p50":{},"p99":{},"max":{}}},"control_per_payload":{:.3},"components":{},"#,
-            r#""isolated":{},"recovery_ms":{},"decode_errors":{},"wall_s":{:.1},"trace_hash":"{:016x}"}}"#
+            r#""isolated":{},"recovery_ms":{},"split_missed":{},"split_expected":{},"decode_errors":{},"wall_s":{:.1},"#,
+            r#""trace_hash":"{:016x}"}}"#
         ),
         args.scenario,
         n,
@@ -110,6 +124,8 @@ fn main() -> ExitCode {
         components,
         isolated,
         outcome.recovery_ms.map_or("null".to_string(), |ms| ms.to_string()),
+        outcome.split.map_or("null".to_string(), |(missed, _)| missed.to_string()),
+        outcome.split.map_or("null".to_string(), |(_, expected)| expected.to_string()),
         sim.decode_errors,
         started.elapsed().as_secs_f64(),
         sim.trace_hash(),
@@ -140,7 +156,7 @@ fn stable(sim: &mut Sim, count: usize, every: Duration, random: bool) -> Outcome
         sim.run_for(every);
     }
     sim.run_for(DEADLINE);
-    Outcome { report: sim.report(from), recovery_ms: None }
+    Outcome { report: sim.report(from), ..Outcome::default() }
 }
 
 /// One message builds the tree; then every node publishes at once.
@@ -154,7 +170,36 @@ fn burst(sim: &mut Sim) -> Outcome {
         sim.publish(i);
     }
     sim.run_for(DEADLINE);
-    Outcome { report: sim.report(from), recovery_ms: None }
+    Outcome { report: sim.report(from), ..Outcome::default() }
+}
+
+/// Splits the nodes in two halves for `SPLIT_FOR`: each half must keep
+/// delivering inside itself (once the cut links are noticed), and after the
+/// heal the halves must merge into one component and deliver everything.
+fn partition_heal(sim: &mut Sim) -> Outcome {
+    sim.partition(|i| (i % 2) as u8, KEEPALIVE);
+    let split_at = sim.now();
+    sim.run_for(KEEPALIVE + Duration::from_secs(5));
+    let from = sim.published();
+    for _ in 0..10 {
+        let p = sim.random_alive();
+        sim.publish(p);
+        sim.run_for(Duration::from_millis(500));
+    }
+    sim.run_for(DEADLINE);
+    let (mut missed, mut expected) = (0, 0);
+    for k in from..sim.published() {
+        let side = sim.side(sim.publisher(k));
+        expected += sim.alive().filter(|&i| sim.side(i) == side).count() as u64 - 1;
+        missed += sim.missed_by(k).into_iter().filter(|&i| sim.side(i) == side).count() as u64;
+    }
+    sim.run_until(split_at + SPLIT_FOR);
+    sim.heal();
+    let recovery_ms = recover(sim);
+    let mut outcome = stable(sim, 20, Duration::from_millis(500), true);
+    outcome.recovery_ms = recovery_ms;
+    outcome.split = Some((missed, expected));
+    outcome
 }
 
 /// Kills `pct` % of the nodes at once; measures the time to one component
@@ -163,19 +208,24 @@ fn kill(sim: &mut Sim, pct: usize) -> Outcome {
     let n = sim.alive().count();
     // `pct` % of the nodes, spread evenly over them, seeds included.
     let victims: Vec<usize> = (0..n).filter(|i| (i * pct / 100) != ((i + 1) * pct / 100)).collect();
-    let fault = sim.now();
     for &v in &victims {
         sim.kill(v);
     }
-    let mut recovery_ms = None;
-    while sim.now() - fault < MAX_RECOVERY {
-        sim.run_for(PROBE);
-        if sim.components() == (1, 0) {
-            recovery_ms = Some((sim.now() - fault).as_millis() as u64);
-            break;
-        }
-    }
+    let recovery_ms = recover(sim);
     let mut outcome = stable(sim, 20, Duration::from_millis(500), true);
     outcome.recovery_ms = recovery_ms;
     outcome
+}
+
+/// Runs until the live nodes form one component with none isolated (checked
+/// every `PROBE`); the virtual ms that took, or `None` past `MAX_RECOVERY`.
+fn recover(sim: &mut Sim) -> Option<u64> {
+    let fault = sim.now();
+    while sim.now() - fault < MAX_RECOVERY {
+        sim.run_for(PROBE);
+        if sim.components() == (1, 0) {
+            return Some((sim.now() - fault).as_millis() as u64);
+        }
+    }
+    None
 }
