@@ -384,15 +384,26 @@ impl Membership {
     /// Promotes a random passive peer when the active view has room and no
     /// promotion is in flight.
     fn fill(&mut self, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
-        if self.active.len() >= self.active_cap
-            || self.dialing.values().flatten().any(|p| matches!(p, Purpose::Neighbor(_)))
-        {
-            return;
+        let room = self.active_cap.saturating_sub(self.active.len());
+        // Alone, we ask with high priority, which no one may refuse (peers
+        // that were full are asked too). Below half the view, as many at
+        // once as there is room: some may be dead or behind a partition,
+        // and each of those costs a dial timeout. Otherwise one at a time,
+        // which keeps the churn of refusals low.
+        let alone = self.active.is_empty();
+        let in_flight = self.dialing.values().flatten().filter(|p| matches!(p, Purpose::Neighbor(_))).count();
+        let short = self.active.len() * 2 < self.active_cap;
+        let wanted = if short { room } else { room.min(1) }.saturating_sub(in_flight);
+        let candidates: Vec<NodeAddr> = self
+            .passive
+            .iter()
+            .filter(|n| (alone || !self.full.contains(&n.id)) && !self.dialing.contains_key(&n.addr))
+            .copied()
+            .collect();
+        let priority = if alone { Priority::High } else { Priority::Low };
+        for node in rng.sample(&candidates, wanted) {
+            self.neighbor(node, priority, rng, out);
         }
-        let candidates: Vec<NodeAddr> = self.passive.iter().filter(|n| !self.full.contains(&n.id)).copied().collect();
-        let Some(&node) = rng.pick(&candidates) else { return };
-        let priority = if self.active.is_empty() { Priority::High } else { Priority::Low };
-        self.neighbor(node, priority, rng, out);
     }
 
     /// Takes `node` into the active view, dialing it first if not linked.

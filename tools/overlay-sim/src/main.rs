@@ -4,8 +4,9 @@
 //! `cargo xtask sim`, which also checks the targets.
 //!
 //! Every scenario starts with empty views: node 0, 1 and 2 are the seeds,
-//! and every other node joins through one of them, one every
-//! `JOIN_SPACING`, then the network settles for `SETTLE`.
+//! and every other node joins through them (as a node configured with the
+//! three as `peers`), one every `JOIN_SPACING`, then the network settles for
+//! `SETTLE`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -137,8 +138,11 @@ fn main() -> ExitCode {
 fn joined(n: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(n, &Config::default(), seed);
     for i in 1..n {
-        let seed = if i < 3 { 0 } else { i % 3 };
-        sim.join(i, seed);
+        // Like a node whose `peers` are the three seeds: it joins through
+        // each (one reachable seed is enough), and keeps them to rejoin.
+        for seed in (0..3).filter(|&s| s != i) {
+            sim.join(i, seed);
+        }
         sim.run_for(JOIN_SPACING);
     }
     sim.run_for(SETTLE);
