@@ -47,10 +47,11 @@ commands:
                      every cargo-fuzz target (frame, hello, topic, macaroon, config,
                      session) for S seconds (60) on nightly from fuzz/corpus; --cmin
                      minimizes each corpus after its run (cargo install cargo-fuzz)
-  sim --scenario NAME [--nodes N] [--seed S] | sim --ci
+  sim --scenario NAME [--nodes N] [--seed S] [--secs S] | sim --ci
                      the swarm simulator (release build): one JSON line per run, checked
-                     against the scenario's targets; --ci runs small versions of every
-                     scenario (stable-single, stable-random, burst, kill-50, kill-80)
+                     against the scenario's targets. Scenarios: stable-single, stable-random,
+                     burst, kill-50, kill-50-silent, kill-80, partition-heal, churn (--secs);
+                     --ci runs 1,000-node versions (burst and churn: 300; churn 120 s)
   stress [SCENARIO|all] [--full]
                      wide-fanout, tls-garbage, idle-tls, slowloris, emfile, cgroup
                      against the release binary; a short version of each (in ci),

@@ -25,6 +25,8 @@ const MAX_LATENCY_MS: u64 = 50;
 /// How long a dial into a black hole (a partition drops its packets) takes
 /// to fail: a connect timeout.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A message not delivered this long after its publication is missed.
+pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Something the network does at a point of virtual time.
 #[derive(Debug)]
@@ -41,6 +43,11 @@ enum Ev {
 struct Node {
     swarm: Swarm,
     alive: bool,
+    /// When it was added, and when it failed.
+    born: Duration,
+    died: Option<Duration>,
+    /// It failed silently (a black hole): dials to it time out.
+    silent: bool,
     /// Messages delivered here (first copies), with the virtual time.
     got: Map<MsgId, Duration>,
     duplicates: u64,
@@ -110,30 +117,18 @@ pub struct Sim {
     trace: DefaultHasher,
     /// While partitioned: each node's side.
     sides: Option<Vec<u8>>,
+    /// What every node is made with.
+    config: Config,
 }
 
 impl Sim {
     /// `n` nodes, none joined yet, on a network seeded by `seed`.
     pub fn new(n: usize, config: &Config, seed: u64) -> Sim {
-        let mut rng = Rng::new(seed);
-        let mut nodes = Vec::with_capacity(n);
-        let (mut by_addr, mut by_id) = (Map::default(), Map::default());
-        for i in 0..n {
-            let mut id = [0u8; 32];
-            for chunk in id.chunks_mut(8) {
-                chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
-            }
-            let addr = SocketAddr::new(Ipv4Addr::from(0x0A00_0000 + i as u32 + 1).into(), 9500);
-            let me = NodeAddr { id: NodeId(id), addr };
-            by_addr.insert(addr, i);
-            by_id.insert(me.id, i);
-            let swarm = Swarm::new(me, config.clone(), rng.next_u64());
-            nodes.push(Node { swarm, alive: true, got: Map::default(), duplicates: 0 });
-        }
-        Sim {
-            nodes,
-            by_addr,
-            by_id,
+        let mut sim = Sim {
+            nodes: Vec::with_capacity(n),
+            by_addr: Map::default(),
+            by_id: Map::default(),
+            config: config.clone(),
             links: BTreeSet::new(),
             queue: BinaryHeap::new(),
             events: Map::default(),
@@ -142,7 +137,7 @@ impl Sim {
             // nothing depends on its value.
             epoch: Instant::now(),
             now: Duration::ZERO,
-            rng,
+            rng: Rng::new(seed),
             seed,
             published: Vec::new(),
             sends: Map::default(),
@@ -154,7 +149,36 @@ impl Sim {
             lost: 0,
             trace: DefaultHasher::new(),
             sides: None,
+        };
+        for _ in 0..n {
+            sim.add_node();
         }
+        sim
+    }
+
+    /// Adds a node that knows no one (join it with [`Sim::join`]); returns
+    /// its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let mut id = [0u8; 32];
+        for chunk in id.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        }
+        let addr = SocketAddr::new(Ipv4Addr::from(0x0A00_0000 + i as u32 + 1).into(), 9500);
+        let me = NodeAddr { id: NodeId(id), addr };
+        self.by_addr.insert(addr, i);
+        self.by_id.insert(me.id, i);
+        let swarm = Swarm::new(me, self.config.clone(), self.rng.next_u64());
+        self.nodes.push(Node {
+            swarm,
+            alive: true,
+            born: self.now,
+            died: None,
+            silent: false,
+            got: Map::default(),
+            duplicates: 0,
+        });
+        i
     }
 
     /// Virtual time since the start.
@@ -221,13 +245,26 @@ impl Sim {
     /// Crashes node `i`: its links go down (the far ends notice after one
     /// latency), and dials to it fail.
     pub fn kill(&mut self, i: usize) {
-        self.nodes[i].alive = false;
+        self.fail(i, None);
+    }
+
+    /// Black-holes node `i`: all its traffic vanishes, so its peers notice
+    /// only after `noticed_after` (keepalive), and dials to it time out.
+    pub fn kill_silently(&mut self, i: usize, noticed_after: Duration) {
+        self.fail(i, Some(noticed_after));
+    }
+
+    fn fail(&mut self, i: usize, silent: Option<Duration>) {
+        let node = &mut self.nodes[i];
+        node.alive = false;
+        node.died = Some(self.now);
+        node.silent = silent.is_some();
         let linked: Vec<(usize, usize)> = self.links.iter().filter(|(a, b)| *a == i || *b == i).copied().collect();
         for (a, b) in linked {
             self.links.remove(&(a, b));
             let other = if a == i { b } else { a };
             let id = self.nodes[i].swarm.me().id;
-            let after = self.latency(a, b);
+            let after = silent.unwrap_or_else(|| self.latency(a, b));
             self.push(after, Ev::In { to: other, event: InEvent::LinkDown(id) });
         }
     }
@@ -406,7 +443,7 @@ impl Sim {
         let Some(&j) = self.by_addr.get(&addr) else {
             return self.push(rtt_unknown, Ev::In { to: i, event: InEvent::DialFailed(addr) });
         };
-        if self.cut(i, j) {
+        if self.cut(i, j) || self.nodes[j].silent {
             return self.push(DIAL_TIMEOUT, Ev::In { to: i, event: InEvent::DialFailed(addr) });
         }
         let rtt = 2 * self.latency(i, j);
@@ -430,6 +467,12 @@ impl Sim {
         self.alive().filter(|&i| i != publisher && !self.nodes[i].got.contains_key(&id)).collect()
     }
 
+    /// How long node `i` had been in the network when the `k`-th message
+    /// was published (zero if it came later).
+    pub fn age_at(&self, i: usize, k: usize) -> Duration {
+        self.published[k].2.saturating_sub(self.nodes[i].born)
+    }
+
     /// Who published the `k`-th message.
     pub fn publisher(&self, k: usize) -> usize {
         self.published[k].1
@@ -441,7 +484,8 @@ impl Sim {
     }
 
     /// Delivery of the messages published from the `from`-th on, over the
-    /// nodes alive now.
+    /// nodes alive through each message's window (added before it was
+    /// published, not failed within `DEADLINE` of it).
     pub fn report(&self, from: usize) -> Report {
         let range = &self.published[from.min(self.published.len())..];
         let mut r = Report { messages: range.len() as u64, ..Report::default() };
@@ -450,11 +494,14 @@ impl Sim {
         for (k, &(id, publisher, at)) in range.iter().enumerate() {
             let mut reached = 0u64;
             for (i, node) in self.nodes.iter().enumerate() {
-                if i == publisher || !node.alive {
+                let through = node.born <= at && node.died.is_none_or(|d| d > at + DEADLINE);
+                if i == publisher || !through {
                     continue;
                 }
                 r.expected += 1;
-                if let Some(&got) = node.got.get(&id) {
+                if let Some(&got) = node.got.get(&id)
+                    && got <= at + DEADLINE
+                {
                     reached += 1;
                     latencies.push((got - at).as_millis() as u64);
                 }
@@ -532,6 +579,14 @@ impl Sim {
             }
         }
         (far, reached)
+    }
+
+    /// A random live node that has been in the network for at least `age`
+    /// (a node that has not linked to anyone yet publishes to no one).
+    pub fn random_settled(&mut self, age: Duration) -> usize {
+        let now = self.now;
+        let settled: Vec<usize> = self.alive().filter(|&i| now.saturating_sub(self.nodes[i].born) >= age).collect();
+        settled[self.rng.below(settled.len())]
     }
 
     /// A random live node.

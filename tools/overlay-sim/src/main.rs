@@ -12,27 +12,31 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use overlay_swarm::Config;
-use overlay_swarm::sim::{Report, Sim};
+use overlay_swarm::sim::{DEADLINE, Report, Sim};
 
 /// Virtual time between two joins.
 const JOIN_SPACING: Duration = Duration::from_millis(10);
 /// Quiet virtual time after the last join, before the first message.
 const SETTLE: Duration = Duration::from_secs(30);
-/// How long after its publication a message counts as missed.
-const DEADLINE: Duration = Duration::from_secs(10);
 /// How often recovery is checked after a fault.
 const PROBE: Duration = Duration::from_millis(100);
 /// Longest wait for recovery after a fault.
 const MAX_RECOVERY: Duration = Duration::from_secs(60);
 
+/// Every scenario, by name.
+const SCENARIOS: [&str; 8] =
+    ["stable-single", "stable-random", "burst", "kill-50", "kill-50-silent", "kill-80", "partition-heal", "churn"];
+
 struct Args {
     scenario: String,
     nodes: Option<usize>,
     seed: u64,
+    /// churn: simulated seconds of churn.
+    secs: u64,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { scenario: String::new(), nodes: None, seed: 1 };
+    let mut args = Args { scenario: String::new(), nodes: None, seed: 1, secs: 600 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -40,14 +44,12 @@ fn parse() -> Result<Args, String> {
             "--scenario" => args.scenario = value()?,
             "--nodes" => args.nodes = Some(value()?.parse().map_err(|e| format!("--nodes: {e}"))?),
             "--seed" => args.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--secs" => args.secs = value()?.parse().map_err(|e| format!("--secs: {e}"))?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if args.scenario.is_empty() {
-        return Err(
-            "--scenario NAME is required (stable-single, stable-random, burst, kill-50, kill-80, partition-heal)"
-                .into(),
-        );
+        return Err(format!("--scenario NAME is required ({})", SCENARIOS.join(", ")));
     }
     Ok(args)
 }
@@ -65,6 +67,8 @@ struct Outcome {
 /// How long a cut link goes unnoticed: the node's default idle timeout
 /// (its keepalive closes a link that stopped answering).
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// churn: how long a node has been in the network before it publishes.
+const SETTLED: Duration = Duration::from_secs(2);
 /// How long partition-heal keeps the halves apart.
 const SPLIT_FOR: Duration = Duration::from_secs(60);
 
@@ -78,8 +82,8 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let default_nodes = match args.scenario.as_str() {
-        "stable-single" | "stable-random" | "kill-50" | "kill-80" => 10_000,
-        "burst" | "partition-heal" => 1_000,
+        "stable-single" | "stable-random" | "kill-50" | "kill-50-silent" | "kill-80" => 10_000,
+        "burst" | "partition-heal" | "churn" => 1_000,
         other => {
             eprintln!("sim: unknown scenario {other}");
             return ExitCode::from(2);
@@ -91,16 +95,18 @@ fn main() -> ExitCode {
         "stable-single" => stable(&mut sim, 100, Duration::from_millis(500), false),
         "stable-random" => stable(&mut sim, 200, Duration::from_millis(100), true),
         "burst" => burst(&mut sim),
-        "kill-50" => kill(&mut sim, 50),
+        "kill-50" => kill(&mut sim, 50, None),
+        "kill-50-silent" => kill(&mut sim, 50, Some(KEEPALIVE)),
+        "churn" => churn(&mut sim, args.secs),
         "partition-heal" => partition_heal(&mut sim),
-        _ => kill(&mut sim, 80),
+        _ => kill(&mut sim, 80, None),
     };
     let (components, isolated) = sim.components();
     let r = &outcome.report;
     let control_per_payload = sim.control_sent as f64 / sim.payload_sent.max(1) as f64;
     println!(
         concat!(
-            r#"{{"scenario":"{}","nodes":{},"seed":{},"messages":{},"expected":{},"delivered":{},"missed":{},"#,
+            r#"{{"scenario":"{}","nodes":{},"seed":{},"messages":{},"expected":{},"delivered":{},"missed":{},"missed_pct":{:.4},"#,
             r#""duplicates":{},"rmr":{:.4},"rmr_first":{:.4},"rmr_steady":{:.4},"ldh_max":{},"#,
             r#""latency_ms":{{"p50":{},"p99":{},"max":{}}},"control_per_payload":{:.3},"components":{},"#,
             r#""isolated":{},"recovery_ms":{},"split_missed":{},"split_expected":{},"decode_errors":{},"wall_s":{:.1},"#,
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         r.expected,
         r.delivered,
         r.expected - r.delivered,
+        (r.expected - r.delivered) as f64 * 100.0 / r.expected.max(1) as f64,
         r.duplicates,
         r.rmr,
         r.rmr_first,
@@ -206,14 +213,48 @@ fn partition_heal(sim: &mut Sim) -> Outcome {
     outcome
 }
 
-/// Kills `pct` % of the nodes at once; measures the time to one component
-/// with no isolated live node, then delivery of 20 messages sent after it.
-fn kill(sim: &mut Sim, pct: usize) -> Outcome {
+/// 1 % of the nodes crash and 1 % join (through 3 random live nodes) every
+/// second, for `secs`, while random live nodes publish 10 messages a second
+/// (nodes in the network for `SETTLED` at least: one that has not linked to
+/// anyone yet publishes to no one).
+fn churn(sim: &mut Sim, secs: u64) -> Outcome {
+    let from = sim.published();
+    let per_sec = (sim.alive().count() / 100).max(1);
+    for _ in 0..secs {
+        for _ in 0..per_sec {
+            let gone = sim.random_alive();
+            sim.kill(gone);
+        }
+        for _ in 0..per_sec {
+            let seeds = [sim.random_alive(), sim.random_alive(), sim.random_alive()];
+            let node = sim.add_node();
+            for seed in seeds {
+                sim.join(node, seed);
+            }
+        }
+        for _ in 0..10 {
+            let p = sim.random_settled(SETTLED);
+            sim.publish(p);
+            sim.run_for(Duration::from_millis(100));
+        }
+    }
+    sim.run_for(DEADLINE);
+    Outcome { report: sim.report(from), ..Outcome::default() }
+}
+
+/// Kills `pct` % of the nodes at once (silently when `noticed_after`: a
+/// black hole that only keepalive reveals); measures the time to one
+/// component with no isolated live node, then delivery of 20 messages sent
+/// after it.
+fn kill(sim: &mut Sim, pct: usize, noticed_after: Option<Duration>) -> Outcome {
     let n = sim.alive().count();
     // `pct` % of the nodes, spread evenly over them, seeds included.
     let victims: Vec<usize> = (0..n).filter(|i| (i * pct / 100) != ((i + 1) * pct / 100)).collect();
     for &v in &victims {
-        sim.kill(v);
+        match noticed_after {
+            Some(after) => sim.kill_silently(v, after),
+            None => sim.kill(v),
+        }
     }
     let recovery_ms = recover(sim);
     let mut outcome = stable(sim, 20, Duration::from_millis(500), true);
