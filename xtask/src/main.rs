@@ -50,7 +50,8 @@ commands:
   sim --scenario NAME [--nodes N] [--seed S] [--secs S] | sim --ci
                      the swarm simulator (release build): one JSON line per run, checked
                      against the scenario's targets. Scenarios: stable-single, stable-random,
-                     burst, kill-50, kill-50-silent, kill-80, partition-heal, churn (--secs);
+                     burst, kill-50, kill-50-silent, kill-80, partition-heal, churn (--secs),
+                     cost (30 rounds; state_bytes_per_node);
                      --ci runs 1,000-node versions (burst and churn: 300; churn 120 s)
   stress [SCENARIO|all] [--full]
                      wide-fanout, tls-garbage, idle-tls, slowloris, emfile, cgroup

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::node::{self, Failure};
 
 /// The small versions `--ci` runs: scenario and node count.
-const CI_RUNS: [(&str, usize); 8] = [
+const CI_RUNS: [(&str, usize); 9] = [
     ("stable-single", 1000),
     ("stable-random", 1000),
     ("burst", 300),
@@ -16,6 +16,7 @@ const CI_RUNS: [(&str, usize); 8] = [
     ("kill-80", 1000),
     ("partition-heal", 1000),
     ("churn", 300),
+    ("cost", 1000),
 ];
 /// Simulated seconds of churn in `--ci`.
 const CI_CHURN_SECS: &str = "120";
@@ -97,6 +98,8 @@ fn check(line: &str) -> Vec<String> {
         // idle_timeout (30 s, when keepalive notices) + 5 s.
         "kill-50-silent" => targets.push(("recovery_ms", 35_000.0)),
         "churn" => targets.push(("missed_pct", 0.1)),
+        // 30 rounds on one core within 2 minutes, 16 KiB of state per node.
+        "cost" => targets.extend([("state_bytes_per_node", 16_384.0), ("wall_s", 120.0)]),
         "kill-80" => targets.push(("recovery_ms", 15_000.0)),
         "partition-heal" => targets.extend([("recovery_ms", 30_000.0), ("split_missed", 0.0)]),
         _ => return vec![format!("no targets for {line}")],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use oap_codec::{IHave, Msg, MsgId, NodeId, SwarmFrame};
 
 use crate::config::Config;
-use crate::swarm::{OutEvent, Stats, Timer};
+use crate::swarm::{CacheUsage, OutEvent, Stats, Timer};
 
 /// A map with a fixed hasher: lookups only, never iterated, so a
 /// simulation does not depend on a per-process random seed.
@@ -73,6 +73,13 @@ impl Broadcast {
             max_hops: c.max_hops,
             stats: Stats::default(),
         }
+    }
+
+    /// What the GRAFT cache holds.
+    pub(crate) fn cache_usage(&self) -> CacheUsage {
+        let entries = self.cache.capacity() * (std::mem::size_of::<(MsgId, Msg)>() + 1)
+            + self.cache_order.capacity() * std::mem::size_of::<(Instant, MsgId)>();
+        CacheUsage { payload: self.cache_bytes, entries }
     }
 
     pub(crate) fn eager(&self) -> impl Iterator<Item = &NodeId> {

@@ -35,4 +35,4 @@ mod swarm;
 pub use config::Config;
 pub use oap_codec::{IHave, NodeAddr, NodeId, Priority, SwarmFrame};
 pub use rng::Rng;
-pub use swarm::{InEvent, OutEvent, Stats, Swarm, SwarmEvent, Timer, keeps_dial_of};
+pub use swarm::{CacheUsage, InEvent, OutEvent, Stats, Swarm, SwarmEvent, Timer, keeps_dial_of};

@@ -581,6 +581,12 @@ impl Sim {
         (far, reached)
     }
 
+    /// The live nodes' swarms, everything else of the simulation dropped
+    /// (what a memory measurement should see).
+    pub fn into_swarms(self) -> Vec<Swarm> {
+        self.nodes.into_iter().filter(|n| n.alive).map(|n| n.swarm).collect()
+    }
+
     /// A random live node that has been in the network for at least `age`
     /// (a node that has not linked to anyone yet publishes to no one).
     pub fn random_settled(&mut self, age: Duration) -> usize {

@@ -11,6 +11,9 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::rng::Rng;
 
+/// Actions whose storage a swarm keeps between two events.
+const KEEP_ACTIONS: usize = 32;
+
 /// What happens to a swarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InEvent {
@@ -111,6 +114,15 @@ pub enum Timer {
     Graft(MsgId),
 }
 
+/// Bytes the `GRAFT` cache holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Payload bytes (what `cache_bytes` bounds).
+    pub payload: usize,
+    /// The storage of its entries, from their capacity.
+    pub entries: usize,
+}
+
 /// Counts since the swarm started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -180,6 +192,11 @@ impl Swarm {
         self.broadcast.eager()
     }
 
+    /// What the `GRAFT` cache holds.
+    pub fn cache_usage(&self) -> CacheUsage {
+        self.broadcast.cache_usage()
+    }
+
     /// Counts since the swarm started.
     pub fn stats(&self) -> Stats {
         self.broadcast.stats
@@ -187,6 +204,11 @@ impl Swarm {
 
     /// Handles one event at `now`; returns what to do, in order.
     pub fn handle(&mut self, event: InEvent, now: Instant) -> impl Iterator<Item = OutEvent> + '_ {
+        // A burst (a join answered, a flush of IHAVEs) may have grown the
+        // action queue: its storage is not kept past it.
+        if self.out.capacity() > KEEP_ACTIONS {
+            self.out = VecDeque::new();
+        }
         if !self.started {
             self.started = true;
             let c = &self.config;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use overlay_swarm::Config;
 use overlay_swarm::sim::{DEADLINE, Report, Sim};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 /// Virtual time between two joins.
 const JOIN_SPACING: Duration = Duration::from_millis(10);
@@ -23,9 +24,29 @@ const PROBE: Duration = Duration::from_millis(100);
 /// Longest wait for recovery after a fault.
 const MAX_RECOVERY: Duration = Duration::from_secs(60);
 
+/// Counts every allocation, so the run can report the heap the swarms hold.
+#[global_allocator]
+static HEAP: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes live on the heap now. (stats_alloc counts a realloc in the
+/// allocated and deallocated bytes too; `bytes_reallocated` is only its net.)
+fn live_heap() -> usize {
+    let s = HEAP.stats();
+    s.bytes_allocated.saturating_sub(s.bytes_deallocated)
+}
+
 /// Every scenario, by name.
-const SCENARIOS: [&str; 8] =
-    ["stable-single", "stable-random", "burst", "kill-50", "kill-50-silent", "kill-80", "partition-heal", "churn"];
+const SCENARIOS: [&str; 9] = [
+    "stable-single",
+    "stable-random",
+    "burst",
+    "kill-50",
+    "kill-50-silent",
+    "kill-80",
+    "partition-heal",
+    "churn",
+    "cost",
+];
 
 struct Args {
     scenario: String,
@@ -82,7 +103,7 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let default_nodes = match args.scenario.as_str() {
-        "stable-single" | "stable-random" | "kill-50" | "kill-50-silent" | "kill-80" => 10_000,
+        "stable-single" | "stable-random" | "kill-50" | "kill-50-silent" | "kill-80" | "cost" => 10_000,
         "burst" | "partition-heal" | "churn" => 1_000,
         other => {
             eprintln!("sim: unknown scenario {other}");
@@ -90,9 +111,12 @@ fn main() -> ExitCode {
         }
     };
     let n = args.nodes.unwrap_or(default_nodes).max(4);
+    let heap_before = live_heap();
     let mut sim = joined(n, args.seed);
     let outcome = match args.scenario.as_str() {
         "stable-single" => stable(&mut sim, 100, Duration::from_millis(500), false),
+        // The issue's cost bar: 30 broadcast rounds, then the state measured.
+        "cost" => stable(&mut sim, 30, Duration::from_millis(500), false),
         "stable-random" => stable(&mut sim, 200, Duration::from_millis(100), true),
         "burst" => burst(&mut sim),
         "kill-50" => kill(&mut sim, 50, None),
@@ -104,12 +128,25 @@ fn main() -> ExitCode {
     let (components, isolated) = sim.components();
     let r = &outcome.report;
     let control_per_payload = sim.control_sent as f64 / sim.payload_sent.max(1) as f64;
+    let (decode_errors, trace_hash) = (sim.decode_errors, sim.trace_hash());
+    // What the live swarms hold once the simulation's own bookkeeping is
+    // gone, measured by the counting allocator: views, tree, seen-cache and
+    // the rest, less the GRAFT cache, which is reported on its own (payloads
+    // and entries, by its own accounting: in the simulator one payload
+    // buffer is shared by every node, so the allocator sees it once).
+    let swarms = sim.into_swarms();
+    let live = swarms.len().max(1);
+    let (payload, entries) =
+        swarms.iter().map(|s| s.cache_usage()).fold((0, 0), |(p, e), c| (p + c.payload, e + c.entries));
+    let state_bytes_per_node = live_heap().saturating_sub(heap_before).saturating_sub(entries) / live;
+    let cache_bytes_per_node = (payload + entries) / live;
     println!(
         concat!(
             r#"{{"scenario":"{}","nodes":{},"seed":{},"messages":{},"expected":{},"delivered":{},"missed":{},"missed_pct":{:.4},"#,
             r#""duplicates":{},"rmr":{:.4},"rmr_first":{:.4},"rmr_steady":{:.4},"ldh_max":{},"#,
             r#""latency_ms":{{"p50":{},"p99":{},"max":{}}},"control_per_payload":{:.3},"components":{},"#,
-            r#""isolated":{},"recovery_ms":{},"split_missed":{},"split_expected":{},"decode_errors":{},"wall_s":{:.1},"#,
+            r#""isolated":{},"recovery_ms":{},"split_missed":{},"split_expected":{},"decode_errors":{},"#,
+            r#""state_bytes_per_node":{},"cache_bytes_per_node":{},"wall_s":{:.1},"#,
             r#""trace_hash":"{:016x}"}}"#
         ),
         args.scenario,
@@ -134,9 +171,11 @@ fn main() -> ExitCode {
         outcome.recovery_ms.map_or("null".to_string(), |ms| ms.to_string()),
         outcome.split.map_or("null".to_string(), |(missed, _)| missed.to_string()),
         outcome.split.map_or("null".to_string(), |(_, expected)| expected.to_string()),
-        sim.decode_errors,
+        decode_errors,
+        state_bytes_per_node,
+        cache_bytes_per_node,
         started.elapsed().as_secs_f64(),
-        sim.trace_hash(),
+        trace_hash,
     );
     ExitCode::SUCCESS
 }
