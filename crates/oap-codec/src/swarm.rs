@@ -114,8 +114,11 @@ pub enum SwarmFrame {
 impl SwarmFrame {
     /// Peers a `SHUFFLE` or `SHUFFLE_REPLY` carries at most (its count byte).
     pub const MAX_NODES: usize = u8::MAX as usize;
-    /// Ids an `IHAVE` carries at most (its count field).
-    pub const MAX_IHAVE: usize = u16::MAX as usize;
+    /// Ids an `IHAVE` is built with at most: 4,096 x 17 bytes (about
+    /// 70 KiB) fits the default `max_frame`. A receiver accepts any count
+    /// its frame can hold. (A node configured with a `max_frame` below it
+    /// needs smaller batches: a note for the node's swarm driver.)
+    pub const MAX_IHAVE: usize = 4096;
 
     /// The frame's kind.
     pub fn kind(&self) -> Kind {
@@ -142,7 +145,7 @@ impl SwarmFrame {
             SwarmFrame::Neighbor { .. } | SwarmFrame::Disconnect { .. } => 1,
             SwarmFrame::Shuffle { origin, nodes, .. } => 1 + node_len(origin) + nodes_len(nodes),
             SwarmFrame::ShuffleReply { nodes } => nodes_len(nodes),
-            SwarmFrame::IHave(ids) => 2 + ids.len() * (16 + 1),
+            SwarmFrame::IHave(ids) => 2 + ids.len().min(Self::MAX_IHAVE) * (16 + 1),
             SwarmFrame::Graft(id) => id.map_or(0, |_| 16),
         }
     }

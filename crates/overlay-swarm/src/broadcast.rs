@@ -184,7 +184,10 @@ impl Broadcast {
             }
             let room = self.missing.len() < self.max_missing;
             match self.missing.get_mut(&msg_id) {
-                Some(announcers) if announcers.len() < 2 * crate::membership::MAX_ACTIVE => {
+                Some(announcers)
+                    if announcers.len() < 2 * crate::membership::MAX_ACTIVE
+                        && !announcers.iter().any(|(p, _)| *p == from) =>
+                {
                     announcers.push_back((from, hops));
                 }
                 Some(_) => {}
@@ -252,7 +255,7 @@ impl Broadcast {
 
     fn keep(&mut self, msg: Msg, now: Instant) {
         let len = msg.payload.len();
-        if len > self.cache_cap {
+        if len > self.cache_cap || self.cache.contains_key(&msg.msg_id) {
             return;
         }
         while let Some(&(at, old)) = self.cache_order.front()

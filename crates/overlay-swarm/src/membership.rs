@@ -23,6 +23,15 @@ const MAX_SEEDS: usize = 64;
 const MAX_DIALING: usize = 16;
 /// Lost active peers remembered for probing at most.
 const MAX_LOST: usize = 16;
+/// A dial not reported back (`LinkUp` or `DialFailed`) within this long
+/// after a repair first saw it is given up, so its slot is not held forever.
+const DIAL_EXPIRY: Duration = Duration::from_secs(30);
+
+/// A dial in flight.
+struct Dialing {
+    purposes: Vec<Purpose>,
+    seen: Option<Instant>,
+}
 
 /// Why a dial was made: what to do once its link is up.
 #[derive(Debug, Clone)]
@@ -58,7 +67,11 @@ pub(crate) struct Membership {
     repair_period: Duration,
     link_grace: Duration,
     links: BTreeMap<NodeId, Link>,
-    dialing: BTreeMap<SocketAddr, Vec<Purpose>>,
+    /// Dials in flight and what they are for, with when a repair first saw
+    /// them (a dial the driver never reports back expires).
+    dialing: BTreeMap<SocketAddr, Dialing>,
+    /// The node left: it answers nothing and repairs nothing any more.
+    left: bool,
     seeds: Vec<SocketAddr>,
     /// What this node sent in its last shuffle: replaced first when the
     /// reply's nodes need room in the passive view.
@@ -90,6 +103,7 @@ impl Membership {
             link_grace: c.link_grace,
             links: BTreeMap::new(),
             dialing: BTreeMap::new(),
+            left: false,
             seeds: Vec::new(),
             shuffled: Vec::new(),
             full: Vec::new(),
@@ -117,7 +131,7 @@ impl Membership {
 
     /// Joins through `seed`, which is remembered for rejoining.
     pub(crate) fn join(&mut self, seed: SocketAddr, out: &mut VecDeque<OutEvent>) {
-        if seed == self.me.addr {
+        if seed == self.me.addr || self.left {
             return;
         }
         if !self.seeds.contains(&seed) && self.seeds.len() < MAX_SEEDS {
@@ -128,15 +142,15 @@ impl Membership {
 
     fn dial(&mut self, addr: SocketAddr, purpose: Purpose, out: &mut VecDeque<OutEvent>) {
         if let Some(waiting) = self.dialing.get_mut(&addr) {
-            if waiting.len() < 4 {
-                waiting.push(purpose);
+            if waiting.purposes.len() < 4 {
+                waiting.purposes.push(purpose);
             }
             return;
         }
         if self.dialing.len() >= MAX_DIALING {
             return;
         }
-        self.dialing.insert(addr, vec![purpose]);
+        self.dialing.insert(addr, Dialing { purposes: vec![purpose], seen: None });
         out.push_back(OutEvent::Dial(addr));
     }
 
@@ -152,13 +166,15 @@ impl Membership {
         rng: &mut Rng,
         out: &mut VecDeque<OutEvent>,
     ) {
-        if node.id == self.me.id {
-            // We dialed ourselves (a seed list that names this node).
+        let purposes = dialed.and_then(|a| self.dialing.remove(&a)).map(|d| d.purposes).unwrap_or_default();
+        if node.id == self.me.id || self.left {
+            // We dialed ourselves (a seed list that names this node), or we
+            // are leaving.
             out.push_back(OutEvent::Disconnect(node.id));
             return;
         }
         self.links.insert(node.id, Link { node, since: now });
-        for purpose in dialed.and_then(|a| self.dialing.remove(&a)).unwrap_or_default() {
+        for purpose in purposes {
             match purpose {
                 Purpose::Join => Self::send(node.id, SwarmFrame::Join, out),
                 Purpose::Neighbor(priority) => self.add_active(node, priority, rng, out),
@@ -193,7 +209,7 @@ impl Membership {
     }
 
     pub(crate) fn dial_failed(&mut self, addr: SocketAddr, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
-        let purposes = self.dialing.remove(&addr).unwrap_or_default();
+        let purposes = self.dialing.remove(&addr).map(|d| d.purposes).unwrap_or_default();
         self.passive.retain(|n| n.addr != addr);
         if purposes.iter().any(|p| matches!(p, Purpose::Neighbor(_))) {
             self.fill(rng, out);
@@ -201,6 +217,9 @@ impl Membership {
     }
 
     pub(crate) fn on_frame(&mut self, from: NodeId, frame: SwarmFrame, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.left {
+            return;
+        }
         match frame {
             SwarmFrame::Join => self.on_join(from, rng, out),
             SwarmFrame::ForwardJoin { ttl, node } => self.on_forward_join(from, ttl, node, rng, out),
@@ -220,6 +239,10 @@ impl Membership {
     }
 
     fn on_join(&mut self, from: NodeId, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        // A repeated JOIN would start the walks again: one per link.
+        if self.is_active(&from) {
+            return;
+        }
         let Some(node) = self.node_of(from) else { return };
         self.add_active(node, Priority::High, rng, out);
         for peer in self.active.iter().filter(|n| n.id != from) {
@@ -228,6 +251,7 @@ impl Membership {
     }
 
     fn on_forward_join(&mut self, from: NodeId, ttl: u8, node: NodeAddr, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        // Walks travel along active links only.
         if node.id == self.me.id || !valid_addr(&node.addr) {
             return;
         }
@@ -309,6 +333,9 @@ impl Membership {
 
     /// Sends a sample of both views on a random walk (the shuffle timer).
     pub(crate) fn shuffle(&mut self, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.left {
+            return;
+        }
         out.push_back(OutEvent::ScheduleTimer { after: self.shuffle_period, timer: Timer::Shuffle });
         self.full.clear();
         self.send_shuffle(rng, out);
@@ -327,7 +354,22 @@ impl Membership {
     /// The repair timer: rejoin through the seeds when alone, top the active
     /// view up, and close links that outlived their purpose.
     pub(crate) fn repair(&mut self, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.left {
+            return;
+        }
         out.push_back(OutEvent::ScheduleTimer { after: self.repair_period, timer: Timer::Repair });
+        for d in self.dialing.values_mut() {
+            d.seen.get_or_insert(now);
+        }
+        let expired: Vec<SocketAddr> = self
+            .dialing
+            .iter()
+            .filter(|(_, d)| d.seen.is_some_and(|t| now.saturating_duration_since(t) >= DIAL_EXPIRY))
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in expired {
+            self.dial_failed(addr, rng, out);
+        }
         // Every active peer has a link; one that lost it without a
         // `LinkDown` reaching us is dropped here rather than kept forever.
         let unlinked: Vec<NodeId> =
@@ -364,6 +406,9 @@ impl Membership {
     /// two halves of a split overlay merge (HyParView alone keeps each half
     /// to itself: failed dials purge the far half from the passive views).
     pub(crate) fn probe(&mut self, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        if self.left {
+            return;
+        }
         out.push_back(OutEvent::ScheduleTimer { after: self.probe_period, timer: Timer::Probe });
         self.lost.retain(|(n, until)| *until > now && !self.links.contains_key(&n.id));
         if let Some(&(node, _)) = rng.pick(&self.lost) {
@@ -371,14 +416,21 @@ impl Membership {
         }
     }
 
-    /// Tells every active peer this node leaves.
+    /// Tells every active peer this node leaves, closes every link, and
+    /// stops: no repair, probe, shuffle or join after it.
     pub(crate) fn leave(&mut self, out: &mut VecDeque<OutEvent>) {
+        self.left = true;
         for peer in std::mem::take(&mut self.active) {
             Self::send(peer.id, SwarmFrame::Disconnect { alive: false }, out);
-            out.push_back(OutEvent::Disconnect(peer.id));
             out.push_back(OutEvent::Event(SwarmEvent::NeighborDown(peer.id)));
         }
+        for id in std::mem::take(&mut self.links).into_keys() {
+            out.push_back(OutEvent::Disconnect(id));
+        }
         self.seeds.clear();
+        self.passive.clear();
+        self.lost.clear();
+        self.dialing.clear();
     }
 
     /// Promotes a random passive peer when the active view has room and no
@@ -391,7 +443,8 @@ impl Membership {
         // and each of those costs a dial timeout. Otherwise one at a time,
         // which keeps the churn of refusals low.
         let alone = self.active.is_empty();
-        let in_flight = self.dialing.values().flatten().filter(|p| matches!(p, Purpose::Neighbor(_))).count();
+        let in_flight =
+            self.dialing.values().flat_map(|d| &d.purposes).filter(|p| matches!(p, Purpose::Neighbor(_))).count();
         let short = self.active.len() * 2 < self.active_cap;
         let wanted = if short { room } else { room.min(1) }.saturating_sub(in_flight);
         let candidates: Vec<NodeAddr> = self

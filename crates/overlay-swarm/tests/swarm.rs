@@ -185,7 +185,7 @@ fn a_graft_is_answered_from_the_cache_and_messages_at_max_hops_are_relayed_no_fu
 }
 
 #[test]
-fn leaving_tells_every_active_peer() {
+fn leaving_tells_every_active_peer_and_stays_out() {
     let mut one = One::new(Config::default());
     one.neighbor(node(2));
     one.neighbor(node(3));
@@ -195,4 +195,21 @@ fn leaving_tells_every_active_peer() {
         assert!(out.contains(&OutEvent::Disconnect(peer.id)));
     }
     assert!(one.swarm.active().is_empty());
+    // And it stays out: no repair, no rejoin, no neighbour accepted.
+    assert!(one.on(InEvent::Timer(Timer::Repair)).is_empty());
+    assert!(one.on(InEvent::Timer(Timer::Probe)).is_empty());
+    one.on(InEvent::LinkUp { node: node(4), dialed: None });
+    one.on(InEvent::Recv { from: node(4).id, frame: SwarmFrame::Neighbor { priority: Priority::High } });
+    assert!(one.swarm.active().is_empty());
+}
+
+#[test]
+fn a_seed_that_turns_out_to_be_this_node_frees_its_dial() {
+    let mut one = One::new(Config::default());
+    let alias: SocketAddr = "192.0.2.1:9500".parse().unwrap();
+    assert!(one.on(InEvent::Join(alias)).contains(&OutEvent::Dial(alias)));
+    let out = one.on(InEvent::LinkUp { node: node(1), dialed: Some(alias) });
+    assert!(out.contains(&OutEvent::Disconnect(node(1).id)));
+    // The dial is over: joining through the address dials again.
+    assert!(one.on(InEvent::Join(alias)).contains(&OutEvent::Dial(alias)));
 }
