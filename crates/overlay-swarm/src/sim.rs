@@ -107,7 +107,8 @@ pub struct Sim {
     pub control_sent: u64,
     /// Payload frames sent, counted on the wire.
     pub payload_sent: u64,
-    /// Frames the codec could not read back (a codec bug; must stay 0).
+    /// Frames the codec would refuse to encode (over `max_frame`) or could
+    /// not read back (a bug either way; must stay 0).
     pub decode_errors: u64,
     /// Peers that entered or left an active view.
     pub membership_changes: u64,
@@ -428,6 +429,12 @@ impl Sim {
         let Some(&j) = self.by_id.get(&to) else { return };
         if !self.links.contains(&(from.min(j), from.max(j))) {
             self.lost += 1;
+            return;
+        }
+        // What the node's codec would refuse to encode (over `max_frame`) is
+        // never sent, and counted as a codec error.
+        if frame.encoded_len() > oap_codec::HEADER_LEN + oap_codec::MAX_FRAME as usize {
+            self.decode_errors += 1;
             return;
         }
         let mut wire = BytesMut::new();
