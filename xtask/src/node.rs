@@ -68,8 +68,11 @@ pub(crate) fn target() -> PathBuf {
 /// Builds a binary of the load tools (`tools/overlay-load`) in `profile`
 /// and returns its path.
 pub(crate) fn build_tool(name: &str, release: bool) -> Result<PathBuf, Failure> {
-    // The simulator has its own package; the load tools share one.
-    let package = if name == "overlay-sim" { "overlay-sim" } else { "overlay-load" };
+    build_bin("overlay-load", name, release)
+}
+
+/// Builds binary `name` of `package`; returns its path.
+pub(crate) fn build_bin(package: &str, name: &str, release: bool) -> Result<PathBuf, Failure> {
     let mut args = vec!["-p", package, "--bin", name];
     if release {
         args.push("--release");

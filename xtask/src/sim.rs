@@ -22,7 +22,7 @@ const CI_RUNS: [(&str, usize); 9] = [
 const CI_CHURN_SECS: &str = "120";
 
 pub(crate) fn sim(args: &[String]) -> Result<(), Failure> {
-    let bin = node::build_tool("overlay-sim", true)?;
+    let bin = node::build_bin("overlay-sim", "overlay-sim", true)?;
     let runs: Vec<Vec<String>> = if args.iter().any(|a| a == "--ci") {
         CI_RUNS
             .iter()

@@ -6,8 +6,8 @@
 //! trailing body): `encoded_len` is exact and the decoder checks each count
 //! against the bytes that remain before it allocates.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut, BytesMut};
 

@@ -258,8 +258,9 @@ impl Broadcast {
         if len > self.cache_cap || self.cache.contains_key(&msg.msg_id) {
             return;
         }
+        // Bounded in bytes, and in entries too (empty payloads cost no bytes).
         while let Some(&(at, old)) = self.cache_order.front()
-            && (at <= now || self.cache_bytes + len > self.cache_cap)
+            && (at <= now || self.cache_bytes + len > self.cache_cap || self.cache_order.len() >= self.seen_cap)
         {
             self.cache_order.pop_front();
             if let Some(gone) = self.cache.remove(&old) {

@@ -4,8 +4,8 @@
 //! spreads by random walks (`FORWARD_JOIN`); periodic shuffles keep the
 //! passive views fresh and mixed.
 
+use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use oap_codec::{NodeAddr, NodeId, Priority, SwarmFrame};
@@ -370,13 +370,6 @@ impl Membership {
         for addr in expired {
             self.dial_failed(addr, rng, out);
         }
-        // Every active peer has a link; one that lost it without a
-        // `LinkDown` reaching us is dropped here rather than kept forever.
-        let unlinked: Vec<NodeId> =
-            self.active.iter().map(|n| n.id).filter(|id| !self.links.contains_key(id)).collect();
-        for id in unlinked {
-            self.remove_active(id, out);
-        }
         if self.active.is_empty() && self.passive.is_empty() {
             for seed in self.seeds.clone() {
                 self.dial(seed, Purpose::Join, out);
@@ -533,5 +526,5 @@ fn valid_addr(addr: &SocketAddr) -> bool {
     addr.port() != 0
         && !ip.is_unspecified()
         && !ip.is_multicast()
-        && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
+        && !matches!(ip, core::net::IpAddr::V4(v4) if v4.is_broadcast())
 }

@@ -4,11 +4,11 @@
 //! trip; a crash takes its links down), and every frame encoded and
 //! decoded by oap-codec on its way. The same seed gives the same run.
 
+use core::net::{Ipv4Addr, SocketAddr};
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -123,8 +123,10 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// `n` nodes, none joined yet, on a network seeded by `seed`.
-    pub fn new(n: usize, config: &Config, seed: u64) -> Sim {
+    /// `n` nodes, none joined yet, on a network seeded by `seed`. Virtual
+    /// time starts at `epoch` (any instant: only offsets from it matter, so
+    /// the simulation reads no clock).
+    pub fn new(n: usize, config: &Config, seed: u64, epoch: Instant) -> Sim {
         let mut sim = Sim {
             nodes: Vec::with_capacity(n),
             by_addr: Map::default(),
@@ -134,9 +136,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             events: Map::default(),
             seq: 0,
-            // The only clock read: virtual time is an offset from it, and
-            // nothing depends on its value.
-            epoch: Instant::now(),
+            epoch,
             now: Duration::ZERO,
             rng: Rng::new(seed),
             seed,

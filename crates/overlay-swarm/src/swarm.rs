@@ -1,7 +1,7 @@
 //! [`Swarm`]: membership and broadcast behind one `handle(event, now)`.
 
+use core::net::SocketAddr;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use oap_codec::{Msg, MsgId, NodeAddr, NodeId, SwarmFrame};

@@ -2,14 +2,14 @@
 //! repair after crashes, and determinism. Small networks, so `cargo test`
 //! stays quick; `cargo xtask sim` runs the large ones.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use overlay_swarm::Config;
 use overlay_swarm::sim::Sim;
 
 /// `n` nodes joining through node 0, one every 20 ms, then `settle` of quiet.
 fn joined(n: usize, seed: u64, settle: Duration) -> Sim {
-    let mut sim = Sim::new(n, &Config::default(), seed);
+    let mut sim = Sim::new(n, &Config::default(), seed, Instant::now());
     for i in 1..n {
         sim.join(i, 0);
         sim.run_for(Duration::from_millis(20));

@@ -213,3 +213,20 @@ fn a_seed_that_turns_out_to_be_this_node_frees_its_dial() {
     // The dial is over: joining through the address dials again.
     assert!(one.on(InEvent::Join(alias)).contains(&OutEvent::Dial(alias)));
 }
+
+#[test]
+fn a_dial_never_reported_back_is_given_up() {
+    let mut one = One::new(Config::default());
+    let seed: SocketAddr = "192.0.2.7:9500".parse().unwrap();
+    assert!(one.on(InEvent::Join(seed)).contains(&OutEvent::Dial(seed)));
+    // While the dial is in flight, joining again does not dial twice.
+    assert!(!one.on(InEvent::Join(seed)).contains(&OutEvent::Dial(seed)));
+    // Neither LinkUp nor DialFailed ever comes: a repair sees the dial and
+    // keeps waiting (no new dial), one 30 s later gives it up, and the
+    // node, still alone, dials its seed afresh.
+    assert!(!one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
+    one.now += std::time::Duration::from_secs(29);
+    assert!(!one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
+    one.now += std::time::Duration::from_secs(1);
+    assert!(one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
+}

@@ -182,7 +182,7 @@ fn main() -> ExitCode {
 
 /// `n` nodes joined through three seeds, settled.
 fn joined(n: usize, seed: u64) -> Sim {
-    let mut sim = Sim::new(n, &Config::default(), seed);
+    let mut sim = Sim::new(n, &Config::default(), seed, Instant::now());
     for i in 1..n {
         // Like a node whose `peers` are the three seeds: it joins through
         // each (one reachable seed is enough), and keeps them to rejoin.

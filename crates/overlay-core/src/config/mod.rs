@@ -1,0 +1,313 @@
+//! Node configuration: plain serde data with the defaults of ARCHITECTURE.md,
+//! validated once into [`ValidConfig`], which the rest of the code trusts.
+
+mod valid;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ron_transport::tls::PqMode;
+use serde::{Deserialize, Serialize};
+pub use valid::{ConfigError, Source, ValidConfig, flatten};
+
+/// Every node setting. Unknown keys are refused when deserializing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// The data-plane listener.
+    pub transport: TransportSection,
+    /// OAP/1 framing and handshake.
+    pub oap: OapSection,
+    /// Per-session queues.
+    pub session: SessionSection,
+    /// Relay flooding and dedup.
+    pub gossip: GossipSection,
+    /// Overlay nodes to keep relay links to.
+    pub peers: Vec<Peer>,
+    /// Capability tokens.
+    pub auth: AuthSection,
+    /// TLS 1.3 on the data plane and relay links.
+    pub tls: TlsSection,
+    /// The readiness sampler.
+    pub readiness: ReadinessSection,
+    /// The admin HTTP plane.
+    pub admin: AdminSection,
+    /// Time shutdown gives sessions to take their `GOAWAY` and flush.
+    pub drain_timeout_ms: u64,
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSection {
+    /// Data-plane listen address.
+    pub addr: SocketAddr,
+    /// The `service` label on every metric.
+    pub name: String,
+    /// Sessions served at once; one more is closed at accept. The node
+    /// serves fewer when `RLIMIT_NOFILE - fd_reserve` is lower.
+    pub max_conns: u32,
+    /// Descriptors sessions never take: kept for the admin plane, relay
+    /// dials, TLS files and `/proc` reads, so the probes answer when full.
+    pub fd_reserve: u32,
+    /// Time a started frame has to finish arriving.
+    pub read_timeout_ms: u64,
+    /// Time a write may take before the session is closed.
+    pub write_timeout_ms: u64,
+    /// Silence after which the node PINGs (at half) and closes (at full).
+    pub idle_timeout_ms: u64,
+}
+
+/// `[oap]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OapSection {
+    /// Largest frame `len` accepted or sent.
+    pub max_frame: u32,
+    /// Time the peer has to deliver its 9-byte hello.
+    pub handshake_timeout_ms: u64,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSection {
+    /// Replies (echo, PONG, ACK, ERROR) queued per session; never dropped.
+    pub tx_queue: u32,
+    /// Queued replies at which the node stops reading the session until the
+    /// queue drains below half of this.
+    pub tx_watermark: u32,
+    /// Bytes of `MSG`/`LAGGED` queued per subscriber (or relay link) before
+    /// deliveries to it are dropped.
+    pub delivery_queue_bytes: u64,
+    /// Bytes queued across every delivery queue before deliveries are dropped.
+    pub max_pending_bytes: u64,
+    /// Longest a publisher is stalled per `PUB` for subscribers more than
+    /// half full to catch up.
+    pub publish_stall_ms: u64,
+    /// A subscriber lagging (dropping) for this long gets `GOAWAY 429`.
+    pub slow_consumer_timeout_ms: u64,
+    /// Patterns one session (or in-process subscription) may hold.
+    pub max_subscriptions: u32,
+}
+
+/// `[gossip]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipSection {
+    /// Relay hops after which a message is no longer forwarded.
+    pub max_hops: u8,
+    /// Message ids remembered for relay dedup.
+    pub seen_cache: u32,
+    /// How long a message id is remembered.
+    pub seen_ttl_ms: u64,
+}
+
+/// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "...",
+/// name = "..." }` with the `op = relay` token that node requires and the
+/// name its TLS certificate must carry (default: the address's IP).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Peer {
+    /// A peer that needs no token.
+    Addr(SocketAddr),
+    /// A peer with a token and/or a TLS name.
+    Detailed {
+        /// Its data-plane address.
+        addr: SocketAddr,
+        /// An `op = relay` token minted with that node's root key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// The name checked against its certificate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+}
+
+impl Peer {
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Addr(addr) | Peer::Detailed { addr, .. } => *addr,
+        }
+    }
+
+    /// The token to present, if any.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Peer::Addr(_) => None,
+            Peer::Detailed { token, .. } => token.as_deref(),
+        }
+    }
+
+    /// The name its TLS certificate must carry.
+    pub fn tls_name(&self) -> String {
+        match self {
+            Peer::Detailed { name: Some(name), .. } => name.clone(),
+            _ => self.addr().ip().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token().map(|_| "<redacted>");
+        f.debug_struct("Peer")
+            .field("addr", &self.addr())
+            .field("token", &token)
+            .field("name", &self.tls_name())
+            .finish()
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        Peer::Addr(addr)
+    }
+}
+
+/// `[readiness]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessSection {
+    /// How often the load gates are re-checked.
+    pub sample_ms: u64,
+    /// Rejected connections plus dropped deliveries per second above which
+    /// `shed_rate_ok` goes missing.
+    pub shed_rate_max: u64,
+    /// Relay links below which `peers_ok` goes missing (0: no such gate).
+    pub min_peers: u32,
+}
+
+impl Default for ReadinessSection {
+    fn default() -> ReadinessSection {
+        ReadinessSection { sample_ms: 500, shed_rate_max: 1000, min_peers: 0 }
+    }
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Serve TLS 1.3 instead of plain TCP.
+    pub enabled: bool,
+    /// PEM certificate chain (required when enabled).
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key (required when enabled).
+    pub key: Option<std::path::PathBuf>,
+    /// PEM certificates trusted when dialing relay peers; with it, relay
+    /// links dial with TLS and check the peer's name.
+    pub ca: Option<std::path::PathBuf>,
+    /// Post-quantum posture: `prefer`, `require` or `off`.
+    pub pq: String,
+}
+
+impl Default for TlsSection {
+    fn default() -> TlsSection {
+        TlsSection { enabled: false, cert: None, key: None, ca: None, pq: PqMode::default().to_string() }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Every `SUB`, `UNSUB`, `PUB` and relay `MSG` needs a granting token.
+    pub required: bool,
+    /// File holding the root key tokens are verified against (not
+    /// world-readable). With it the node offers `AUTH_V1`.
+    pub root_key_file: Option<std::path::PathBuf>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Admin HTTP listen address.
+    pub addr: SocketAddr,
+    /// Serve the admin plane (an embedding service may have its own).
+    pub enabled: bool,
+}
+
+/// `transport.addr` by default, where clients look for a node.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9500);
+/// `admin.addr` by default.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9600);
+
+impl Default for OverlayConfig {
+    fn default() -> OverlayConfig {
+        OverlayConfig {
+            transport: TransportSection::default(),
+            oap: OapSection::default(),
+            session: SessionSection::default(),
+            gossip: GossipSection::default(),
+            peers: Vec::new(),
+            auth: AuthSection::default(),
+            tls: TlsSection::default(),
+            readiness: ReadinessSection::default(),
+            admin: AdminSection::default(),
+            drain_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for TransportSection {
+    fn default() -> TransportSection {
+        TransportSection {
+            addr: DEFAULT_ADDR,
+            name: "overlay".into(),
+            max_conns: ron_transport::DEFAULT_MAX_CONNS as u32,
+            fd_reserve: ron_transport::DEFAULT_FD_RESERVE as u32,
+            read_timeout_ms: 5000,
+            write_timeout_ms: 5000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for OapSection {
+    fn default() -> OapSection {
+        OapSection {
+            max_frame: oap_codec::MAX_FRAME,
+            handshake_timeout_ms: millis(ron_transport::DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
+impl Default for SessionSection {
+    fn default() -> SessionSection {
+        // The registry's bounds have one source: overlay-gossip's defaults.
+        let gossip = overlay_gossip::GossipConfig::default();
+        SessionSection {
+            tx_queue: 128,
+            tx_watermark: 96,
+            delivery_queue_bytes: gossip.delivery_queue_bytes as u64,
+            max_pending_bytes: gossip.max_pending_bytes as u64,
+            publish_stall_ms: 5,
+            slow_consumer_timeout_ms: millis(gossip.slow_consumer_timeout),
+            max_subscriptions: gossip.max_subscriptions as u32,
+        }
+    }
+}
+
+impl Default for GossipSection {
+    fn default() -> GossipSection {
+        let gossip = overlay_gossip::GossipConfig::default();
+        GossipSection {
+            max_hops: gossip.max_hops,
+            seen_cache: gossip.seen_cache as u32,
+            seen_ttl_ms: millis(gossip.seen_ttl),
+        }
+    }
+}
+
+/// A default duration as the `_ms` value that configures it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for AdminSection {
+    fn default() -> AdminSection {
+        AdminSection { addr: DEFAULT_ADMIN_ADDR, enabled: true }
+    }
+}
