@@ -52,6 +52,9 @@ pub struct VersionInfo {
     pub built: String,
     /// The compiler that built it.
     pub rustc: String,
+    /// The node's id in the swarm (hex), once the node set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 impl VersionInfo {
@@ -63,6 +66,7 @@ impl VersionInfo {
             git: env!("OVERLAY_GIT_SHA").into(),
             built: env!("OVERLAY_BUILT").into(),
             rustc: env!("OVERLAY_RUSTC").into(),
+            node_id: None,
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// The `service` label.
     pub service: Arc<str>,
+    /// Body of `/peersz` (the swarm's views), read at each request; 404
+    /// without it.
+    pub peersz: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
 /// Why the admin plane could not start.
@@ -226,6 +233,7 @@ fn route(state: &AdminState, method: &Method, path: &str) -> (&'static str, Resp
         "/readyz" => "/readyz",
         "/configz" => "/configz",
         "/version" => "/version",
+        "/peersz" if state.peersz.is_some() => "/peersz",
         "/metrics" => "/metrics",
         _ => return ("other", json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not found", "path": path }))),
     };
@@ -243,6 +251,7 @@ fn route(state: &AdminState, method: &Method, path: &str) -> (&'static str, Resp
         }
         "/configz" => json(StatusCode::OK, &*state.configz),
         "/version" => json(StatusCode::OK, &state.version),
+        "/peersz" => json(StatusCode::OK, &state.peersz.as_ref().map_or(serde_json::Value::Null, |f| f())),
         _ => {
             let mut body = state.metrics.render();
             crate::metrics::render_size_histograms(&mut body);

@@ -18,6 +18,7 @@ fn state(readiness: Readiness) -> AdminState {
         configz: Arc::new(serde_json::json!({ "config": { "transport.max_conns": { "value": 5, "source": "cli" } } })),
         metrics: install_recorder(),
         service: "admin-test".into(),
+        peersz: None,
     }
 }
 

@@ -37,6 +37,7 @@ mod peer;
 mod readiness;
 mod session;
 mod subscription;
+mod swarm;
 
 /// Payloads move as `Bytes` (re-exported, so embedders need no other crate).
 pub use bytes::Bytes;
@@ -51,6 +52,7 @@ pub use oap_codec::{MsgId, Pattern, Topic};
 pub use ron_transport::tls::{PqMode, TlsError, TlsInfo};
 pub use ron_transport::{DisconnectReason, TransportEvent};
 pub use session::Reset;
+pub use swarm::{PeerInfo, SwarmStatus};
 
 /// The OAP/1 wire types a client of the node speaks (re-exported from
 /// `oap-codec`, so users of `overlay_core::client` need no other crate).

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oap_codec::{Caps, MsgId, Pattern, Topic, TopicError};
+use oap_codec::{Caps, Msg, MsgId, NodeAddr, Pattern, Topic, TopicError};
 use overlay_admin::{
     AdminConfig, AdminError, AdminHandle, AdminState, Readiness, VersionInfo, detached_recorder, gate, install_recorder,
 };
@@ -30,6 +30,7 @@ use crate::peer;
 use crate::readiness::Sampler;
 use crate::session::{self, Limits, Meta, SessionCtx};
 use crate::subscription::Subscription;
+use crate::swarm::{self, SwarmDriver, SwarmStatus};
 
 /// The readiness gate of `tls.pq = require`.
 const PQ_READY: &str = "pq_ready";
@@ -173,8 +174,8 @@ struct Inner {
     ctx: Arc<SessionCtx>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    /// Peers being dialed, each with the token that stops its dialer.
-    dialing: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    /// Seeds (configured peers and `add_peer`s), with what dialing each needs.
+    seeds: Arc<Mutex<HashMap<SocketAddr, Peer>>>,
     outbound_ids: Arc<AtomicU64>,
     tls_client: Option<Arc<ClientConfig>>,
     running: Mutex<Option<Running>>,
@@ -210,10 +211,12 @@ impl Overlay {
     async fn launch(
         config: ValidConfig,
         handler: Arc<dyn DataHandler>,
-        version: VersionInfo,
+        mut version: VersionInfo,
         install_recorder_globally: bool,
     ) -> Result<Overlay, StartError> {
         let service = config.transport.name.clone();
+        let node_id = config.node_id().unwrap_or_else(swarm::random_id);
+        version.node_id = Some(swarm::hex(&node_id));
         let auth = match &config.auth.root_key_file {
             Some(path) => Some(AuthPolicy { root_key: load_root_key(path)?, required: config.auth.required }),
             None => None,
@@ -228,7 +231,7 @@ impl Overlay {
             None => None,
         };
         let mut gates = vec![gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING];
-        gates.extend(Sampler::gates(config.readiness.min_peers as usize));
+        gates.extend(Sampler::gates(config.readiness.min_peers as usize, !config.peers.is_empty()));
         if pq == PqMode::Require {
             gates.push(PQ_READY);
         }
@@ -244,13 +247,22 @@ impl Overlay {
 
         // The admin plane comes up first, so /readyz answers 503 while the
         // data plane binds.
+        let registry = Arc::new(Registry::new(config.gossip().clone(), &service));
+        let me = NodeAddr { id: node_id, addr: config.transport.addr };
+        let (swarm, dials) =
+            SwarmDriver::new(me, config.swarm().clone(), registry.clone(), config.oap.max_frame, &service);
         let admin = if config.admin.enabled {
+            let status = Arc::downgrade(&swarm);
             let state = AdminState {
                 readiness: readiness.clone(),
                 version,
                 configz: Arc::new(configz(&config, cap)),
                 metrics: recorder,
                 service: service.as_str().into(),
+                peersz: Some(Arc::new(move || match status.upgrade() {
+                    Some(swarm) => swarm.status(swarm::tokio_now()).to_json(),
+                    None => serde_json::Value::Null,
+                })),
             };
             Some(AdminHandle::start(AdminConfig { addr: config.admin.addr, service: service.as_str().into() }, state)?)
         } else {
@@ -267,6 +279,7 @@ impl Overlay {
                 caps: Caps::GOSSIP_V1
                     | Caps::PUBSUB_V1
                     | Caps::PEER_V1
+                    | Caps::SWARM_V1
                     | if auth.is_some() { Caps::AUTH_V1 } else { Caps::empty() },
                 max_frame: config.oap.max_frame,
                 handshake_timeout: config.handshake_timeout(),
@@ -284,9 +297,10 @@ impl Overlay {
             kill: CancellationToken::new(),
             tasks: TaskTracker::new(),
             links: TaskTracker::new(),
-            registry: Arc::new(Registry::new(config.gossip().clone(), &service)),
+            registry,
             events: broadcast::channel(EVENT_CAPACITY).0,
             auth,
+            swarm,
         });
         let transport_cfg = TransportConfig {
             addr: config.transport.addr,
@@ -317,6 +331,7 @@ impl Overlay {
             }
         };
         readiness.set(gate::LISTENERS_BOUND, true);
+        ctx.swarm.advertise(config.swarm.advertise_addr.unwrap_or(transport.addr));
         forward_events(&transport, &ctx);
         let sampler = Sampler {
             ctx: ctx.clone(),
@@ -324,6 +339,7 @@ impl Overlay {
             period: Duration::from_millis(config.readiness.sample_ms),
             shed_rate_max: config.readiness.shed_rate_max as f64,
             min_peers: config.readiness.min_peers as usize,
+            joins: !config.peers.is_empty(),
             rejected: transport.rejected(),
             load: transport.load(),
             service: service.clone(),
@@ -331,15 +347,25 @@ impl Overlay {
         ctx.tasks.spawn(sampler.start(ctx.kill.clone()));
         let admin_addr = admin.as_ref().map(AdminHandle::addr);
         let admin_field = admin_addr.map_or_else(|| "disabled".to_string(), |a| a.to_string());
-        tracing::info!(addr = %transport.addr, admin_addr = %admin_field, "overlay node started");
+        tracing::info!(
+            addr = %transport.addr,
+            admin_addr = %admin_field,
+            node = %node_id,
+            advertised = %ctx.swarm.me().addr,
+            "overlay node started"
+        );
+        let seeds = Arc::new(Mutex::new(HashMap::new()));
+        let outbound_ids = Arc::new(AtomicU64::new(OUTBOUND_IDS));
+        let token = config.swarm.token.clone();
+        spawn_swarm(&ctx, dials, seeds.clone(), outbound_ids.clone(), tls_client.clone(), token, config.tls.enabled);
         let node = Overlay {
             inner: Arc::new(Inner {
                 readiness,
                 ctx,
                 local_addr: transport.addr,
                 admin_addr,
-                dialing: Mutex::new(HashMap::new()),
-                outbound_ids: Arc::new(AtomicU64::new(OUTBOUND_IDS)),
+                seeds,
+                outbound_ids,
                 tls_client,
                 running: Mutex::new(Some(Running { transport, admin })),
                 stopped: CancellationToken::new(),
@@ -399,55 +425,68 @@ impl Overlay {
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<PublishReceipt, PublishError> {
         let topic: Topic = topic.parse()?;
         // In-process publishers do not stall: congestion is left to the queues.
-        let registry = &self.inner.ctx.registry;
+        let ctx = &self.inner.ctx;
         let mut batch = PublishBatch::default();
-        let f = registry.publish(&topic, payload.into(), Instant::now(), &mut batch)?;
-        registry.settle(&mut batch);
-        Ok(PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped })
+        let payload = payload.into();
+        let now = swarm::tokio_now();
+        let f = ctx.registry.publish(&topic, payload.clone(), now, &mut batch)?;
+        ctx.registry.settle(&mut batch);
+        let mut receipt = PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped };
+        if f.relay {
+            let pushed = ctx.swarm.publish(Msg { topic, msg_id: f.msg_id, hops: 0, payload }, now);
+            receipt.queued += pushed.queued;
+            receipt.dropped += pushed.dropped;
+        }
+        Ok(receipt)
     }
 
-    /// Keeps a relay link to a node (an address, or a [`Peer`] with the
-    /// `op = relay` token it requires), redialing with back-off whenever it
-    /// drops, until [`Overlay::remove_peer`] or shutdown. Adding a peer that
-    /// is being dialed changes nothing. A refused peer is not remembered.
+    /// Joins the overlay through a node (an address, or a [`Peer`] with the
+    /// `op = relay` token it requires): a seed. One reachable seed is
+    /// enough; the swarm keeps the seeds and rejoins through them whenever
+    /// its active view empties, until [`Overlay::remove_peer`] or shutdown.
+    /// Adding a seed again changes nothing.
     pub fn add_peer(&self, peer: impl Into<Peer>) -> Result<(), AddPeerError> {
         let peer = peer.into();
         let addr = peer.addr();
-        let tls = self.inner.tls_client.clone();
-        if tls.is_none() && self.inner.config.tls.enabled {
+        if self.inner.tls_client.is_none() && self.inner.config.tls.enabled {
             // Never send a relay token or traffic in clear from a TLS node.
             return Err(AddPeerError::NoTlsTrust(addr));
         }
-        let mut dialing = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner);
-        // A dialer that slips in as shutdown begins gets an already
-        // cancelled child token and ends at once.
         if self.inner.ctx.drain.is_cancelled() {
             return Err(AddPeerError::Draining(addr));
         }
-        if dialing.contains_key(&addr) {
+        let mut seeds = self.inner.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+        if seeds.contains_key(&addr) {
             return Ok(());
         }
-        let stop = self.inner.ctx.drain.child_token();
-        dialing.insert(addr, stop.clone());
-        drop(dialing);
-        peer::spawn_dialer(peer, self.inner.ctx.clone(), self.inner.outbound_ids.clone(), tls, stop);
+        seeds.insert(addr, peer);
+        drop(seeds);
+        self.inner.ctx.swarm.join(addr, swarm::tokio_now());
         Ok(())
     }
 
-    /// Stops dialing `addr`: no redial happens once its current relay link
-    /// (if any) ends; the link itself is left to end on its own. False when
-    /// `addr` was not being dialed.
+    /// Forgets the seed `addr`: the swarm no longer joins through it nor
+    /// keeps it as a passive peer, and a link to it is closed (the swarm
+    /// replaces it from its passive view). False when `addr` was no seed.
     pub fn remove_peer(&self, addr: SocketAddr) -> bool {
-        let stop = self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
-        stop.map(|s| s.cancel()).is_some()
+        let removed = self.inner.seeds.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr).is_some();
+        if removed {
+            self.inner.ctx.swarm.forget(addr, swarm::tokio_now());
+        }
+        removed
     }
 
-    /// Addresses being dialed (configured peers and [`Overlay::add_peer`]s).
+    /// The seeds: configured peers and [`Overlay::add_peer`]s.
     pub fn peers(&self) -> Vec<SocketAddr> {
         let mut peers: Vec<_> =
-            self.inner.dialing.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+            self.inner.seeds.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
         peers.sort();
         peers
+    }
+
+    /// The swarm now: this node's id, its active and passive views, counts.
+    pub fn swarm(&self) -> SwarmStatus {
+        self.inner.ctx.swarm.status(swarm::tokio_now())
     }
 
     /// Serves one OAP/1 session over a stream the embedder accepted itself
@@ -463,9 +502,10 @@ impl Overlay {
         session::run(io, meta, self.inner.ctx.clone(), None).await.reason
     }
 
-    /// Relay links up now (both directions).
+    /// Relay links up now (both directions): swarm links and links to
+    /// peers without the swarm.
     pub fn peers_connected(&self) -> usize {
-        self.inner.ctx.registry.links()
+        self.inner.ctx.registry.links() + self.inner.ctx.swarm.links()
     }
 
     /// Resolves once a shutdown has completed.
@@ -499,8 +539,10 @@ impl Inner {
         self.readiness.set(gate::DRAINING, false);
         transport.cancel.cancel();
 
-        // 2. Every session, accepted or dialed, gets GOAWAY 503 and flushes,
-        //    bounded by drain_timeout_ms; dialers stop redialing.
+        // 2. The swarm's peers are told this node leaves (so they do not
+        //    redial it); every session, accepted or dialed, gets GOAWAY 503
+        //    and flushes, bounded by drain_timeout_ms; dials stop.
+        ctx.swarm.leave(swarm::tokio_now());
         ctx.drain.cancel();
         ctx.links.close();
         let sessions = async {
@@ -562,6 +604,33 @@ fn configz(config: &ValidConfig, cap: ConnCap) -> serde_json::Value {
         }
     });
     z
+}
+
+/// Starts the swarm's driver task: it fires the swarm's timers and dials what
+/// the swarm asks for (a seed with its own token and TLS name, any other
+/// address with `swarm.token`), until the drain.
+fn spawn_swarm(
+    ctx: &Arc<SessionCtx>,
+    dials: tokio::sync::mpsc::Receiver<SocketAddr>,
+    seeds: Arc<Mutex<HashMap<SocketAddr, Peer>>>,
+    ids: Arc<AtomicU64>,
+    tls: Option<Arc<ClientConfig>>,
+    token: Option<String>,
+    tls_enabled: bool,
+) {
+    let dialer = ctx.clone();
+    let dial = move |addr: SocketAddr| {
+        if tls_enabled && tls.is_none() {
+            // A TLS node without tls.ca sends nothing in clear, and cannot
+            // check a peer's certificate: it takes inbound links only.
+            tracing::warn!(%addr, "not dialing: tls.enabled needs tls.ca to dial peers");
+            return dialer.swarm.dial_failed(addr, swarm::tokio_now());
+        }
+        let seed = seeds.lock().unwrap_or_else(PoisonError::into_inner).get(&addr).cloned();
+        let peer = seed.unwrap_or_else(|| Peer::Detailed { addr, token: token.clone(), name: None });
+        dialer.links.spawn(peer::dial(peer, dialer.clone(), ids.clone(), tls.clone()));
+    };
+    ctx.tasks.spawn(ctx.swarm.clone().run(dials, dial, ctx.drain.clone()));
 }
 
 /// Copies transport events into the node's event stream until the kill.

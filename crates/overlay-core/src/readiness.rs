@@ -30,6 +30,9 @@ pub(crate) const FD_HEADROOM: &str = "fd_headroom";
 pub(crate) const SHED_RATE_OK: &str = "shed_rate_ok";
 /// Gate: at least `readiness.min_peers` relay links (only when > 0).
 pub(crate) const PEERS_OK: &str = "peers_ok";
+/// Gate: the swarm's active view holds a peer (only when seeds are
+/// configured: a node meant to join is not ready alone).
+pub(crate) const JOINED: &str = "joined";
 
 /// Fraction of `max_pending_bytes` at which `queues_ok` trips.
 const QUEUES_TRIP: f64 = 0.75;
@@ -47,6 +50,8 @@ pub(crate) struct Sampler {
     pub(crate) period: Duration,
     pub(crate) shed_rate_max: f64,
     pub(crate) min_peers: usize,
+    /// Seeds are configured: the `joined` gate applies.
+    pub(crate) joins: bool,
     pub(crate) rejected: Arc<AtomicU64>,
     pub(crate) load: ConnLoad,
     pub(crate) service: String,
@@ -58,6 +63,7 @@ struct State {
     fds: Gate,
     shed: Gate,
     peers: Gate,
+    joined: Gate,
     last: (Instant, u64),
 }
 
@@ -100,10 +106,13 @@ impl Gate {
 
 impl Sampler {
     /// The gates this sampler owns, to register before the first sample.
-    pub(crate) fn gates(min_peers: usize) -> Vec<&'static str> {
+    pub(crate) fn gates(min_peers: usize, joins: bool) -> Vec<&'static str> {
         let mut gates = vec![QUEUES_OK, FD_HEADROOM, SHED_RATE_OK];
         if min_peers > 0 {
             gates.push(PEERS_OK);
+        }
+        if joins {
+            gates.push(JOINED);
         }
         gates
     }
@@ -116,6 +125,7 @@ impl Sampler {
             fds: Gate::new(FD_HEADROOM),
             shed: Gate::new(SHED_RATE_OK),
             peers: Gate::new(PEERS_OK),
+            joined: Gate::new(JOINED),
             last: (Instant::now(), self.shed_total()),
         };
         self.sample(&mut state);
@@ -157,10 +167,15 @@ impl Sampler {
         st.last = now;
         st.shed.sample(&self.readiness, rate, self.shed_rate_max, &self.service);
 
+        let active = self.ctx.swarm.active_peers();
         if self.min_peers > 0 {
             // Observed: links missing; one or more (>= 0.5) is bad.
-            let missing = self.min_peers.saturating_sub(self.ctx.registry.links()) as f64;
+            let missing = self.min_peers.saturating_sub(self.ctx.registry.links() + active) as f64;
             st.peers.sample(&self.readiness, missing, 0.5, &self.service);
+        }
+        if self.joins {
+            // Observed: 1 while the active view is empty.
+            st.joined.sample(&self.readiness, f64::from(u8::from(active == 0)), 0.5, &self.service);
         }
     }
 

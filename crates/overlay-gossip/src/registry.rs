@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,9 @@ use crate::msgid::{MsgIdGen, binds};
 use crate::queue::{Budget, Charged, DeliveryQueue, DropReason, Offer};
 use crate::seen::SeenCache;
 use crate::trie::Trie;
+
+/// The seen-cache's source for messages the swarm delivers (link ids start at 1).
+const SWARM_SOURCE: u64 = 0;
 
 /// Identifies a subscriber (a session or an in-process subscription).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,7 +55,7 @@ impl Default for GossipConfig {
             max_pending_bytes: 256 << 20,
             slow_consumer_timeout: Duration::from_secs(10),
             max_subscriptions: 1024,
-            max_hops: 8,
+            max_hops: 32,
             seen_cache: 65_536,
             seen_ttl: Duration::from_secs(120),
             max_frame: oap_codec::MAX_FRAME,
@@ -96,6 +99,9 @@ pub struct Fanout {
     /// Queues that dropped it (full, or over the budget). Consumers that
     /// were leaving (closed or evicted) count in neither.
     pub dropped: u32,
+    /// Its id binds its content, so it may leave this node: hand it to the
+    /// swarm (see [`Registry::set_relaying`]).
+    pub relay: bool,
 }
 
 /// Why a relayed message was not taken.
@@ -206,6 +212,8 @@ pub struct Registry {
     next_id: AtomicU64,
     metrics: GossipMetrics,
     dropped: AtomicU64,
+    /// The node has swarm peers: what is published here leaves it.
+    relaying: AtomicBool,
 }
 
 impl Registry {
@@ -219,6 +227,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             metrics: GossipMetrics::new(service),
             dropped: AtomicU64::new(0),
+            relaying: AtomicBool::new(false),
             cfg,
         }
     }
@@ -345,6 +354,13 @@ impl Registry {
         subscribers.chain(index.links.iter().map(|l| &l.queue)).filter(|q| q.expire(now)).count()
     }
 
+    /// Whether the node has swarm peers (its driver says so as its active
+    /// view fills and empties): the ids of messages published meanwhile bind
+    /// their content, and [`Fanout::relay`] says to hand them on.
+    pub fn set_relaying(&self, relaying: bool) {
+        self.relaying.store(relaying, Ordering::Relaxed);
+    }
+
     /// Relay links attached now.
     pub fn links(&self) -> usize {
         self.read().links.len()
@@ -370,8 +386,10 @@ impl Registry {
         // message published while no relay link is attached (seen under the
         // lock the fanout holds) never reaches one, and its digest is left
         // zero, which saves hashing every payload on a single node.
-        let msg_id = if index.links.is_empty() { self.ids.next_local_id() } else { self.ids.next_id(topic, &payload) };
-        Ok(self.fan_out(&index, &Msg { topic: topic.clone(), msg_id, hops: 0, payload }, None, true, now, batch))
+        let relay = !index.links.is_empty() || self.relaying.load(Ordering::Relaxed);
+        let msg_id = if relay { self.ids.next_id(topic, &payload) } else { self.ids.next_local_id() };
+        let msg = Msg { topic: topic.clone(), msg_id, hops: 0, payload };
+        Ok(Fanout { relay, ..self.fan_out(&index, &msg, None, true, now, batch) })
     }
 
     /// Takes a `MSG` that arrived over relay link `from`: refused when its
@@ -396,7 +414,23 @@ impl Registry {
         }
         batch.ingress += 1;
         let forward = msg.hops < self.cfg.max_hops;
-        Ok(self.fan_out(&self.read(), &msg, Some(from), forward, now, batch))
+        let fanout = self.fan_out(&self.read(), &msg, Some(from), forward, now, batch);
+        Ok(Fanout { relay: self.relaying.load(Ordering::Relaxed), ..fanout })
+    }
+
+    /// Takes a message the swarm delivers (its broadcast dropped the copies
+    /// it had seen, and the sender checked the id binds the content): unless
+    /// a relay link brought it first, it goes to the local subscribers, and
+    /// with `hops + 1` to every relay link outside the swarm. `None` for a
+    /// duplicate.
+    pub fn deliver(&self, msg: &Msg, now: Instant, batch: &mut PublishBatch) -> Option<Fanout> {
+        if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, SWARM_SOURCE, now) {
+            self.metrics.duplicates.increment(1);
+            return None;
+        }
+        batch.ingress += 1;
+        let forward = msg.hops < self.cfg.max_hops;
+        Some(self.fan_out(&self.read(), msg, None, forward, now, batch))
     }
 
     /// Adds what `batch` counted (`gossip_ingress_total`,
@@ -422,7 +456,7 @@ impl Registry {
         now: Instant,
         batch: &mut PublishBatch,
     ) -> Fanout {
-        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0 }, batch };
+        let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0, relay: false }, batch };
         MATCHED.with_borrow_mut(|matched| {
             matched.clear();
             index.trie.matches(&msg.topic, matched);

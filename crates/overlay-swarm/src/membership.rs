@@ -140,6 +140,13 @@ impl Membership {
         self.dial(seed, Purpose::Join, out);
     }
 
+    /// Forgets a seed: it is no longer rejoined through, nor kept as a
+    /// passive peer. A link to it stays until membership drops it.
+    pub(crate) fn forget(&mut self, addr: SocketAddr) {
+        self.seeds.retain(|s| *s != addr);
+        self.passive.retain(|n| n.addr != addr);
+    }
+
     fn dial(&mut self, addr: SocketAddr, purpose: Purpose, out: &mut VecDeque<OutEvent>) {
         if let Some(waiting) = self.dialing.get_mut(&addr) {
             if waiting.purposes.len() < 4 {

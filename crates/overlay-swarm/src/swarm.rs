@@ -20,6 +20,9 @@ pub enum InEvent {
     /// Join through the node at this address (a seed). Seeds are kept: a
     /// node whose active view empties joins through them again.
     Join(SocketAddr),
+    /// Forget a seed given by `Join`: no rejoin through it, and it leaves
+    /// the passive view.
+    Forget(SocketAddr),
     /// A link to `node` is up: the identity exchange is done, and the link
     /// won the simultaneous-dial rule ([`keeps_dial_of`]). `dialed` is the
     /// address this node dialed, when it dialed the link.
@@ -220,6 +223,7 @@ impl Swarm {
         let (m, b, rng, out) = (&mut self.membership, &mut self.broadcast, &mut self.rng, &mut self.out);
         match event {
             InEvent::Join(seed) => m.join(seed, out),
+            InEvent::Forget(seed) => m.forget(seed),
             InEvent::LinkUp { node, dialed } => m.link_up(node, dialed, now, rng, out),
             InEvent::LinkDown(peer) => m.link_down(peer, now, rng, out),
             InEvent::DialFailed(addr) => m.dial_failed(addr, rng, out),

@@ -230,3 +230,17 @@ fn a_dial_never_reported_back_is_given_up() {
     one.now += std::time::Duration::from_secs(1);
     assert!(one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
 }
+
+#[test]
+fn a_forgotten_seed_is_not_rejoined_through() {
+    let mut one = One::new(Config::default());
+    let seed: SocketAddr = "192.0.2.9:9500".parse().unwrap();
+    assert!(one.on(InEvent::Join(seed)).contains(&OutEvent::Dial(seed)));
+    one.on(InEvent::DialFailed(seed));
+    // Alone: each repair rejoins through the seeds...
+    assert!(one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
+    one.on(InEvent::DialFailed(seed));
+    // ...until the seed is forgotten.
+    one.on(InEvent::Forget(seed));
+    assert!(!one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
+}

@@ -92,11 +92,14 @@ pub enum DisconnectReason {
     Io,
     /// The node is shutting down.
     Shutdown,
+    /// The overlay closed a relay link (a peer that left the active view,
+    /// the losing link of a simultaneous dial).
+    Overlay,
 }
 
 impl DisconnectReason {
     /// Every reason, for metrics registered at 0 from the start.
-    pub const ALL: [DisconnectReason; 9] = [
+    pub const ALL: [DisconnectReason; 10] = [
         DisconnectReason::PeerClosed,
         DisconnectReason::Handshake,
         DisconnectReason::IdleTimeout,
@@ -106,6 +109,7 @@ impl DisconnectReason {
         DisconnectReason::SlowConsumer,
         DisconnectReason::Io,
         DisconnectReason::Shutdown,
+        DisconnectReason::Overlay,
     ];
 
     /// Closed label for metrics and logs.
@@ -120,6 +124,7 @@ impl DisconnectReason {
             DisconnectReason::SlowConsumer => "slow_consumer",
             DisconnectReason::Io => "io",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::Overlay => "overlay",
         }
     }
 }

@@ -22,8 +22,12 @@ pub struct OverlayConfig {
     pub session: SessionSection,
     /// Relay flooding and dedup.
     pub gossip: GossipSection,
-    /// Overlay nodes to keep relay links to.
+    /// This node's identity.
+    pub node: NodeSection,
+    /// Seeds: nodes to join the overlay through (one reachable is enough).
     pub peers: Vec<Peer>,
+    /// The overlay's membership and broadcast.
+    pub swarm: SwarmSection,
     /// Capability tokens.
     pub auth: AuthSection,
     /// TLS 1.3 on the data plane and relay links.
@@ -95,12 +99,79 @@ pub struct SessionSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GossipSection {
-    /// Relay hops after which a message is no longer forwarded.
+    /// Relay hops after which a message is no longer pushed (a loop guard:
+    /// it is still announced, so nothing behind it misses it).
     pub max_hops: u8,
     /// Message ids remembered for relay dedup.
     pub seen_cache: u32,
     /// How long a message id is remembered.
     pub seen_ttl_ms: u64,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// The node's id in the swarm, 64 hex digits (32 bytes); random at
+    /// each start when unset.
+    pub id: Option<String>,
+}
+
+/// `[swarm]`: HyParView membership and PlumTree broadcast (see
+/// docs/CONFIG.md for what each knob trades).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwarmSection {
+    /// Where other nodes reach this one, as it tells them (default: the
+    /// listen address; one on every interface is completed by each peer
+    /// with the address it sees).
+    pub advertise_addr: Option<SocketAddr>,
+    /// The `op = relay` token presented when dialing a node learned from
+    /// the swarm (a seed's own `token` goes to that seed).
+    pub token: Option<String>,
+    /// Peers linked and carrying the broadcast.
+    pub active_view: u32,
+    /// Known addresses kept to replace lost active peers.
+    pub passive_view: u32,
+    /// Steps a join's random walk takes.
+    pub active_walk: u8,
+    /// The walk step at which a joining node is kept as a passive peer.
+    pub passive_walk: u8,
+    /// Time between two shuffles of the passive view.
+    pub shuffle_ms: u64,
+    /// Time between two repairs of the active view.
+    pub repair_ms: u64,
+    /// Time between two batches of `IHAVE` announcements.
+    pub ihave_ms: u64,
+    /// Time an announced message is waited for before it is asked for.
+    pub graft_timeout_ms: u64,
+    /// Time each further announcer is waited for.
+    pub graft_retry_ms: u64,
+    /// Payload bytes kept to answer `GRAFT`s.
+    pub cache_bytes: u64,
+    /// How long a payload is kept to answer `GRAFT`s.
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for SwarmSection {
+    fn default() -> SwarmSection {
+        let c = overlay_swarm::Config::default();
+        SwarmSection {
+            advertise_addr: None,
+            token: None,
+            active_view: c.active_view as u32,
+            passive_view: c.passive_view as u32,
+            active_walk: c.active_walk,
+            passive_walk: c.passive_walk,
+            shuffle_ms: millis(c.shuffle_period),
+            repair_ms: millis(c.repair_period),
+            ihave_ms: millis(c.ihave_interval),
+            graft_timeout_ms: millis(c.graft_timeout),
+            graft_retry_ms: millis(c.graft_retry),
+            cache_bytes: c.cache_bytes as u64,
+            cache_ttl_ms: millis(c.cache_ttl),
+        }
+    }
 }
 
 /// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "...",
@@ -241,7 +312,9 @@ impl Default for OverlayConfig {
             oap: OapSection::default(),
             session: SessionSection::default(),
             gossip: GossipSection::default(),
+            node: NodeSection::default(),
             peers: Vec::new(),
+            swarm: SwarmSection::default(),
             auth: AuthSection::default(),
             tls: TlsSection::default(),
             readiness: ReadinessSection::default(),

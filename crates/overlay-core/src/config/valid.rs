@@ -87,12 +87,33 @@ struct Typed {
     publish_stall: Duration,
     drain_timeout: Duration,
     gossip: overlay_gossip::GossipConfig,
+    swarm: overlay_swarm::Config,
+    node_id: Option<oap_codec::NodeId>,
 }
 
 impl Typed {
-    fn of(c: &OverlayConfig, pq: PqMode) -> Typed {
+    fn of(c: &OverlayConfig, pq: PqMode, node_id: Option<oap_codec::NodeId>) -> Typed {
         let ms = Duration::from_millis;
+        let w = &c.swarm;
         Typed {
+            node_id,
+            swarm: overlay_swarm::Config {
+                active_view: w.active_view as usize,
+                passive_view: w.passive_view as usize,
+                active_walk: w.active_walk,
+                passive_walk: w.passive_walk,
+                shuffle_period: ms(w.shuffle_ms),
+                repair_period: ms(w.repair_ms),
+                ihave_interval: ms(w.ihave_ms),
+                graft_timeout: ms(w.graft_timeout_ms),
+                graft_retry: ms(w.graft_retry_ms),
+                cache_bytes: usize::try_from(w.cache_bytes).unwrap_or(usize::MAX),
+                cache_ttl: ms(w.cache_ttl_ms),
+                seen_cache: c.gossip.seen_cache as usize,
+                seen_ttl: ms(c.gossip.seen_ttl_ms),
+                max_hops: c.gossip.max_hops,
+                ..overlay_swarm::Config::default()
+            },
             pq,
             read_timeout: ms(c.transport.read_timeout_ms),
             write_timeout: ms(c.transport.write_timeout_ms),
@@ -159,6 +180,29 @@ impl OverlayConfig {
         check("gossip.max_hops", c.gossip.max_hops, 1..=64)?;
         check("gossip.seen_cache", c.gossip.seen_cache, 1..=16_777_216)?;
         check("gossip.seen_ttl_ms", c.gossip.seen_ttl_ms, 1000..=3_600_000)?;
+        let w = &c.swarm;
+        check("swarm.active_view", w.active_view, 1..=64)?;
+        check("swarm.passive_view", w.passive_view, 1..=1024)?;
+        check("swarm.active_walk", w.active_walk, 1..=16)?;
+        check("swarm.passive_walk", w.passive_walk, 0..=w.active_walk)?;
+        check("swarm.shuffle_ms", w.shuffle_ms, 1000..=3_600_000)?;
+        check("swarm.repair_ms", w.repair_ms, 100..=60_000)?;
+        check("swarm.ihave_ms", w.ihave_ms, 1..=10_000)?;
+        check("swarm.graft_timeout_ms", w.graft_timeout_ms, 10..=60_000)?;
+        check("swarm.graft_retry_ms", w.graft_retry_ms, 10..=60_000)?;
+        check("swarm.cache_bytes", w.cache_bytes, 0..=1 << 30)?;
+        check("swarm.cache_ttl_ms", w.cache_ttl_ms, 1000..=3_600_000)?;
+        if w.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Empty { key: "swarm.token" });
+        }
+        let node_id = match &c.node.id {
+            None => None,
+            Some(text) => Some(crate::swarm::parse_id(text).map_err(|allowed| ConfigError::OutOfRange {
+                key: "node.id",
+                value: text.clone(),
+                range: allowed,
+            })?),
+        };
         check("readiness.sample_ms", c.readiness.sample_ms, 50..=60_000)?;
         check("readiness.shed_rate_max", c.readiness.shed_rate_max, 1..=100_000_000)?;
         check("readiness.min_peers", c.readiness.min_peers, 0..=10_000)?;
@@ -188,7 +232,7 @@ impl OverlayConfig {
             });
         }
         check("drain_timeout_ms", c.drain_timeout_ms, 100..=600_000)?;
-        let typed = Typed::of(&self, pq);
+        let typed = Typed::of(&self, pq, node_id);
         Ok(ValidConfig { config: self, sources: BTreeMap::new(), typed })
     }
 }
@@ -228,6 +272,16 @@ impl ValidConfig {
     /// The gossip registry's bounds (`[session]` and `[gossip]` keys).
     pub(crate) fn gossip(&self) -> &overlay_gossip::GossipConfig {
         &self.typed.gossip
+    }
+
+    /// The swarm's knobs (`[swarm]` and `[gossip]` keys).
+    pub(crate) fn swarm(&self) -> &overlay_swarm::Config {
+        &self.typed.swarm
+    }
+
+    /// `node.id`, parsed.
+    pub(crate) fn node_id(&self) -> Option<oap_codec::NodeId> {
+        self.typed.node_id
     }
 
     /// `tls.pq`.
@@ -353,6 +407,20 @@ mod tests {
                 c.tls.key = Some("k.pem".into());
                 c.peers = vec![Peer::Addr("127.0.0.1:1".parse().unwrap())];
             }),
+            ("swarm.active_view", |c| c.swarm.active_view = 0),
+            ("swarm.active_view", |c| c.swarm.active_view = 65),
+            ("swarm.passive_view", |c| c.swarm.passive_view = 0),
+            ("swarm.active_walk", |c| c.swarm.active_walk = 0),
+            ("swarm.passive_walk", |c| c.swarm.passive_walk = 9),
+            ("swarm.shuffle_ms", |c| c.swarm.shuffle_ms = 999),
+            ("swarm.repair_ms", |c| c.swarm.repair_ms = 99),
+            ("swarm.ihave_ms", |c| c.swarm.ihave_ms = 0),
+            ("swarm.graft_timeout_ms", |c| c.swarm.graft_timeout_ms = 9),
+            ("swarm.graft_retry_ms", |c| c.swarm.graft_retry_ms = 60_001),
+            ("swarm.cache_bytes", |c| c.swarm.cache_bytes = (1 << 30) + 1),
+            ("swarm.cache_ttl_ms", |c| c.swarm.cache_ttl_ms = 999),
+            ("swarm.token", |c| c.swarm.token = Some(" ".into())),
+            ("node.id", |c| c.node.id = Some("abc".into())),
             ("readiness.sample_ms", |c| c.readiness.sample_ms = 49),
             ("readiness.shed_rate_max", |c| c.readiness.shed_rate_max = 0),
             ("readiness.min_peers", |c| c.readiness.min_peers = 10_001),

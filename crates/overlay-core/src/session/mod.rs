@@ -36,6 +36,7 @@ use crate::auth::AuthPolicy;
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::{HandshakeFail, OverlayMetrics};
+use crate::swarm::{LinkIo, SwarmDriver};
 use state::{Env, SessionState};
 
 /// Longest a node-closed session keeps reading (and discarding) so its last
@@ -115,6 +116,8 @@ pub(crate) struct SessionCtx {
     pub(crate) events: broadcast::Sender<OverlayEvent>,
     /// Token checking, when the node has a root key.
     pub(crate) auth: Option<AuthPolicy>,
+    /// The node's swarm.
+    pub(crate) swarm: Arc<SwarmDriver>,
 }
 
 /// What identifies a connection, whichever side opened it.
@@ -138,6 +141,7 @@ impl SessionCtx {
             metrics: &self.metrics,
             handler: &*self.handler,
             auth: self.auth.as_ref(),
+            swarm: &self.swarm,
         }
     }
 }
@@ -149,14 +153,19 @@ pub(crate) type Credential = Option<bytes::Bytes>;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outcome {
     pub(crate) reason: DisconnectReason,
-    /// The hello exchange succeeded.
-    pub(crate) established: bool,
+    /// The link was offered to the swarm (a dial that opened it was
+    /// reported to the swarm, whatever it answered).
+    pub(crate) offered: bool,
 }
 
-/// Announces a relay link the session core attached.
-pub(crate) fn peer_up(ctx: &SessionCtx, peer: SocketAddr) {
+/// Announces a relay link the session core attached; a swarm link's peer id
+/// goes on the session's log lines from here on.
+pub(crate) fn peer_up(ctx: &SessionCtx, peer: SocketAddr, node: Option<oap_codec::NodeId>) {
     ctx.metrics.peers_connected.increment(1.0);
     let _ = ctx.events.send(OverlayEvent::PeerUp { peer });
+    if let Some(node) = node {
+        tracing::Span::current().record("node", tracing::field::display(node));
+    }
     tracing::info!("relay link up");
 }
 
@@ -173,7 +182,7 @@ where
     S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let kx_group = meta.tls.map(|t| t.kx_group);
-    let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id, kx_group);
+    let span = tracing::info_span!("session", peer = %meta.peer, id = meta.id, kx_group, node = tracing::field::Empty);
     serve(io, meta, ctx, credential).instrument(span).await
 }
 
@@ -196,18 +205,18 @@ where
         r = Box::pin(handshake(&mut io, &ctx, credential.is_some(), meta.tls.is_some_and(|t| t.hybrid))) => r.map_err(Some),
     };
     let outcome = match shaken {
-        Err(None) => Outcome { reason: DisconnectReason::Shutdown, established: false },
+        Err(None) => Outcome { reason: DisconnectReason::Shutdown, offered: false },
         Ok(negotiated) => {
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
             let info = SessionInfo { caps: negotiated.caps, ..info };
-            let reason = established(io, info, &ctx, credential, meta.dialed).await;
-            Outcome { reason, established: true }
+            let (reason, offered) = established(io, info, &ctx, credential, meta.dialed).await;
+            Outcome { reason, offered }
         }
         Err(Some(fail)) => {
             m.handshake_fail(fail);
             tracing::debug!(reason = fail.label(), "handshake failed");
-            Outcome { reason: DisconnectReason::Handshake, established: false }
+            Outcome { reason: DisconnectReason::Handshake, offered: false }
         }
     };
     m.session_closed(outcome.reason);
@@ -299,13 +308,25 @@ async fn established<S>(
     ctx: &Arc<SessionCtx>,
     credential: Credential,
     dialed: bool,
-) -> DisconnectReason
+) -> (DisconnectReason, bool)
 where
     S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
+    let relay = info.caps.contains(Caps::PEER_V1);
+    let swarm = relay && info.caps.contains(Caps::SWARM_V1);
+    if dialed && !swarm {
+        // A node this one dials must speak the swarm: a link that would
+        // flood instead is not kept (nor redialed faster than the swarm's
+        // repairs).
+        tracing::warn!(caps = ?info.caps, "peer does not speak SWARM_V1; relay link not kept");
+        return (DisconnectReason::Protocol, false);
+    }
+    let link_io = swarm.then(|| LinkIo::new(ctx.registry.config().slow_consumer_timeout));
+    let control = link_io.as_ref().map(|io| io.control.clone());
+    let close = link_io.as_ref().map(|io| io.close.clone());
     let queue = ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame);
-    let state = SessionState::new(ctx.env(), info, dialed, credential, ctx.registry.queue(), reader::now());
+    let state = SessionState::new(ctx.env(), info, dialed, credential, ctx.registry.queue(), link_io, reader::now());
     let deliveries = state.deliveries().clone();
     let link = state.is_link();
     let mut session = Detach { ctx, state, peer: info.peer };
@@ -313,9 +334,9 @@ where
     let ended = {
         // Both pinned where they are made: a future moved into a pin would keep
         // a second slot of its size in this function's state.
-        let writer = std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, ctx, link));
+        let writer = std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, control.as_deref(), ctx, link));
         let reader = std::pin::pin!(async {
-            let reason = reader::run(&mut rd, &queue, &mut session.state, ctx, info.peer).await;
+            let reason = reader::run(&mut rd, &queue, &mut session.state, ctx, info.peer, close.as_ref()).await;
             // The reply sender is gone with the reader: the writer flushes what
             // is queued, shuts the stream down and returns.
             queue.close_reader();
@@ -324,6 +345,7 @@ where
         join::join(reader, writer, &queue, CLOSE_GRACE.min(write_timeout)).await
     };
     let reason = ended.write.unwrap_or(ended.read);
+    let offered = session.state.offered_to_swarm();
     drop(session);
     let mut io = rd.unsplit(wr);
     // A peer that does not read is not closed gracefully: the unsent
@@ -341,7 +363,7 @@ where
     } else if node_initiated(reason) {
         Box::pin(linger(&mut io, LINGER, &ctx.kill)).await;
     }
-    reason
+    (reason, offered)
 }
 
 /// The reader ended the session for a reason of the node's own (not the
@@ -361,7 +383,7 @@ struct Detach<'a> {
 
 impl Drop for Detach<'_> {
     fn drop(&mut self) {
-        if self.state.detach() {
+        if self.state.detach(reader::now()) {
             peer_down(self.ctx, self.peer);
         }
     }

@@ -14,6 +14,7 @@ use oap_codec::{Frame, OapCodec};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use super::state::{Action, Now, SessionState};
 use super::{ReplyQueue, SessionCtx, peer_down, peer_up};
@@ -29,6 +30,14 @@ pub(super) fn now() -> Now {
     Now { at: tokio::time::Instant::now().into_std(), unix: crate::auth::wall() }
 }
 
+/// Resolves when `close` fires; never without one.
+async fn closed(close: Option<&CancellationToken>) {
+    match close {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Reader<'s, 'a> {
     queue: &'s ReplyQueue,
     state: &'s mut SessionState<'a>,
@@ -42,6 +51,8 @@ struct Reader<'s, 'a> {
     /// Replies queued but not yet added to the reply-queue gauge (see
     /// [`Reader::count_queued`]).
     queued: u32,
+    /// Fired by the swarm to close a swarm link.
+    close: Option<&'s CancellationToken>,
 }
 
 impl Drop for Reader<'_, '_> {
@@ -57,6 +68,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     state: &mut SessionState<'_>,
     ctx: &SessionCtx,
     peer: SocketAddr,
+    close: Option<&CancellationToken>,
 ) -> DisconnectReason {
     let mut reader = Reader {
         queue,
@@ -68,6 +80,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         read_size: MIN_READ,
         now: now(),
         queued: 0,
+        close,
     };
     let Err(reason) = reader.read_loop(rd).await;
     reason
@@ -145,6 +158,7 @@ impl Reader<'_, '_> {
                 () = self.ctx.kill.cancelled() => return Err(DisconnectReason::Shutdown),
                 () = self.queue.writer_gone() => return Err(DisconnectReason::Io),
                 () = self.ctx.drain.cancelled() => return Err(Box::pin(self.drain()).await),
+                () = closed(self.close) => return Err(DisconnectReason::Overlay),
                 r = tokio::time::timeout_at(deadline.into(), rd.read_buf(&mut self.buf)) => r,
             };
             match read {
@@ -185,7 +199,7 @@ impl Reader<'_, '_> {
         while let Some(action) = self.state.poll() {
             match action {
                 Action::Send(frame) => self.reply(frame).await?,
-                Action::LinkUp => peer_up(self.ctx, self.peer),
+                Action::LinkUp(node) => peer_up(self.ctx, self.peer, node),
                 Action::LinkDown => peer_down(self.ctx, self.peer),
                 Action::Close(reason) => return Err(reason),
             }
@@ -316,6 +330,8 @@ mod tests {
             drain_window_ms: 5000,
             publish_stall: Duration::from_millis(50),
         };
+        let registry = Arc::new(Registry::new(GossipConfig::default(), "test"));
+        let me = oap_codec::NodeAddr { id: oap_codec::NodeId([1; 32]), addr: "127.0.0.1:9".parse().unwrap() };
         SessionCtx {
             limits,
             metrics: OverlayMetrics::new("test"),
@@ -324,9 +340,10 @@ mod tests {
             kill: CancellationToken::new(),
             tasks: TaskTracker::new(),
             links: TaskTracker::new(),
-            registry: Arc::new(Registry::new(GossipConfig::default(), "test")),
+            registry: registry.clone(),
             events: tokio::sync::broadcast::channel(4).0,
             auth: None,
+            swarm: crate::swarm::SwarmDriver::new(me, overlay_swarm::Config::default(), registry, 4096, "test").0,
         }
     }
 
@@ -342,7 +359,7 @@ mod tests {
         let queue = ReplyQueue::new(TX_QUEUE, ctx.limits.max_frame);
         let peer = "127.0.0.1:1".parse().unwrap();
         let info = SessionInfo { id: 1, peer, caps: Caps::GOSSIP_V1 };
-        let mut state = SessionState::new(ctx.env(), info, false, None, ctx.registry.queue(), now());
+        let mut state = SessionState::new(ctx.env(), info, false, None, ctx.registry.queue(), None, now());
         let (mut client, mut server) = tokio::io::duplex(64 << 10);
         // 20 PINGs arrive at once; each asks for a PONG, and no writer takes any.
         let mut pings = BytesMut::new();
@@ -350,7 +367,7 @@ mod tests {
             Frame::ping(nonce).encode_into(&mut pings);
         }
         client.write_all(&pings).await.unwrap();
-        let reader = std::pin::pin!(run(&mut server, &queue, &mut state, &ctx, peer));
+        let reader = std::pin::pin!(run(&mut server, &queue, &mut state, &ctx, peer, None));
         let no_writer = std::pin::pin!(std::future::pending());
         let session = join::join(reader, no_writer, &queue, Duration::from_secs(1));
         let mut taken = Vec::new();

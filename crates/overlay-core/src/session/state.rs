@@ -19,10 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oap_codec::{Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, Pattern, PubAck, Topic};
+use oap_codec::{
+    Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, NodeAddr, NodeId, Pattern, PubAck, SwarmFrame, Topic,
+};
 use overlay_admin::SizeTally;
 use overlay_gossip::{
-    DeliveryQueue, LinkId, PublishBatch, PublishError, Refused, Registry, SubscribeError, SubscriberId,
+    DeliveryQueue, LinkId, PublishBatch, PublishError, Refused, Registry, SubscribeError, SubscriberId, binds,
 };
 use ron_transport::{DisconnectReason, LogLimit};
 
@@ -30,6 +32,7 @@ use super::{Limits, reconnect_after};
 use crate::auth::{AuthError, AuthPolicy, Grant, Op};
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::OverlayMetrics;
+use crate::swarm::{self, LinkHandle, LinkIo, SwarmDriver};
 
 /// Longest single wait for a grant's expiry; later ones are re-armed.
 const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(86_400);
@@ -52,8 +55,9 @@ pub(crate) struct Now {
 pub(crate) enum Action {
     /// Queue this frame for the peer (replies are never dropped).
     Send(Frame),
-    /// The session's relay link was attached to the registry.
-    LinkUp,
+    /// The session's relay link was attached to the registry or taken by
+    /// the swarm (then with the peer's id, for the session's log lines).
+    LinkUp(Option<NodeId>),
     /// The session's relay link was detached from the registry.
     LinkDown,
     /// End the session; what was sent before is flushed first.
@@ -61,14 +65,31 @@ pub(crate) enum Action {
 }
 
 /// Where a session's deliveries come from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Consumer {
     /// A client: a subscriber, attached at its first `SUB`.
     Client(Option<SubscriberId>),
-    /// A relay link (`PEER_V1` on both sides): every message (its grant
-    /// covers) is flooded to it once attached. An inbound link to a node
-    /// that requires tokens stays detached until an `AUTH` grants `relay`.
+    /// A relay link without the swarm (`PEER_V1` on both sides, `SWARM_V1`
+    /// not): every message (its grant covers) is flooded to it once
+    /// attached. An inbound link to a node that requires tokens stays
+    /// detached until an `AUTH` grants `relay`.
     Link(Option<LinkId>),
+    /// A swarm link (`PEER_V1` and `SWARM_V1`): handed to the swarm once
+    /// the peer's `NODE` arrived (and, inbound on a node that requires
+    /// tokens, an `AUTH` granted `relay`).
+    Swarm(SwarmLink),
+}
+
+/// A swarm link's state.
+#[derive(Debug)]
+struct SwarmLink {
+    io: LinkIo,
+    /// What the peer's `NODE` said.
+    told: Option<NodeAddr>,
+    /// The swarm took the link: the peer's id.
+    up: Option<NodeId>,
+    /// The link was offered to the swarm (whatever it answered).
+    offered: bool,
 }
 
 /// What a session core works with, shared by every session of a node.
@@ -80,6 +101,8 @@ pub(crate) struct Env<'a> {
     pub(crate) handler: &'a dyn DataHandler,
     /// Token checking, when the node has a root key.
     pub(crate) auth: Option<&'a AuthPolicy>,
+    /// The node's swarm, which takes swarm links.
+    pub(crate) swarm: &'a SwarmDriver,
 }
 
 /// A grant with the time it was accepted at.
@@ -138,16 +161,18 @@ pub(crate) struct SessionState<'a> {
 }
 
 impl<'a> SessionState<'a> {
-    /// A session whose hello exchange just succeeded at `now`. A link this
-    /// node dialed (or any link, on a node that checks no tokens) is
-    /// attached at once; a dialed link with a `credential` presents it
-    /// ahead of everything else.
+    /// A session whose hello exchange just succeeded at `now`. A swarm link
+    /// (`link_io` given: both sides speak `SWARM_V1`) sends its `NODE`
+    /// first. A link this node dialed (or any link, on a node that checks
+    /// no tokens) is attached at once; a dialed link with a `credential`
+    /// presents it ahead of everything else but the `NODE`.
     pub(crate) fn new(
         env: Env<'a>,
         info: SessionInfo,
         dialed: bool,
         credential: Option<Bytes>,
         deliveries: Arc<DeliveryQueue>,
+        link_io: Option<LinkIo>,
         now: Now,
     ) -> SessionState<'a> {
         let mut state = SessionState {
@@ -170,11 +195,18 @@ impl<'a> SessionState<'a> {
             refusals: LogLimit::new(REFUSAL_LOGS_PER_SEC),
             out: VecDeque::new(),
         };
-        if info.caps.contains(Caps::PEER_V1) {
-            state.consumer = Consumer::Link(None);
-            if dialed || !state.auth_required() {
-                state.relink(Some(Vec::new()));
+        match link_io {
+            Some(io) => {
+                state.consumer = Consumer::Swarm(SwarmLink { io, told: None, up: None, offered: false });
+                state.send(Frame::Swarm(SwarmFrame::Node(env.swarm.me())));
             }
+            None if info.caps.contains(Caps::PEER_V1) => {
+                state.consumer = Consumer::Link(None);
+                if dialed || !state.auth_required() {
+                    state.relink(Some(Vec::new()));
+                }
+            }
+            None => {}
         }
         if let Some(token) = credential
             && info.caps.contains(Caps::AUTH_V1)
@@ -202,9 +234,15 @@ impl<'a> SessionState<'a> {
         &self.deliveries
     }
 
-    /// The session is a relay link (attached or not).
+    /// The session is a relay link (attached or not, swarm or not).
     pub(crate) fn is_link(&self) -> bool {
-        matches!(self.consumer, Consumer::Link(_))
+        matches!(self.consumer, Consumer::Link(_) | Consumer::Swarm(_))
+    }
+
+    /// The session's link was offered to the swarm (so a dial that opened
+    /// it was reported to the swarm, whatever it answered).
+    pub(crate) fn offered_to_swarm(&self) -> bool {
+        matches!(&self.consumer, Consumer::Swarm(l) if l.offered)
     }
 
     /// Bytes arrived at `now`: the silence that keepalive measures ends.
@@ -333,6 +371,7 @@ impl<'a> SessionState<'a> {
                     None => self.publish(req_id, &topic, payload, now),
                 }
             }
+            Frame::Swarm(frame) => return self.on_swarm(frame, now),
             // A peer we dialed relays to us without a token of its own: we
             // chose it (and, over TLS, checked its certificate).
             Frame::Msg(msg) if self.dialed => self.relay(msg, now),
@@ -408,18 +447,29 @@ impl<'a> SessionState<'a> {
         self.batch = batch;
     }
 
-    /// The session ended: its counts go to the metrics, and its subscriber
-    /// or link leaves the registry. True when a link was attached (the
-    /// driver announces it down).
-    pub(crate) fn detach(&mut self) -> bool {
+    /// The session ended at `now`: its counts go to the metrics, and its
+    /// subscriber or link leaves the registry or the swarm. True when a link
+    /// was attached (the driver announces it down).
+    pub(crate) fn detach(&mut self, now: Now) -> bool {
         self.settle();
         self.flush_counts();
         self.deliveries.close();
+        let offered = self.offered_to_swarm();
         match std::mem::replace(&mut self.consumer, Consumer::Client(None)) {
             Consumer::Client(Some(sub)) => self.env.registry.detach(sub),
             Consumer::Link(Some(link)) => {
                 self.env.registry.detach_link(link);
                 return true;
+            }
+            Consumer::Swarm(link) => {
+                link.io.control.close();
+                // Put back, so a dial can still tell it was offered.
+                let up = link.up;
+                self.consumer = Consumer::Swarm(SwarmLink { up: None, offered, ..link });
+                if let Some(node) = up {
+                    self.env.swarm.link_down(node, self.info.id, now.at);
+                    return true;
+                }
             }
             Consumer::Client(None) | Consumer::Link(None) => {}
         }
@@ -445,7 +495,7 @@ impl<'a> SessionState<'a> {
         let sub = match &mut self.consumer {
             // Relay links receive every message already; interest announced
             // on a link is acknowledged and changes nothing.
-            Consumer::Link(_) => return ack(req_id),
+            Consumer::Link(_) | Consumer::Swarm(_) => return ack(req_id),
             Consumer::Client(Some(sub)) => *sub,
             Consumer::Client(slot @ None) => *slot.insert(registry.attach(self.deliveries.clone())),
         };
@@ -466,9 +516,9 @@ impl<'a> SessionState<'a> {
 
     /// `UNSUB`: drop the subscription made with the same pattern text.
     fn unsubscribe(&mut self, req_id: u32, pattern: &Pattern) -> Frame {
-        match self.consumer {
-            Consumer::Link(_) => ack(req_id),
-            Consumer::Client(Some(sub)) if self.env.registry.unsubscribe(sub, pattern) => {
+        match &self.consumer {
+            Consumer::Link(_) | Consumer::Swarm(_) => ack(req_id),
+            Consumer::Client(Some(sub)) if self.env.registry.unsubscribe(*sub, pattern) => {
                 self.subs.retain(|(p, _)| p != pattern);
                 ack(req_id)
             }
@@ -482,7 +532,16 @@ impl<'a> SessionState<'a> {
     /// `PUB`: fan out, and answer `ACK(req_id, msg_id, queued, dropped)`
     /// unless `req_id` is 0.
     fn publish(&mut self, req_id: u32, topic: &Topic, payload: Bytes, now: Now) -> Option<Frame> {
-        match self.env.registry.publish(topic, payload, now.at, &mut self.batch) {
+        let mut published = self.env.registry.publish(topic, payload.clone(), now.at, &mut self.batch);
+        if let Ok(f) = &mut published
+            && f.relay
+        {
+            let msg = Msg { topic: topic.clone(), msg_id: f.msg_id, hops: 0, payload };
+            let pushed = self.env.swarm.publish(msg, now.at);
+            f.queued += pushed.queued;
+            f.dropped += pushed.dropped;
+        }
+        match published {
             Ok(f) if req_id != 0 => {
                 let publish = Some(PubAck { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped });
                 Some(Frame::Ack(Ack { req_id, publish }))
@@ -496,17 +555,37 @@ impl<'a> SessionState<'a> {
         }
     }
 
-    /// `MSG` over a relay link: dedup, deliver, forward.
+    /// `MSG` over a relay link: dedup, deliver, forward (the swarm's
+    /// broadcast, or the registry's flooding on a link without the swarm).
     fn relay(&mut self, msg: Msg, now: Now) -> Option<Frame> {
+        if let Consumer::Swarm(link) = &self.consumer {
+            let Some(from) = link.up else {
+                return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG before the swarm took the link"));
+            };
+            // Checked before the swarm remembers the id: a forged id never
+            // makes the real message look seen.
+            if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
+                self.env.metrics.reject("bad_msg_id");
+                return Some(Frame::error(ErrorCode::BadRequest, 0, Refused::Forged.to_string()));
+            }
+            self.env.swarm.message(from, self.info.id, msg, now.at, &mut self.batch);
+            return None;
+        }
         let Consumer::Link(Some(link)) = self.consumer else {
             // A link not (yet) granted relay: unreachable on a client, since
             // MSG requires PEER_V1, which makes the session a link.
             return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG is accepted on relay links only"));
         };
+        // A message from outside the swarm enters it here, as a publish would.
+        let copy = msg.clone();
         match self.env.registry.relay(msg, link, now.at, &mut self.batch) {
             Err(e @ Refused::Forged) => {
                 self.env.metrics.reject("bad_msg_id");
                 Some(Frame::error(ErrorCode::BadRequest, 0, e.to_string()))
+            }
+            Ok(f) if f.relay => {
+                self.env.swarm.publish(copy, now.at);
+                None
             }
             // Duplicates are normal in a mesh (counted by the registry).
             Ok(_) | Err(_) => None,
@@ -568,9 +647,92 @@ impl<'a> SessionState<'a> {
         if self.dialed || !self.auth_required() || !self.is_link() {
             return;
         }
-        let relay = self.grant.as_ref().filter(|h| h.grant.allows(Op::Relay, h.unix(now)));
-        let filter = relay.map(|h| h.grant.topics().to_vec());
+        if let Consumer::Swarm(link) = &self.consumer {
+            if link.up.is_some() && self.relay_filter(now).is_none() {
+                let why = "the link's grant no longer allows relay";
+                return self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
+            }
+            return self.swarm_up(now);
+        }
+        let filter = self.relay_filter(now);
         self.relink(filter);
+    }
+
+    /// The topics this link may receive, when it may relay at all: every
+    /// topic on a link this node dialed or on a node that checks no tokens,
+    /// else its grant's.
+    fn relay_filter(&self, now: Now) -> Option<Vec<Pattern>> {
+        if self.dialed || !self.auth_required() {
+            return Some(Vec::new());
+        }
+        let relay = self.grant.as_ref().filter(|h| h.grant.allows(Op::Relay, h.unix(now)));
+        relay.map(|h| h.grant.topics().to_vec())
+    }
+
+    /// A swarm frame on a swarm link: `NODE` first (the identity), then
+    /// the swarm's own, once the swarm took the link.
+    fn on_swarm(&mut self, frame: SwarmFrame, now: Now) {
+        let Consumer::Swarm(link) = &mut self.consumer else {
+            self.env.metrics.reject("unsupported");
+            let why = format!("{} is accepted on relay links only", frame.kind());
+            return self.send(Frame::error(ErrorCode::Unsupported, 0, why));
+        };
+        match (frame, link.up) {
+            (SwarmFrame::Node(node), _) if link.told.is_none() => {
+                link.told = Some(node);
+                self.swarm_up(now);
+            }
+            (SwarmFrame::Node(_), _) => {
+                self.env.metrics.reject("malformed");
+                let why = "NODE sent twice";
+                self.goaway(ErrorCode::BadRequest, 0, why, DisconnectReason::Protocol);
+            }
+            (frame, Some(from)) => self.env.swarm.recv(from, self.info.id, frame, now.at, &mut self.batch),
+            (frame, None) if link.told.is_none() => {
+                self.env.metrics.reject("malformed");
+                let why = format!("{} before NODE", frame.kind());
+                self.goaway(ErrorCode::BadRequest, 0, &why, DisconnectReason::Protocol);
+            }
+            // Told, and not taken: not granted relay (yet), or refused (and
+            // closing).
+            (frame, None) if !link.offered => {
+                let e = AuthError::Missing;
+                self.env.metrics.reject(e.reason());
+                let why = format!("{}: {e}", frame.kind());
+                self.goaway(e.error_code(), 0, &why, DisconnectReason::Protocol);
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// Offers the swarm link to the swarm once the peer said who it is and
+    /// may relay; a refused link is closed.
+    fn swarm_up(&mut self, now: Now) {
+        let filter = self.relay_filter(now);
+        let Consumer::Swarm(link) = &mut self.consumer else { return };
+        let (Some(told), Some(filter), false) = (link.told, filter, link.offered) else { return };
+        link.offered = true;
+        let handle = LinkHandle {
+            session: self.info.id,
+            remote: self.info.peer,
+            dialed: self.dialed,
+            payload: self.deliveries.clone(),
+            control: link.io.control.clone(),
+            close: link.io.close.clone(),
+            filter,
+        };
+        match self.env.swarm.link_up(told, handle, now.at) {
+            Ok(node) => {
+                link.up = Some(node.id);
+                self.out.push_back(Action::LinkUp(Some(node.id)));
+            }
+            Err(e @ swarm::Refused::Myself) => {
+                self.goaway(ErrorCode::BadRequest, 0, &e.to_string(), DisconnectReason::Overlay);
+            }
+            Err(e @ swarm::Refused::Duplicate) => {
+                self.goaway(ErrorCode::Unavailable, 0, &e.to_string(), DisconnectReason::Overlay);
+            }
+        }
     }
 
     /// Detaches the relay link (if attached), then attaches it with `filter`
@@ -583,7 +745,7 @@ impl<'a> SessionState<'a> {
         }
         if let Some(filter) = filter {
             *slot = Some(self.env.registry.attach_link(self.deliveries.clone(), filter));
-            self.out.push_back(Action::LinkUp);
+            self.out.push_back(Action::LinkUp(None));
         }
     }
 

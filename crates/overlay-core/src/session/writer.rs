@@ -54,11 +54,14 @@ enum Out {
 /// must end (write failure, eviction, kill). However it ends (also when it
 /// is dropped), it closes the reply queue's writer side, so the reader stops
 /// (`writer_gone`). `link` is true on relay links, which get no `LAGGED`
-/// (the loss is counted here).
+/// (the loss is counted here). A swarm link's `control` frames go right
+/// after the replies, also while the session closes (a `DISCONNECT` is
+/// written before the link ends).
 pub(super) async fn run<W>(
     wr: &mut W,
     replies: &ReplyQueue,
     deliveries: &DeliveryQueue,
+    control: Option<&DeliveryQueue>,
     ctx: &SessionCtx,
     link: bool,
 ) -> Option<DisconnectReason>
@@ -89,16 +92,21 @@ where
                 batch.push(Out::Frame(f));
             }
         }
-        // 2. Deliveries: in the room left; everything queued ahead of a
+        // 2. The swarm's frames, all of them (a bounded queue of small ones).
+        let mut room = if goaway.is_some() { usize::MAX } else { WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1) };
+        if let Some(control) = control {
+            room = room.saturating_sub(control.take(usize::MAX, &mut encoded).bytes).max(1);
+        }
+        let controls = encoded.len();
+        // 3. Deliveries: in the room left; everything queued ahead of a
         //    GOAWAY (the drain flushes it); none once the reader is gone.
-        let room = if goaway.is_some() { usize::MAX } else { WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1) };
         let taken = if open || goaway.is_some() { deliveries.take(room, &mut encoded) } else { Default::default() };
         if let Some(dropped) = taken.lagged
             && !link
         {
             batch.push(Out::Frame(Frame::Lagged { dropped }));
         }
-        let delivered = encoded.len() as u64;
+        let delivered = (encoded.len() - controls) as u64;
         batch.extend(encoded.drain(..).map(Out::Encoded));
         if taken.evicted {
             m.reject("slow_consumer");
@@ -120,6 +128,7 @@ where
                 () = ctx.kill.cancelled() => return Some(DisconnectReason::Shutdown),
                 () = replies.ready() => {}
                 () = deliveries.ready() => {}
+                () = control_ready(control) => {}
             }
             continue;
         }
@@ -164,6 +173,14 @@ where
     None
 }
 
+/// Resolves when the control queue may have something; never without one.
+async fn control_ready(control: Option<&DeliveryQueue>) {
+    match control {
+        Some(queue) => queue.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Closes the reply queue's writer side when the writer ends: replies that
 /// will never be written are no longer counted as queued.
 struct CloseWriter<'a> {
@@ -191,7 +208,16 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
                 counts[f.kind().index()] += 1;
                 f.encoded_len()
             }
-            Out::Encoded(c) => c.len(),
+            Out::Encoded(c) => {
+                // Deliveries are counted as MSGs below; the swarm's own
+                // frames by their kind byte.
+                if let Some(kind) = c.frame().get(oap_codec::HEADER_LEN).and_then(|&k| Kind::from_u8(k))
+                    && kind.is_swarm()
+                {
+                    counts[kind.index()] += 1;
+                }
+                c.len()
+            }
         };
         bytes += len as u64;
         sizes.record(len);

@@ -32,15 +32,24 @@ fn after(now: Now, secs: u64) -> Now {
 /// What a node shares with its sessions.
 struct Node {
     limits: Limits,
-    registry: Registry,
+    registry: Arc<Registry>,
     metrics: OverlayMetrics,
     auth: Option<AuthPolicy>,
+    swarm: Arc<SwarmDriver>,
 }
+
+/// The id of the nodes these tests' sessions belong to.
+const ME: NodeId = NodeId([1; 32]);
+/// The node at the other end of their swarm links.
+const PEER: NodeAddr = NodeAddr {
+    id: NodeId([2; 32]),
+    addr: std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7),
+};
 
 impl Node {
     fn new(auth: Option<AuthPolicy>) -> Node {
         let limits = Limits {
-            caps: Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::PEER_V1 | Caps::AUTH_V1,
+            caps: Caps::GOSSIP_V1 | Caps::PUBSUB_V1 | Caps::PEER_V1 | Caps::SWARM_V1 | Caps::AUTH_V1,
             max_frame: 4096,
             handshake_timeout: Duration::from_secs(5),
             read_timeout: READ,
@@ -51,8 +60,29 @@ impl Node {
             drain_window_ms: 5000,
             publish_stall: Duration::from_millis(50),
         };
-        let registry = Registry::new(GossipConfig { max_frame: 4096, ..GossipConfig::default() }, "test");
-        Node { limits, registry, metrics: OverlayMetrics::new("test"), auth }
+        let registry = Arc::new(Registry::new(GossipConfig { max_frame: 4096, ..GossipConfig::default() }, "test"));
+        let me = NodeAddr { id: ME, addr: "127.0.0.1:9".parse().unwrap() };
+        let (swarm, _dials) = SwarmDriver::new(me, overlay_swarm::Config::default(), registry.clone(), 4096, "test");
+        Node { limits, registry, metrics: OverlayMetrics::new("test"), auth, swarm }
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            limits: &self.limits,
+            registry: &self.registry,
+            metrics: &self.metrics,
+            handler: &Echo,
+            auth: self.auth.as_ref(),
+            swarm: &self.swarm,
+        }
+    }
+
+    /// A swarm link (both sides spoke `SWARM_V1`).
+    fn swarm_link(&self, id: u64, dialed: bool, credential: Option<Bytes>, now: Now) -> SessionState<'_> {
+        let caps = Caps::PEER_V1 | Caps::SWARM_V1 | Caps::AUTH_V1;
+        let info = SessionInfo { id, peer: "127.0.0.1:1".parse().unwrap(), caps };
+        let io = LinkIo::new(Duration::from_secs(10));
+        SessionState::new(self.env(), info, dialed, credential, self.registry.queue(), Some(io), now)
     }
 
     fn secured() -> Node {
@@ -60,15 +90,8 @@ impl Node {
     }
 
     fn session(&self, id: u64, caps: Caps, dialed: bool, now: Now) -> SessionState<'_> {
-        let env = Env {
-            limits: &self.limits,
-            registry: &self.registry,
-            metrics: &self.metrics,
-            handler: &Echo,
-            auth: self.auth.as_ref(),
-        };
         let info = SessionInfo { id, peer: "127.0.0.1:1".parse().unwrap(), caps };
-        SessionState::new(env, info, dialed, None, self.registry.queue(), now)
+        SessionState::new(self.env(), info, dialed, None, self.registry.queue(), None, now)
     }
 }
 
@@ -321,30 +344,105 @@ fn an_inbound_link_is_attached_only_while_its_grant_allows_relay() {
 
     s.on_frame(auth(1, &[Op::Relay], &[], Some(UNIX0.as_secs() + 10)), start);
     let acts = actions(&mut s);
-    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp]), "{acts:?}");
+    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp(None)]), "{acts:?}");
 
     s.on_read(after(start, 10));
     s.on_timer(after(start, 10));
     assert!(matches!(&actions(&mut s)[..], [Action::LinkDown]));
-    assert!(!s.detach(), "a detached link was reported attached");
+    assert!(!s.detach(after(start, 10)), "a detached link was reported attached");
 }
 
 #[test]
 fn a_dialed_link_is_attached_at_once_and_presents_its_token_first() {
     let node = Node::secured();
     let now = t0();
-    let env = Env {
-        limits: &node.limits,
-        registry: &node.registry,
-        metrics: &node.metrics,
-        handler: &Echo,
-        auth: node.auth.as_ref(),
-    };
     let info = SessionInfo { id: 1, peer: "127.0.0.1:1".parse().unwrap(), caps: Caps::PEER_V1 | Caps::AUTH_V1 };
-    let mut s = SessionState::new(env, info, true, Some("token".into()), node.registry.queue(), now);
+    let mut s = SessionState::new(node.env(), info, true, Some("token".into()), node.registry.queue(), None, now);
     let acts = actions(&mut s);
-    assert!(matches!(&acts[..], [Action::LinkUp, Action::Send(Frame::Auth { req_id: 1, .. })]), "{acts:?}");
-    assert!(s.detach());
+    assert!(matches!(&acts[..], [Action::LinkUp(None), Action::Send(Frame::Auth { req_id: 1, .. })]), "{acts:?}");
+    assert!(s.detach(now));
+}
+
+#[test]
+fn a_swarm_link_says_who_it_is_first_and_is_taken_once_the_peer_has() {
+    let node = Node::secured();
+    let now = t0();
+    let mut s = node.swarm_link(1, true, Some("token".into()), now);
+    let acts = actions(&mut s);
+    let [Action::Send(Frame::Swarm(SwarmFrame::Node(me))), Action::Send(Frame::Auth { req_id: 1, .. })] = &acts[..]
+    else {
+        panic!("NODE, then the token: {acts:?}")
+    };
+    assert_eq!(me.id, ME);
+    s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
+    assert!(matches!(&actions(&mut s)[..], [Action::LinkUp(Some(id))] if *id == PEER.id));
+    assert_eq!(node.swarm.links(), 1);
+    // A second NODE breaks the protocol.
+    s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
+    let acts = actions(&mut s);
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 400, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
+    assert!(s.detach(now));
+    assert_eq!(node.swarm.links(), 0);
+}
+
+#[test]
+fn an_inbound_swarm_link_on_a_node_that_requires_tokens_waits_for_a_relay_grant() {
+    let node = Node::secured();
+    let now = t0();
+    let mut s = node.swarm_link(1, false, None, now);
+    actions(&mut s);
+    s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
+    assert!(actions(&mut s).is_empty(), "taken before any grant");
+    s.on_frame(auth(1, &[Op::Relay], &[], None), now);
+    let acts = actions(&mut s);
+    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp(Some(_))]), "{acts:?}");
+
+    // Without a grant, the first swarm frame ends the link with 401.
+    let mut t = node.swarm_link(2, false, None, now);
+    actions(&mut t);
+    t.on_frame(Frame::Swarm(SwarmFrame::Node(NodeAddr { id: NodeId([3; 32]), ..PEER })), now);
+    t.on_frame(Frame::Swarm(SwarmFrame::Join), now);
+    let acts = actions(&mut t);
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 401, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn a_swarm_frame_before_node_is_refused_and_one_on_a_client_session_is_415() {
+    let node = Node::new(None);
+    let now = t0();
+    let mut s = node.swarm_link(1, false, None, now);
+    actions(&mut s);
+    s.on_frame(Frame::Swarm(SwarmFrame::Prune), now);
+    let acts = actions(&mut s);
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 400, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
+
+    let mut c = node.session(2, PUBSUB | Caps::SWARM_V1, false, now);
+    c.on_frame(Frame::Swarm(SwarmFrame::Prune), now);
+    assert_eq!(errors(&sent(&mut c)), [error(ErrorCode::Unsupported, 0)]);
+}
+
+#[test]
+fn a_link_to_this_node_itself_is_refused() {
+    let node = Node::new(None);
+    let now = t0();
+    let mut s = node.swarm_link(1, false, None, now);
+    actions(&mut s);
+    s.on_frame(Frame::Swarm(SwarmFrame::Node(NodeAddr { id: ME, ..PEER })), now);
+    let acts = actions(&mut s);
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 400, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
+    assert_eq!(node.swarm.links(), 0);
 }
 
 /// The core's source names no runtime and reads no clock; clippy denies

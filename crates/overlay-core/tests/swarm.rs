@@ -1,0 +1,146 @@
+//! The swarm over real sockets: nodes join from one seed, a pair keeps one
+//! link, a publish travels a tree (about N - 1 payload sends, not (N-1)^2),
+//! and the overlay outlives its seed.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{PATIENCE, peer_node, within};
+use overlay_core::{Delivery, Overlay};
+
+/// Waits until every node's active view holds `want` peers or more and the
+/// active links connect them all (each node reaches every other).
+async fn wait_joined(nodes: &[&Overlay], want: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let views: Vec<_> = nodes.iter().map(|n| n.swarm()).collect();
+        let ids: Vec<_> = views.iter().map(|v| v.node_id[..16].to_string()).collect();
+        let full = views.iter().all(|v| v.active.len() >= want);
+        // One component: a walk from the first node over active links.
+        let mut seen = HashSet::from([0usize]);
+        let mut stack = vec![0usize];
+        while let Some(i) = stack.pop() {
+            for p in &views[i].active {
+                if let Some(j) = ids.iter().position(|id| *id == p.node_id)
+                    && seen.insert(j)
+                {
+                    stack.push(j);
+                }
+            }
+        }
+        if full && seen.len() == nodes.len() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "swarm did not form: {views:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every node subscribes to `t.>`; `from` publishes `n` messages then an end
+/// marker; every subscription gets each message once, in order.
+async fn deliver_in_order(nodes: &[&Overlay], from: usize, n: u32) {
+    let mut subs: Vec<_> = nodes.iter().map(|node| node.subscribe("t.>").unwrap()).collect();
+    for i in 0..n {
+        nodes[from].publish("t.m", i.to_be_bytes().to_vec()).unwrap();
+    }
+    nodes[from].publish("t.m", "end").unwrap();
+    for (k, sub) in subs.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        loop {
+            match within(sub.recv()).await {
+                Some(Delivery::Message(m)) if &m.payload[..] == b"end" => break,
+                Some(Delivery::Message(m)) => got.push(u32::from_be_bytes(m.payload[..].try_into().unwrap())),
+                other => panic!("node {k}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, (0..n).collect::<Vec<_>>(), "node {k} did not get each message once, in order");
+    }
+}
+
+fn payload_sent(nodes: &[&Overlay]) -> u64 {
+    nodes.iter().map(|n| n.swarm().payload_sent).sum()
+}
+
+#[tokio::test]
+async fn ten_nodes_join_through_one_seed_and_a_publish_travels_a_tree() {
+    let seed = peer_node(vec![], |_| {}).await;
+    let mut others = Vec::new();
+    for _ in 1..10 {
+        others.push(peer_node(vec![seed.local_addr()], |_| {}).await);
+    }
+    let nodes: Vec<&Overlay> = std::iter::once(&seed).chain(others.iter()).collect();
+    wait_joined(&nodes, 2).await;
+    for n in &nodes {
+        let v = n.swarm();
+        assert!(v.active.len() <= 5, "active view over its size: {v:?}");
+    }
+    // Warm-up: the first messages prune the tree down to one path per node.
+    deliver_in_order(&nodes, 3, 20).await;
+    let before = payload_sent(&nodes);
+    deliver_in_order(&nodes, 3, 100).await;
+    let sends = payload_sent(&nodes) - before;
+    // 101 messages over a tree of 10 nodes: 9 sends each. A flood over
+    // active views of up to 5 would be about 4 x 9 each.
+    let per_publish = sends as f64 / 101.0;
+    eprintln!("payload sends per publish over 10 nodes: {per_publish:.2}");
+    assert!(per_publish < 1.5 * 9.0, "{per_publish:.1} payload sends per publish over 10 nodes");
+    assert!(per_publish >= 9.0, "{per_publish:.1} payload sends per publish cannot reach 9 nodes");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_that_dial_each_other_keep_one_link() {
+    let a = peer_node(vec![], |_| {}).await;
+    let b = peer_node(vec![], |_| {}).await;
+    a.add_peer(b.local_addr()).unwrap();
+    b.add_peer(a.local_addr()).unwrap();
+    wait_joined(&[&a, &b], 1).await;
+    // Let a second link, if one were kept, come up and settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((a.peers_connected(), b.peers_connected()), (1, 1));
+    assert_eq!((a.swarm().active.len(), b.swarm().active.len()), (1, 1));
+    deliver_in_order(&[&a, &b], 0, 10).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_overlay_outlives_its_seed() {
+    let seed = peer_node(vec![], |_| {}).await;
+    let mut others = Vec::new();
+    for _ in 0..5 {
+        others.push(peer_node(vec![seed.local_addr()], |_| {}).await);
+    }
+    let all: Vec<&Overlay> = std::iter::once(&seed).chain(others.iter()).collect();
+    wait_joined(&all, 2).await;
+    seed.shutdown().await;
+    let rest: Vec<&Overlay> = others.iter().collect();
+    // The seed said it was leaving: nobody keeps it, and the rest stay joined.
+    wait_joined(&rest, 1).await;
+    for n in &rest {
+        assert!(n.swarm().active.iter().all(|p| p.addr != seed.local_addr()), "the seed is still active");
+    }
+    deliver_in_order(&rest, 4, 20).await;
+    for n in rest {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_with_a_configured_id_reports_it_and_refuses_a_link_to_itself() {
+    let id = "ab".repeat(32);
+    let a = peer_node(vec![], |c| c.node.id = Some(id.clone())).await;
+    assert_eq!(a.swarm().node_id, id);
+    // A seed list naming the node itself: the dial reaches the node, which
+    // sees its own id and drops the link.
+    a.add_peer(a.local_addr()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.peers_connected(), 0);
+    assert!(a.swarm().active.is_empty());
+    a.shutdown().await;
+}
