@@ -142,7 +142,7 @@ where
         if let Err(reason) = written {
             return Some(reason);
         }
-        count_out(ctx, &batch, delivered);
+        count_out(ctx, &batch, controls, delivered);
         let idle = keepalive_only(&batch);
         // Written: the deliveries' charges are given back here, not when
         // they were taken off the queue.
@@ -197,9 +197,17 @@ impl Drop for CloseWriter<'_> {
     }
 }
 
-fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
+/// Adds a written batch to the metrics: `controls` swarm frames (counted by
+/// their kind byte) and `delivered` `MSG`s among its encoded frames.
+fn count_out(ctx: &SessionCtx, batch: &[Out], controls: usize, delivered: u64) {
     let m = &ctx.metrics;
     let mut counts = [0u64; Kind::ALL.len()];
+    let encoded = batch.iter().filter_map(|o| if let Out::Encoded(c) = o { Some(c) } else { None });
+    for c in encoded.take(controls) {
+        if let Some(kind) = c.frame().get(oap_codec::HEADER_LEN).and_then(|&k| Kind::from_u8(k)) {
+            counts[kind.index()] += 1;
+        }
+    }
     let mut bytes = 0;
     let mut sizes = SizeTally::default();
     for o in batch {
@@ -208,16 +216,7 @@ fn count_out(ctx: &SessionCtx, batch: &[Out], delivered: u64) {
                 counts[f.kind().index()] += 1;
                 f.encoded_len()
             }
-            Out::Encoded(c) => {
-                // Deliveries are counted as MSGs below; the swarm's own
-                // frames by their kind byte.
-                if let Some(kind) = c.frame().get(oap_codec::HEADER_LEN).and_then(|&k| Kind::from_u8(k))
-                    && kind.is_swarm()
-                {
-                    counts[kind.index()] += 1;
-                }
-                c.len()
-            }
+            Out::Encoded(c) => c.len(),
         };
         bytes += len as u64;
         sizes.record(len);
