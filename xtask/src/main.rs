@@ -7,6 +7,7 @@
 //! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP]`: throughput, latency, connect rate and memory.
 //! - `cargo xtask sim --scenario NAME | --ci`: the swarm simulator against its targets.
 
+mod cluster;
 mod fuzz;
 mod node;
 mod sim;
@@ -30,7 +31,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci                 fmt --check, clippy -D warnings, doc -D warnings, test --workspace, smoke,
-                     soak --secs 30, stress all (short), sim --ci
+                     soak --secs 30, stress all (short), sim --ci, cluster --nodes 10 --kill 2
                      (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
@@ -53,6 +54,11 @@ commands:
                      burst, kill-50, kill-50-silent, kill-80, partition-heal, churn (--secs),
                      cost (30 rounds; state_bytes_per_node);
                      --ci runs 1,000-node versions (burst and churn: 300; churn 120 s)
+  cluster [--nodes N] [--kill K] [--messages M]
+                     N release nodes (30) on loopback joined through 3 seeds; one subscriber
+                     per node and 3 publishers of M messages (100) each: exactly-once delivery
+                     and relay sends per publish; then SIGKILL K nodes (N/5) with a seed among
+                     them, delivery to every live node 5 s later, restart, rejoin and delivery
   stress [SCENARIO|all] [--full]
                      wide-fanout, tls-garbage, idle-tls, slowloris, emfile, cgroup
                      against the release binary; a short version of each (in ci),
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("stress") => stress::stress(&args[1..]),
         Some("sim") => sim::sim(&args[1..]),
+        Some("cluster") => cluster::cluster(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -121,6 +128,10 @@ fn ci() -> Result<(), Failure> {
     eprintln!("==> sim --ci");
     sim::sim(&["--ci".into()])?;
     eprintln!("==> sim: ok in {:.0?}", started.elapsed());
+    let started = Instant::now();
+    eprintln!("==> cluster --nodes 10 --kill 2");
+    cluster::cluster(&["--nodes".into(), "10".into(), "--kill".into(), "2".into()])?;
+    eprintln!("==> cluster: ok in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -235,13 +246,16 @@ fn roundtrip(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The number after `name` in `args`, or `default`.
+pub(crate) fn flag(args: &[String], name: &str, default: u64) -> Result<u64, Failure> {
+    match args.windows(2).find(|w| w[0] == name) {
+        Some(w) => w[1].parse().map_err(|_| Failure::new(format!("{name} {}: not a number", w[1]))),
+        None => Ok(default),
+    }
+}
+
 fn soak(args: &[String]) -> Result<(), Failure> {
-    let flag = |name: &str, default: u64| -> Result<u64, Failure> {
-        match args.windows(2).find(|w| w[0] == name) {
-            Some(w) => w[1].parse().map_err(|_| Failure::new(format!("{name} {}: not a number", w[1]))),
-            None => Ok(default),
-        }
-    };
+    let flag = |name: &str, default: u64| flag(args, name, default);
     let (secs, conc, count) = (flag("--secs", 30)?, flag("--conc", 16)?, flag("--nodes", 3)?.max(1));
     let bin = node::build()?;
     let driver = node::build_tool("soak", false)?;

@@ -107,8 +107,18 @@ impl Node {
         Node::start_via(&[], bin, name, extra)
     }
 
+    /// [`Node::start`] on a given data-plane address (a restart where
+    /// others knew the node).
+    pub(crate) fn start_at(bin: &Path, name: &str, addr: &str, extra: &[&str]) -> Result<Node, Failure> {
+        Node::spawn(&[], bin, name, addr, extra)
+    }
+
     /// [`Node::start`] through a wrapper command (`prlimit --nofile=256`).
     pub(crate) fn start_via(wrapper: &[&str], bin: &Path, name: &str, extra: &[&str]) -> Result<Node, Failure> {
+        Node::spawn(wrapper, bin, name, "127.0.0.1:0", extra)
+    }
+
+    fn spawn(wrapper: &[&str], bin: &Path, name: &str, addr: &str, extra: &[&str]) -> Result<Node, Failure> {
         let mut command = match wrapper {
             [program, rest @ ..] => {
                 let mut c = Command::new(program);
@@ -118,7 +128,7 @@ impl Node {
             [] => Command::new(bin),
         };
         let mut child = command
-            .args(["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--name", name])
+            .args(["--addr", addr, "--admin-addr", "127.0.0.1:0", "--name", name])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -429,10 +429,13 @@ impl Overlay {
         let mut batch = PublishBatch::default();
         let payload = payload.into();
         let now = swarm::tokio_now();
-        let f = ctx.registry.publish(&topic, payload.clone(), now, &mut batch)?;
+        let copy = ctx.registry.is_relaying().then(|| payload.clone());
+        let f = ctx.registry.publish(&topic, payload, now, &mut batch)?;
         ctx.registry.settle(&mut batch);
         let mut receipt = PublishReceipt { msg_id: f.msg_id, queued: f.queued, dropped: f.dropped };
-        if f.relay {
+        if let Some(payload) = copy
+            && f.relay
+        {
             let pushed = ctx.swarm.publish(Msg { topic, msg_id: f.msg_id, hops: 0, payload }, now);
             receipt.queued += pushed.queued;
             receipt.dropped += pushed.dropped;
@@ -502,10 +505,9 @@ impl Overlay {
         session::run(io, meta, self.inner.ctx.clone(), None).await.reason
     }
 
-    /// Relay links up now (both directions): swarm links and links to
-    /// peers without the swarm.
+    /// Relay links up now (both directions).
     pub fn peers_connected(&self) -> usize {
-        self.inner.ctx.registry.links() + self.inner.ctx.swarm.links()
+        self.inner.ctx.swarm.links()
     }
 
     /// Resolves once a shutdown has completed.

@@ -170,7 +170,7 @@ impl Sampler {
         let active = self.ctx.swarm.active_peers();
         if self.min_peers > 0 {
             // Observed: links missing; one or more (>= 0.5) is bad.
-            let missing = self.min_peers.saturating_sub(self.ctx.registry.links() + active) as f64;
+            let missing = self.min_peers.saturating_sub(active) as f64;
             st.peers.sample(&self.readiness, missing, 0.5, &self.service);
         }
         if self.joins {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
-use oap_codec::{Frame, HEADER_LEN, Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
-use overlay_gossip::{Charged, DeliveryQueue, Offer, PublishBatch, Registry};
+use oap_codec::{Frame, HEADER_LEN, Kind, Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
+use overlay_gossip::{Charged, DeliveryQueue, DropReason, Offer, PublishBatch, Registry};
 use overlay_swarm::{InEvent, OutEvent, Swarm, SwarmEvent, Timer, keeps_dial_of};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,88 @@ pub(crate) const CONTROL_QUEUE_BYTES: usize = 1 << 20;
 /// Dials waiting for the driver task at most (the swarm itself keeps at
 /// most 16 in flight).
 const DIAL_QUEUE: usize = 64;
+/// Dials started per second at most, to any addresses: what a forged
+/// `SHUFFLE` full of third parties' addresses could make this node do.
+const DIALS_PER_SEC: u32 = 32;
+/// First pause before an address whose dial failed is dialed again; it
+/// doubles with each failure in a row, up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between two dials of one address.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Addresses whose back-off is remembered at most (the soonest due is
+/// forgotten first).
+const MAX_BACKOFFS: usize = 1024;
+
+/// Paces dials: an address waits out a back-off after each failed dial
+/// (jittered within `[d/2, d]`, so restarted peers do not dial in
+/// lockstep; a link that comes up clears it), and all dials together stay
+/// under [`DIALS_PER_SEC`].
+struct DialLimiter {
+    /// Per address: not before when, and the next back-off.
+    backoff: HashMap<SocketAddr, (Instant, Duration)>,
+    /// The current second's start and the dials started in it.
+    second: Option<(Instant, u32)>,
+    jitter: u64,
+}
+
+impl DialLimiter {
+    fn new() -> DialLimiter {
+        DialLimiter { backoff: HashMap::new(), second: None, jitter: random_u64() | 1 }
+    }
+
+    /// Whether `addr` may be dialed at `now` (counting the dial if so).
+    fn allow(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        if self.backoff.get(&addr).is_some_and(|(not_before, _)| now < *not_before) {
+            return false;
+        }
+        let (start, started) = self.second.get_or_insert((now, 0));
+        if now >= *start + Duration::from_secs(1) {
+            (*start, *started) = (now, 0);
+        }
+        if *started >= DIALS_PER_SEC {
+            return false;
+        }
+        *started += 1;
+        true
+    }
+
+    /// A dial of `addr` failed at `now`: its back-off grows.
+    fn failed(&mut self, addr: SocketAddr, now: Instant) {
+        let pause = self.backoff.get(&addr).map_or(BACKOFF_MIN, |(_, next)| *next);
+        if self.backoff.len() >= MAX_BACKOFFS
+            && !self.backoff.contains_key(&addr)
+            && let Some(soonest) = self.backoff.iter().min_by_key(|(_, (at, _))| *at).map(|(a, _)| *a)
+        {
+            self.backoff.remove(&soonest);
+        }
+        let at = now + self.spread(pause);
+        self.backoff.insert(addr, (at, (pause * 2).min(BACKOFF_MAX)));
+    }
+
+    /// `addr` asked not to be dialed before `until` (a `GOAWAY`'s
+    /// `reconnect_after_ms`).
+    fn hold(&mut self, addr: SocketAddr, until: Instant) {
+        let next = self.backoff.get(&addr).map_or(BACKOFF_MIN, |(_, next)| *next);
+        let at = self.backoff.get(&addr).map_or(until, |(at, _)| (*at).max(until));
+        if self.backoff.len() < MAX_BACKOFFS || self.backoff.contains_key(&addr) {
+            self.backoff.insert(addr, (at, next));
+        }
+    }
+
+    /// A link to `addr` came up: it is dialed freely again.
+    fn succeeded(&mut self, addr: SocketAddr) {
+        self.backoff.remove(&addr);
+    }
+
+    /// Uniform in `[d/2, d]` (xorshift).
+    fn spread(&mut self, d: Duration) -> Duration {
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let half = d / 2;
+        half + Duration::from_nanos(self.jitter % (half.as_nanos() as u64 + 1))
+    }
+}
 
 /// What the writer and reader of a swarm link share with the swarm: the
 /// control queue, and the signal to close.
@@ -161,6 +243,9 @@ struct Core {
     encoded: Option<(MsgId, u8, Charged)>,
     /// Reused for each event's actions.
     scratch: Vec<OutEvent>,
+    /// The swarm's duplicates already added to `gossip_duplicates_total`.
+    duplicates: u64,
+    dials: DialLimiter,
 }
 
 /// The node's swarm, shared by its sessions.
@@ -177,17 +262,15 @@ pub(crate) struct SwarmDriver {
     metrics: SwarmMetrics,
 }
 
-#[derive(Clone)]
+/// The swarm's series, resolved once with the node's `service` label.
 struct SwarmMetrics {
     active: Gauge,
     passive: Gauge,
     payload_sent: Counter,
-    control_sent: Counter,
-    duplicates: Counter,
+    /// `overlay_swarm_control_sent_total` by frame kind (the swarm's kinds only).
+    control_sent: [Option<Counter>; Kind::ALL.len()],
     grafts: Counter,
     prunes: Counter,
-    dropped_control: Counter,
-    dropped_payload: Counter,
 }
 
 impl SwarmMetrics {
@@ -197,23 +280,26 @@ impl SwarmMetrics {
             "Peers in the swarm's active view (linked, carrying the broadcast)."
         );
         describe_gauge!("overlay_swarm_passive_peers", "Addresses in the swarm's passive view.");
-        describe_counter!("overlay_swarm_sent_total", "Frames the swarm sent to peers, by kind (payload: MSG).");
-        describe_counter!("overlay_swarm_duplicates_total", "Copies of messages the swarm had seen already.");
+        describe_counter!("overlay_relay_payload_sent_total", "Payload-carrying frames (MSG) queued to other nodes.");
+        describe_counter!("overlay_swarm_control_sent_total", "Swarm frames queued to other nodes, by kind.");
         describe_counter!("overlay_swarm_grafts_total", "GRAFTs sent: messages announced and asked for.");
         describe_counter!("overlay_swarm_prunes_total", "PRUNEs sent: links that left the broadcast tree.");
-        describe_counter!("overlay_swarm_dropped_total", "Frames to a peer dropped (its queue full), by queue.");
         let s = || service.to_owned();
         SwarmMetrics {
             active: gauge!("overlay_swarm_active_peers", "service" => s()),
             passive: gauge!("overlay_swarm_passive_peers", "service" => s()),
-            payload_sent: counter!("overlay_swarm_sent_total", "service" => s(), "kind" => "payload"),
-            control_sent: counter!("overlay_swarm_sent_total", "service" => s(), "kind" => "control"),
-            duplicates: counter!("overlay_swarm_duplicates_total", "service" => s()),
+            payload_sent: counter!("overlay_relay_payload_sent_total", "service" => s()),
+            control_sent: Kind::ALL.map(|k| {
+                k.is_swarm()
+                    .then(|| counter!("overlay_swarm_control_sent_total", "service" => s(), "kind" => k.label()))
+            }),
             grafts: counter!("overlay_swarm_grafts_total", "service" => s()),
             prunes: counter!("overlay_swarm_prunes_total", "service" => s()),
-            dropped_control: counter!("overlay_swarm_dropped_total", "service" => s(), "queue" => "control"),
-            dropped_payload: counter!("overlay_swarm_dropped_total", "service" => s(), "queue" => "payload"),
         }
+    }
+
+    fn control_sent(&self, kind: Kind) -> Option<&Counter> {
+        self.control_sent[kind.index()].as_ref()
     }
 }
 
@@ -235,6 +321,8 @@ impl SwarmDriver {
             seq: 0,
             encoded: None,
             scratch: Vec::new(),
+            duplicates: 0,
+            dials: DialLimiter::new(),
         };
         let (dials, rx) = mpsc::channel(DIAL_QUEUE);
         let driver = SwarmDriver {
@@ -298,6 +386,9 @@ impl SwarmDriver {
         }
         let dialed = handle.dialed.then_some(handle.remote);
         let mut core = self.lock();
+        if let Some(addr) = dialed {
+            core.dials.succeeded(addr);
+        }
         if node.id == self.id {
             drop(core);
             if let Some(addr) = dialed {
@@ -339,7 +430,14 @@ impl SwarmDriver {
 
     /// A dial the swarm asked for did not bring a link up.
     pub(crate) fn dial_failed(&self, addr: SocketAddr, now: Instant) {
-        self.step(&mut self.lock(), InEvent::DialFailed(addr), now, &mut Vec::new());
+        let mut core = self.lock();
+        core.dials.failed(addr, now);
+        self.step(&mut core, InEvent::DialFailed(addr), now, &mut Vec::new());
+    }
+
+    /// The peer at `addr` said (`GOAWAY`) when it may be dialed again.
+    pub(crate) fn hold_off(&self, addr: SocketAddr, until: Instant) {
+        self.lock().dials.hold(addr, until);
     }
 
     /// Joins through `seed` (kept: an empty active view rejoins through it).
@@ -395,16 +493,20 @@ impl SwarmDriver {
             let timer = entry.remove();
             self.step(&mut core, InEvent::Timer(timer), now, &mut delivered);
         }
+        // A peer lagging past the slow-consumer timeout is evicted on time,
+        // whether or not more frames come for it (its writer sends GOAWAY 429).
+        for link in core.links.values() {
+            link.handle.payload.expire(now);
+            link.handle.control.expire(now);
+        }
         let next = core.timers.first_key_value().map(|(k, _)| k.0);
         let stats = core.swarm.stats();
+        let duplicates = stats.duplicates - std::mem::replace(&mut core.duplicates, stats.duplicates);
         self.metrics.passive.set(core.swarm.passive().len() as f64);
         drop(core);
-        let m = &self.metrics;
-        m.payload_sent.absolute(stats.payload_sent);
-        m.control_sent.absolute(stats.control_sent);
-        m.duplicates.absolute(stats.duplicates);
-        m.grafts.absolute(stats.grafts);
-        m.prunes.absolute(stats.prunes);
+        self.registry.count_duplicates(duplicates);
+        self.metrics.grafts.absolute(stats.grafts);
+        self.metrics.prunes.absolute(stats.prunes);
         // Timers deliver nothing (a GRAFT only asks); kept for the rule.
         let mut batch = PublishBatch::default();
         for msg in &delivered {
@@ -422,42 +524,58 @@ impl SwarmDriver {
         let mut out = std::mem::take(&mut core.scratch);
         out.extend(core.swarm.handle(event, now));
         let mut woke = false;
-        for action in out.drain(..) {
-            match action {
-                OutEvent::Send { to, frame } => self.send_frame(core, to, frame, now),
-                OutEvent::SendMsg { to, msg } => match self.send_msg(core, to, &msg, now) {
-                    true => pushed.queued += 1,
-                    false => pushed.dropped += 1,
-                },
-                OutEvent::Deliver(msg) => delivered.push(msg),
-                OutEvent::Dial(addr) => {
-                    // The swarm keeps at most 16 dials in flight, so the queue
-                    // is full only once the driver task is gone (shutdown);
-                    // the swarm gives up a dial never reported back itself.
-                    if let Err(e) = self.dials.try_send(addr) {
-                        tracing::debug!(%addr, error = %e, "swarm dial not started");
+        // Dials the limiter holds back fail at once: the swarm tries
+        // another address, or again at its next repair.
+        let mut refused = Vec::new();
+        let mut rounds = 0;
+        loop {
+            for action in out.drain(..) {
+                match action {
+                    OutEvent::Send { to, frame } => self.send_frame(core, to, frame, now),
+                    OutEvent::SendMsg { to, msg } => match self.send_msg(core, to, &msg, now) {
+                        true => pushed.queued += 1,
+                        false => pushed.dropped += 1,
+                    },
+                    OutEvent::Deliver(msg) => delivered.push(msg),
+                    OutEvent::Dial(addr) if !core.dials.allow(addr, now) => refused.push(addr),
+                    OutEvent::Dial(addr) => {
+                        // The swarm keeps at most 16 dials in flight, so the queue
+                        // is full only once the driver task is gone (shutdown);
+                        // the swarm gives up a dial never reported back itself.
+                        if let Err(e) = self.dials.try_send(addr) {
+                            tracing::debug!(%addr, error = %e, "swarm dial not started");
+                        }
+                    }
+                    OutEvent::Disconnect(peer) => {
+                        if let Some(link) = core.links.get(&peer) {
+                            link.handle.close.cancel();
+                        }
+                    }
+                    OutEvent::ScheduleTimer { after, timer } => {
+                        let at = now + after;
+                        core.seq += 1;
+                        let first = core.timers.first_key_value().is_none_or(|(k, _)| at < k.0);
+                        core.timers.insert((at, core.seq), timer);
+                        woke |= first;
+                    }
+                    OutEvent::Event(SwarmEvent::NeighborUp(node)) => {
+                        tracing::debug!(node = %node.id, addr = %node.addr, "swarm neighbour up");
+                        self.active_changed(core);
+                    }
+                    OutEvent::Event(SwarmEvent::NeighborDown(id)) => {
+                        tracing::debug!(node = %id, "swarm neighbour down");
+                        self.active_changed(core);
                     }
                 }
-                OutEvent::Disconnect(peer) => {
-                    if let Some(link) = core.links.get(&peer) {
-                        link.handle.close.cancel();
-                    }
-                }
-                OutEvent::ScheduleTimer { after, timer } => {
-                    let at = now + after;
-                    core.seq += 1;
-                    let first = core.timers.first_key_value().is_none_or(|(k, _)| at < k.0);
-                    core.timers.insert((at, core.seq), timer);
-                    woke |= first;
-                }
-                OutEvent::Event(SwarmEvent::NeighborUp(node)) => {
-                    tracing::debug!(node = %node.id, addr = %node.addr, "swarm neighbour up");
-                    self.active_changed(core);
-                }
-                OutEvent::Event(SwarmEvent::NeighborDown(id)) => {
-                    tracing::debug!(node = %id, "swarm neighbour down");
-                    self.active_changed(core);
-                }
+            }
+            // Each failure takes its address out of the passive view, so this
+            // ends; the bound is a guard.
+            rounds += 1;
+            if refused.is_empty() || rounds > 64 {
+                break;
+            }
+            for addr in refused.drain(..) {
+                out.extend(core.swarm.handle(InEvent::DialFailed(addr), now));
             }
         }
         core.scratch = out;
@@ -478,11 +596,18 @@ impl SwarmDriver {
     fn send_frame(&self, core: &Core, to: NodeId, frame: SwarmFrame, now: Instant) {
         let Some(link) = core.links.get(&to) else { return };
         for frame in fit(frame, self.max_frame) {
+            let kind = frame.kind();
             let mut buf = BytesMut::with_capacity(frame.encoded_len());
             frame.encode_into(&mut buf);
-            let offered = self.registry.budget().charge(buf.freeze()).map(|c| link.handle.control.offer(c, now));
-            if !matches!(offered, Some(Offer::Queued | Offer::Congested { .. })) {
-                self.metrics.dropped_control.increment(1);
+            let charged = self.registry.budget().charge(buf.freeze());
+            match charged.map(|c| link.handle.control.offer(c, now)) {
+                Some(Offer::Queued | Offer::Congested { .. }) => {
+                    if let Some(sent) = self.metrics.control_sent(kind) {
+                        sent.increment(1);
+                    }
+                }
+                Some(Offer::Dropped(reason)) => self.registry.note_drop("control", reason),
+                None => self.registry.note_drop("control", DropReason::Budget),
             }
         }
     }
@@ -499,12 +624,20 @@ impl SwarmDriver {
             core.encoded =
                 self.registry.budget().charge(msg.encode_as(msg.hops)).map(|c| (msg.msg_id, msg.hops, c.into_shared()));
         }
-        let offered = core.encoded.as_ref().and_then(|(_, _, c)| c.share()).map(|frame| queue.offer(frame, now));
-        let queued = matches!(offered, Some(Offer::Queued | Offer::Congested { .. }));
-        if !queued {
-            self.metrics.dropped_payload.increment(1);
+        match core.encoded.as_ref().and_then(|(_, _, c)| c.share()).map(|frame| queue.offer(frame, now)) {
+            Some(Offer::Queued | Offer::Congested { .. }) => {
+                self.metrics.payload_sent.increment(1);
+                true
+            }
+            Some(Offer::Dropped(reason)) => {
+                self.registry.note_drop("relay", reason);
+                false
+            }
+            None => {
+                self.registry.note_drop("relay", DropReason::Budget);
+                false
+            }
         }
-        queued
     }
 
     /// The swarm's views and counts now.
@@ -660,6 +793,38 @@ mod tests {
             total += ids.len();
         }
         assert_eq!(total, 4096);
+    }
+
+    #[test]
+    fn a_failing_address_waits_a_doubling_jittered_back_off_and_all_dials_a_rate() {
+        let mut limiter = DialLimiter::new();
+        let a: SocketAddr = "192.0.2.1:9500".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(limiter.allow(a, t0));
+        let mut now = t0;
+        for k in 0..8u32 {
+            limiter.failed(a, now);
+            let (at, _) = limiter.backoff[&a];
+            let pause = (BACKOFF_MIN * 2u32.pow(k)).min(BACKOFF_MAX);
+            assert!(at - now >= pause / 2 && at - now <= pause, "failure {k}: {:?}", at - now);
+            assert!(!limiter.allow(a, at - Duration::from_millis(1)));
+            now = at + Duration::from_secs(1);
+            assert!(limiter.allow(a, now));
+        }
+        limiter.succeeded(a);
+        assert!(limiter.allow(a, now));
+        // All addresses together: DIALS_PER_SEC a second.
+        let later = now + Duration::from_secs(5);
+        let allowed =
+            (0..100u16).filter(|i| limiter.allow(SocketAddr::from(([198, 51, 100, 1], 1000 + i)), later)).count();
+        assert_eq!(allowed, DIALS_PER_SEC as usize);
+        assert!(limiter.allow(SocketAddr::from(([198, 51, 100, 2], 1)), later + Duration::from_secs(1)));
+        // A GOAWAY's reconnect_after_ms is waited out.
+        let b: SocketAddr = "192.0.2.2:9500".parse().unwrap();
+        let t = later + Duration::from_secs(10);
+        limiter.hold(b, t + Duration::from_secs(3));
+        assert!(!limiter.allow(b, t + Duration::from_secs(2)));
+        assert!(limiter.allow(b, t + Duration::from_secs(3)));
     }
 
     #[test]

@@ -126,10 +126,12 @@ async fn relay_links_present_their_relay_token() {
     let Some(Delivery::Message(m)) = within(at_a.recv()).await else { panic!() };
     assert_eq!(&m.payload[..], b"returned");
 
-    // Without a token the link comes up but B refuses what it relays.
+    // Without a token, B never takes the link (its swarm frames get
+    // GOAWAY 401), so nothing C publishes reaches B.
     let c = peer_node(vec![], |_| {}).await;
     c.add_peer(b.local_addr()).unwrap();
-    wait_links(&c, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.swarm().active.iter().all(|p| p.node_id != c.swarm().node_id[..16]), "B took C");
     c.publish("relayed.x", "refused").unwrap();
     a.publish("relayed.x", "after").unwrap();
     let Some(Delivery::Message(m)) = within(at_b.recv()).await else { panic!() };
@@ -152,25 +154,34 @@ async fn a_readable_root_key_file_refuses_to_start() {
 }
 
 #[tokio::test]
-async fn a_peer_v1_client_gets_nothing_until_a_relay_grant_and_then_only_its_topics() {
+async fn a_swarm_peer_gets_nothing_until_a_relay_grant_and_then_only_its_topics() {
     let node = secured(|_| {}).await;
-    let mut fake =
-        Client::connect(&ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::AUTH_V1))
-            .await
-            .unwrap();
-    assert!(fake.negotiated().caps.contains(Caps::PEER_V1));
+    let mut fake = common::fake_peer(&node, 9, Caps::AUTH_V1, false).await;
+    assert!(fake.negotiated().caps.contains(Caps::PEER_V1 | Caps::SWARM_V1));
     node.publish("secret.x", "not for you").unwrap();
     fake.send(&Frame::ping(1)).await.unwrap();
-    assert_eq!(within(fake.recv()).await.unwrap(), Frame::pong(1), "no MSG before the PONG: the link is not attached");
+    loop {
+        match within(fake.recv()).await.unwrap() {
+            Frame::Swarm(_) => {}
+            f => break assert_eq!(f, Frame::pong(1), "no MSG before the PONG: the link is not taken"),
+        }
+    }
     assert_eq!(node.peers_connected(), 0);
 
     let relay = token(&[Op::Relay], &["open.>"], None);
-    assert!(matches!(auth(&mut fake, 1, &relay).await, Frame::Ack(_)));
+    fake.send(&Frame::Auth { req_id: 1, token: relay.into() }).await.unwrap();
+    fake.send(&Frame::Swarm(oap_codec::SwarmFrame::Join)).await.unwrap();
     wait_links(&node, 1).await;
     node.publish("secret.x", "still not").unwrap();
     node.publish("open.x", "yours").unwrap();
-    let Frame::Msg(m) = within(fake.recv()).await.unwrap() else { panic!("expected MSG") };
-    assert_eq!((m.topic.as_str(), &m.payload[..]), ("open.x", &b"yours"[..]), "the grant's topics filter the flood");
+    let m = loop {
+        match within(fake.recv()).await.unwrap() {
+            Frame::Msg(m) => break m,
+            Frame::Ack(_) | Frame::Swarm(_) => {}
+            other => panic!("expected MSG, got {other:?}"),
+        }
+    };
+    assert_eq!((m.topic.as_str(), &m.payload[..]), ("open.x", &b"yours"[..]), "the grant's topics bound what it gets");
     // Relayed MSGs outside the grant's topics are refused.
     fake.send(&Frame::Msg(oap_codec::Msg {
         topic: "secret.y".parse().unwrap(),
@@ -180,8 +191,26 @@ async fn a_peer_v1_client_gets_nothing_until_a_relay_grant_and_then_only_its_top
     }))
     .await
     .unwrap();
-    let Frame::Error(e) = within(fake.recv()).await.unwrap() else { panic!("expected ERROR") };
+    let e = loop {
+        match within(fake.recv()).await.unwrap() {
+            Frame::Error(e) => break e,
+            Frame::Swarm(_) | Frame::Msg(_) => {}
+            other => panic!("expected ERROR, got {other:?}"),
+        }
+    };
     assert_eq!(e.code, 403);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_without_the_swarm_is_refused_with_415() {
+    let node = peer_node(vec![], |_| {}).await;
+    let mut old =
+        Client::connect(&ConnectOptions::new(node.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PEER_V1)).await.unwrap();
+    let Frame::Error(e) = within(old.recv()).await.unwrap() else { panic!("expected ERROR 415") };
+    assert_eq!(e.code, 415);
+    assert!(e.reason.contains("SWARM_V1"), "{}", e.reason);
+    assert_eq!(node.peers_connected(), 0);
     node.shutdown().await;
 }
 

@@ -477,14 +477,19 @@ async fn a_drain_flushes_a_backlog_larger_than_one_write_in_order_before_the_goa
 
 #[tokio::test]
 async fn a_peer_that_drops_every_link_after_the_hello_is_not_redialed_in_a_tight_loop() {
-    // Each link completes the hello and ends at once (as after a refused
-    // token): that counts as a failed dial, so the back-off keeps doubling
-    // from 100 ms (each pause jittered within [d/2, d]) instead of
-    // restarting at 100 ms. The gaps between dials are bounded below
-    // exactly; a loaded machine only makes them longer.
+    // Each link completes the hello and ends at once (a node without the
+    // swarm, refused with 415): a failed dial, so the address's back-off
+    // keeps doubling from 100 ms (each pause jittered within [d/2, d]),
+    // however often the swarm's repairs (here every 100 ms) rejoin through
+    // the seed. The gaps between dials are bounded below exactly; a loaded
+    // machine only makes them longer.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let node = node(|c| c.peers = vec![overlay_core::Peer::Addr(addr)]).await;
+    let node = node(|c| {
+        c.peers = vec![overlay_core::Peer::Addr(addr)];
+        c.swarm.repair_ms = 100;
+    })
+    .await;
     let mut dialed = Vec::new();
     while dialed.len() < 5 {
         let (mut s, _) = within(listener.accept()).await.unwrap();
@@ -599,18 +604,14 @@ async fn an_evicted_subscriber_that_never_reads_its_goaway_is_reset() {
 
 #[tokio::test]
 async fn a_peer_v1_client_cannot_shadow_another_nodes_messages_with_predicted_ids() {
-    // An open node (no auth.required) takes any PEER_V1 session as a relay
-    // link. The forger learns A's ids from what B floods to it, predicts
-    // A's next ones, and sends them first with other content.
+    // An open node (no auth.required) takes any swarm peer. The forger joins
+    // B, learns A's ids from what B pushes to it, predicts A's next ones,
+    // and sends them first with other content.
     let b = peer_node(vec![], |_| {}).await;
     let a = peer_node(vec![b.local_addr()], |_| {}).await;
     wait_links(&b, 1).await;
     let mut at_b = b.subscribe("t.>").unwrap();
-    let mut forger = overlay_core::client::Client::connect(
-        &overlay_core::client::ConnectOptions::new(b.local_addr()).caps(Caps::GOSSIP_V1 | Caps::PEER_V1),
-    )
-    .await
-    .unwrap();
+    let mut forger = common::fake_peer(&b, 7, Caps::empty(), true).await;
     wait_links(&b, 2).await;
     a.publish("t.x", "seen by the forger").unwrap();
     let Some(Delivery::Message(first)) = within(at_b.recv()).await else { panic!() };
@@ -635,7 +636,7 @@ async fn a_peer_v1_client_cannot_shadow_another_nodes_messages_with_predicted_id
                 assert_eq!(e.code, 400, "{}", e.reason);
                 refused += 1;
             }
-            Frame::Msg(_) | Frame::Ctrl(_) => {}
+            Frame::Msg(_) | Frame::Ctrl(_) | Frame::Swarm(_) => {}
             other => panic!("forger got {other:?}"),
         }
     }

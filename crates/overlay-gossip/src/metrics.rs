@@ -15,12 +15,13 @@ pub(crate) struct GossipMetrics {
     pub(crate) pending_bytes: Gauge,
     dropped: [Counter; 3],
     /// `overlay_queue_dropped_total` by queue (`QUEUES`) and reason.
-    queue_dropped: [[Counter; 3]; 2],
+    queue_dropped: [[Counter; 3]; 3],
 }
 
 const REASONS: [DropReason; 3] = [DropReason::Full, DropReason::Budget, DropReason::Closed];
-/// The `queue` label of `overlay_queue_dropped_total`: subscribers, relay links.
-const QUEUES: [&str; 2] = ["delivery", "relay"];
+/// The `queue` label of `overlay_queue_dropped_total`: subscribers, and the
+/// payload and control queues of relay links.
+const QUEUES: [&str; 3] = ["delivery", "relay", "control"];
 
 impl GossipMetrics {
     pub(crate) fn new(service: &str) -> GossipMetrics {
@@ -42,7 +43,7 @@ impl GossipMetrics {
     }
 
     /// A delivery dropped: `gossip_dropped_total{reason}` and
-    /// `overlay_queue_dropped_total{queue,reason}`; `queue` is `delivery` or `relay`.
+    /// `overlay_queue_dropped_total{queue,reason}`; `queue` is one of `QUEUES`.
     pub(crate) fn dropped(&self, queue: &'static str, reason: DropReason) {
         let at = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
         self.dropped[at].increment(1);
@@ -55,8 +56,8 @@ impl GossipMetrics {
 fn describe() {
     describe_gauge!("gossip_subscribers", "Subscriptions (patterns) held by subscribers.");
     describe_counter!("gossip_ingress_total", "Messages accepted: published here, or relayed and new.");
-    describe_counter!("gossip_fanout_total", "Deliveries queued to subscribers and relay links.");
-    describe_counter!("gossip_duplicates_total", "Relayed copies dropped by the seen-cache.");
+    describe_counter!("gossip_fanout_total", "Deliveries queued to local subscribers.");
+    describe_counter!("gossip_duplicates_total", "Copies of messages from other nodes dropped as seen already.");
     describe_counter!("gossip_dropped_total", "Deliveries dropped: full queue, process budget, or consumer gone.");
     describe_gauge!(
         "overlay_queue_depth",
@@ -65,6 +66,6 @@ fn describe() {
     );
     describe_counter!(
         "overlay_queue_dropped_total",
-        "Deliveries dropped, by queue (delivery: subscribers, relay: links) and reason."
+        "Frames dropped, by queue (delivery: subscribers; relay, control: links to other nodes) and reason."
     );
 }

@@ -1,36 +1,30 @@
-//! The registry: who subscribes to what, which relay links exist, and the
-//! fanout of one message to all of them through their bounded queues.
+//! The registry: who subscribes to what, and the fanout of one message to
+//! every local subscriber through their bounded queues. Messages reach other
+//! nodes through the swarm (overlay-swarm), which hands what it receives
+//! back here with [`Registry::deliver`].
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oap_codec::{HEADER_LEN, Msg, MsgId, Pattern, Topic};
 
 use crate::metrics::GossipMetrics;
-use crate::msgid::{MsgIdGen, binds};
+use crate::msgid::MsgIdGen;
 use crate::queue::{Budget, Charged, DeliveryQueue, DropReason, Offer};
-use crate::seen::SeenCache;
 use crate::trie::Trie;
-
-/// The seen-cache's source for messages the swarm delivers (link ids start at 1).
-const SWARM_SOURCE: u64 = 0;
 
 /// Identifies a subscriber (a session or an in-process subscription).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriberId(u64);
 
-/// Identifies a relay link to another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LinkId(u64);
-
 /// Bounds and knobs, fixed when the registry is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GossipConfig {
-    /// Bytes queued per subscriber or link before deliveries are dropped.
+    /// Bytes queued per subscriber (or relay link) before deliveries are dropped.
     pub delivery_queue_bytes: usize,
     /// Bytes queued across every queue before deliveries are dropped.
     pub max_pending_bytes: usize,
@@ -38,12 +32,6 @@ pub struct GossipConfig {
     pub slow_consumer_timeout: Duration,
     /// Patterns one subscriber may hold.
     pub max_subscriptions: usize,
-    /// Relay hops after which a message is no longer forwarded.
-    pub max_hops: u8,
-    /// Message ids remembered for dedup.
-    pub seen_cache: usize,
-    /// How long a message id is remembered.
-    pub seen_ttl: Duration,
     /// Largest frame `len`; a message whose `MSG` would exceed it is refused.
     pub max_frame: u32,
 }
@@ -55,9 +43,6 @@ impl Default for GossipConfig {
             max_pending_bytes: 256 << 20,
             slow_consumer_timeout: Duration::from_secs(10),
             max_subscriptions: 1024,
-            max_hops: 32,
-            seen_cache: 65_536,
-            seen_ttl: Duration::from_secs(120),
             max_frame: oap_codec::MAX_FRAME,
         }
     }
@@ -94,7 +79,7 @@ pub enum PublishError {
 pub struct Fanout {
     /// The message id.
     pub msg_id: MsgId,
-    /// Subscriber queues and relay links it was handed to.
+    /// Subscriber queues it was handed to.
     pub queued: u32,
     /// Queues that dropped it (full, or over the budget). Consumers that
     /// were leaving (closed or evicted) count in neither.
@@ -102,19 +87,6 @@ pub struct Fanout {
     /// Its id binds its content, so it may leave this node: hand it to the
     /// swarm (see [`Registry::set_relaying`]).
     pub relay: bool,
-}
-
-/// Why a relayed message was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refused {
-    /// Its id was seen already (or is this node's own): normal in a mesh.
-    #[error("duplicate message id")]
-    Duplicate,
-    /// Its id does not bind its topic and payload: a forged or corrupt id,
-    /// dropped before it can shadow the real message.
-    #[error("msg_id does not match the message's content")]
-    Forged,
 }
 
 /// A fanout in progress: its report, and where congested queues go.
@@ -186,14 +158,6 @@ thread_local! {
 struct Index {
     trie: Trie,
     subscribers: HashMap<SubscriberId, Subscriber, BuildHasherDefault<IdHasher>>,
-    links: Vec<Link>,
-}
-
-struct Link {
-    id: LinkId,
-    queue: Arc<DeliveryQueue>,
-    /// Topics the link may receive (every pattern must match); empty: all.
-    filter: Vec<Pattern>,
 }
 
 struct Subscriber {
@@ -206,7 +170,6 @@ struct Subscriber {
 pub struct Registry {
     cfg: GossipConfig,
     index: RwLock<Index>,
-    seen: Mutex<SeenCache>,
     ids: MsgIdGen,
     budget: &'static Budget,
     next_id: AtomicU64,
@@ -220,7 +183,6 @@ impl Registry {
     /// An empty registry whose metrics carry `service`.
     pub fn new(cfg: GossipConfig, service: &str) -> Registry {
         Registry {
-            seen: Mutex::new(SeenCache::new(cfg.seen_cache, cfg.seen_ttl)),
             budget: Budget::new(cfg.max_pending_bytes),
             index: RwLock::default(),
             ids: MsgIdGen::new(),
@@ -300,25 +262,6 @@ impl Registry {
         self.read().subscribers.get(&id).map(|s| s.patterns.clone()).unwrap_or_default()
     }
 
-    /// Registers a relay link that receives into `queue` every message
-    /// whose topic matches all of `filter` (an empty filter: every message).
-    pub fn attach_link(&self, queue: Arc<DeliveryQueue>, filter: Vec<Pattern>) -> LinkId {
-        let id = LinkId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.write().links.push(Link { id, queue, filter });
-        id
-    }
-
-    /// Removes a relay link. Its queue stays open (the link's session may
-    /// attach it again); the session closes it when it ends.
-    pub fn detach_link(&self, id: LinkId) {
-        let mut index = self.write();
-        if let Some(at) = index.links.iter().position(|l| l.id == id) {
-            index.links.swap_remove(at);
-        }
-        drop(index);
-        self.lock_seen().forget(id.0);
-    }
-
     /// How many subscribers a message on `topic` would reach (each once).
     pub fn interested(&self, topic: &Topic) -> usize {
         let mut matched = Vec::new();
@@ -337,21 +280,34 @@ impl Registry {
         self.metrics.pending_bytes.set(self.budget.used() as f64);
     }
 
-    /// Closes every queue (subscribers and links): consumers see the end.
+    /// Closes every subscriber's queue: consumers see the end.
     pub fn close_all(&self) {
-        let index = self.read();
-        index.subscribers.values().for_each(|s| s.queue.close());
-        index.links.iter().for_each(|l| l.queue.close());
+        self.read().subscribers.values().for_each(|s| s.queue.close());
     }
 
-    /// Evicts every subscriber and link that has lagged past the
-    /// slow-consumer timeout by `now` (see [`DeliveryQueue::expire`]), so
-    /// the timeout is a deadline, not a check made on the next offer.
-    /// Returns how many were evicted.
+    /// Evicts every subscriber that has lagged past the slow-consumer
+    /// timeout by `now` (see [`DeliveryQueue::expire`]), so the timeout is a
+    /// deadline, not a check made on the next offer. Returns how many were
+    /// evicted. (Relay links' queues are the swarm driver's to sweep.)
     pub fn sweep(&self, now: Instant) -> usize {
-        let index = self.read();
-        let subscribers = index.subscribers.values().map(|s| &s.queue);
-        subscribers.chain(index.links.iter().map(|l| &l.queue)).filter(|q| q.expire(now)).count()
+        self.read().subscribers.values().filter(|s| s.queue.expire(now)).count()
+    }
+
+    /// Counts `n` more copies of messages the swarm had seen
+    /// (`gossip_duplicates_total`).
+    pub fn count_duplicates(&self, n: u64) {
+        self.metrics.duplicates.increment(n);
+    }
+
+    /// Counts a frame `queue` dropped (`overlay_queue_dropped_total{queue,reason}`,
+    /// `gossip_dropped_total{reason}`, and the shed rate unless its consumer
+    /// was leaving): `delivery` (subscribers), `relay` (messages to other
+    /// nodes) or `control` (the swarm's own frames).
+    pub fn note_drop(&self, queue: &'static str, reason: DropReason) {
+        if reason != DropReason::Closed {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.dropped(queue, reason);
     }
 
     /// Whether the node has swarm peers (its driver says so as its active
@@ -361,13 +317,14 @@ impl Registry {
         self.relaying.store(relaying, Ordering::Relaxed);
     }
 
-    /// Relay links attached now.
-    pub fn links(&self) -> usize {
-        self.read().links.len()
+    /// Whether the node has swarm peers now (see [`Registry::set_relaying`]).
+    pub fn is_relaying(&self) -> bool {
+        self.relaying.load(Ordering::Relaxed)
     }
 
     /// Publishes a message that entered at this node: a new msg id, `hops`
-    /// 0 to local subscribers and 1 to every relay link. Queues left more
+    /// 0 to local subscribers ([`Fanout::relay`] says whether to hand it to
+    /// the swarm). Queues left more
     /// than half full are added to `batch`: the publisher stalls briefly on
     /// them before it reads more (at once when it [`PublishBatch::is_urgent`]);
     /// its counts reach the metrics at [`Registry::settle`].
@@ -380,57 +337,27 @@ impl Registry {
     ) -> Result<Fanout, PublishError> {
         self.check_size(topic, &payload)?;
         batch.ingress += 1;
-        let index = self.read();
-        // Not put in the seen-cache: `relay` knows its own ids by `issued`.
         // An id binds its content for the nodes that check it on receipt; a
-        // message published while no relay link is attached (seen under the
-        // lock the fanout holds) never reaches one, and its digest is left
-        // zero, which saves hashing every payload on a single node.
-        let relay = !index.links.is_empty() || self.relaying.load(Ordering::Relaxed);
+        // message published while the node has no swarm peer never leaves
+        // it, and its digest is left zero, which saves hashing every payload
+        // on a single node.
+        let relay = self.relaying.load(Ordering::Relaxed);
         let msg_id = if relay { self.ids.next_id(topic, &payload) } else { self.ids.next_local_id() };
         let msg = Msg { topic: topic.clone(), msg_id, hops: 0, payload };
-        Ok(Fanout { relay, ..self.fan_out(&index, &msg, None, true, now, batch) })
+        Ok(Fanout { relay, ..self.fan_out(&self.read(), &msg, now, batch) })
     }
 
-    /// Takes a `MSG` that arrived over relay link `from`: refused when its
-    /// id does not bind its content, or was seen already (in `from`'s share
-    /// of the seen-cache or another's); otherwise delivers it locally with
-    /// its `hops` and forwards it with `hops + 1` to every other link while
-    /// `hops < max_hops`. Congested queues and counts go to `batch`, as in
-    /// [`Registry::publish`].
-    pub fn relay(&self, msg: Msg, from: LinkId, now: Instant, batch: &mut PublishBatch) -> Result<Fanout, Refused> {
-        if self.ids.issued(&msg.msg_id) {
-            self.metrics.duplicates.increment(1);
-            return Err(Refused::Duplicate);
-        }
-        // Checked before the id is remembered: a forged id never enters
-        // the cache, so it cannot make the real message look seen.
-        if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
-            return Err(Refused::Forged);
-        }
-        if !self.lock_seen().insert(msg.msg_id, from.0, now) {
-            self.metrics.duplicates.increment(1);
-            return Err(Refused::Duplicate);
-        }
-        batch.ingress += 1;
-        let forward = msg.hops < self.cfg.max_hops;
-        let fanout = self.fan_out(&self.read(), &msg, Some(from), forward, now, batch);
-        Ok(Fanout { relay: self.relaying.load(Ordering::Relaxed), ..fanout })
-    }
-
-    /// Takes a message the swarm delivers (its broadcast dropped the copies
-    /// it had seen, and the sender checked the id binds the content): unless
-    /// a relay link brought it first, it goes to the local subscribers, and
-    /// with `hops + 1` to every relay link outside the swarm. `None` for a
-    /// duplicate.
+    /// Takes a message the swarm delivers (it dropped the copies it had
+    /// seen, and its sender checked that the id binds the content) to the
+    /// local subscribers with its `hops`. `None` for this node's own message
+    /// coming back.
     pub fn deliver(&self, msg: &Msg, now: Instant, batch: &mut PublishBatch) -> Option<Fanout> {
-        if self.ids.issued(&msg.msg_id) || !self.lock_seen().insert(msg.msg_id, SWARM_SOURCE, now) {
+        if self.ids.issued(&msg.msg_id) {
             self.metrics.duplicates.increment(1);
             return None;
         }
         batch.ingress += 1;
-        let forward = msg.hops < self.cfg.max_hops;
-        Some(self.fan_out(&self.read(), msg, None, forward, now, batch))
+        Some(self.fan_out(&self.read(), msg, now, batch))
     }
 
     /// Adds what `batch` counted (`gossip_ingress_total`,
@@ -447,28 +374,14 @@ impl Registry {
         }
     }
 
-    fn fan_out(
-        &self,
-        index: &Index,
-        msg: &Msg,
-        from: Option<LinkId>,
-        forward: bool,
-        now: Instant,
-        batch: &mut PublishBatch,
-    ) -> Fanout {
+    fn fan_out(&self, index: &Index, msg: &Msg, now: Instant, batch: &mut PublishBatch) -> Fanout {
         let mut out = Out { fanout: Fanout { msg_id: msg.msg_id, queued: 0, dropped: 0, relay: false }, batch };
         MATCHED.with_borrow_mut(|matched| {
             matched.clear();
             index.trie.matches(&msg.topic, matched);
             let queues = matched.iter().filter_map(|id| index.subscribers.get(id).map(|s| &s.queue));
-            self.offer_all(queues, || encode(msg, msg.hops), now, "delivery", &mut out);
+            self.offer_all(queues, || encode(msg, msg.hops), now, &mut out);
         });
-        let hops = msg.hops.saturating_add(1);
-        let wants = |l: &&Link| Some(l.id) != from && l.filter.iter().all(|p| p.matches(&msg.topic));
-        if forward {
-            let queues = index.links.iter().filter(wants).map(|l| &l.queue);
-            self.offer_all(queues, || encode(msg, hops), now, "relay", &mut out);
-        }
         // `overlay_queue_depth` is refreshed by the consumers after taking and
         // by the node's sampler, not once per message; the counters are added
         // by `settle`, once per batch.
@@ -484,7 +397,6 @@ impl Registry {
         queues: impl Iterator<Item = &'q Arc<DeliveryQueue>>,
         encode: impl FnOnce() -> Bytes,
         now: Instant,
-        kind: &'static str,
         out: &mut Out<'_>,
     ) {
         let mut queues = queues.into_iter();
@@ -492,18 +404,18 @@ impl Registry {
         let Some(frame) = self.budget.charge(encode()) else {
             for queue in std::iter::once(queue).chain(queues) {
                 let reason = if queue.miss() { DropReason::Budget } else { DropReason::Closed };
-                self.count_drop(kind, reason, out);
+                self.count_drop(reason, out);
             }
             return;
         };
         let Some(mut next) = queues.next() else {
             // One queue (the common 1 -> 1 case): the frame as it is.
-            return self.offer(queue, frame, now, kind, out);
+            return self.offer(queue, frame, now, out);
         };
         let frame = frame.into_shared();
         loop {
             if let Some(share) = frame.share() {
-                self.offer(queue, share, now, kind, out);
+                self.offer(queue, share, now, out);
             }
             queue = next;
             match queues.next() {
@@ -512,18 +424,17 @@ impl Registry {
             }
         }
         // The last queue takes the charge itself: one reference count less.
-        self.offer(queue, frame, now, kind, out);
+        self.offer(queue, frame, now, out);
     }
 
-    fn count_drop(&self, kind: &'static str, reason: DropReason, out: &mut Out<'_>) {
+    fn count_drop(&self, reason: DropReason, out: &mut Out<'_>) {
         if reason != DropReason::Closed {
             out.fanout.dropped += 1;
-            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.dropped(kind, reason);
+        self.note_drop("delivery", reason);
     }
 
-    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Charged, now: Instant, kind: &'static str, out: &mut Out<'_>) {
+    fn offer(&self, queue: &Arc<DeliveryQueue>, frame: Charged, now: Instant, out: &mut Out<'_>) {
         let fanout = &mut out.fanout;
         match queue.offer(frame, now) {
             Offer::Queued => fanout.queued += 1,
@@ -531,7 +442,7 @@ impl Registry {
                 fanout.queued += 1;
                 out.batch.add(queue, urgent);
             }
-            Offer::Dropped(reason) => self.count_drop(kind, reason, out),
+            Offer::Dropped(reason) => self.count_drop(reason, out),
         }
     }
 
@@ -552,10 +463,6 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_seen(&self) -> std::sync::MutexGuard<'_, SeenCache> {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -2,11 +2,11 @@
 //! per message, bounded queues with LAGGED accounting, relay dedup and hops.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Frame, OapCodec};
-use overlay_gossip::{Charged, GossipConfig, MsgIdGen, PublishBatch, PublishError, Refused, Registry, SubscribeError};
+use overlay_gossip::{Charged, GossipConfig, MsgIdGen, PublishBatch, PublishError, Registry, SubscribeError};
 use tokio_util::codec::Decoder;
 
 fn decode(frame: &Charged) -> Frame {
@@ -107,52 +107,40 @@ fn a_full_queue_drops_newest_and_reports_the_count_once() {
 }
 
 #[test]
-fn relay_dedups_and_counts_hops_never_back_to_the_sender() {
-    let reg = Registry::new(GossipConfig { max_hops: 3, ..GossipConfig::default() }, "t");
+fn delivered_messages_keep_their_hops_and_this_nodes_own_are_dropped() {
+    let reg = Registry::new(GossipConfig::default(), "t");
     let local = reg.queue();
     let id = reg.attach(local.clone());
     reg.subscribe(id, &">".parse().unwrap()).unwrap();
-    let (a, b) = (reg.queue(), reg.queue());
-    let link_a = reg.attach_link(a.clone(), Vec::new());
-    let _link_b = reg.attach_link(b.clone(), Vec::new());
     let now = Instant::now();
+    let topic: oap_codec::Topic = "x".parse().unwrap();
 
-    let origin =
-        reg.publish(&"x".parse().unwrap(), Bytes::from_static(b"p"), now, &mut PublishBatch::default()).unwrap();
-    assert_eq!(origin.queued, 3, "local + two links");
+    // Another node's message, as the swarm hands it over.
+    let msg_id = MsgIdGen::with_prefix([9; 6]).next_id(&topic, b"p");
+    let foreign = oap_codec::Msg { topic: topic.clone(), msg_id, hops: 2, payload: Bytes::from_static(b"p") };
+    assert_eq!(reg.deliver(&foreign, now, &mut PublishBatch::default()).unwrap().queued, 1);
     let mut out = Vec::new();
-    a.take(usize::MAX, &mut out);
-    let Frame::Msg(relayed) = decode(&out[0]) else { panic!("MSG") };
-    assert_eq!(relayed.hops, 1);
-    assert_eq!(
-        reg.relay(relayed.clone(), link_a, now, &mut PublishBatch::default()).unwrap_err(),
-        Refused::Duplicate,
-        "our own message coming back is a duplicate"
-    );
-
-    // Another node's message (its id binds its content).
-    let other = MsgIdGen::with_prefix([9; 6]);
-    let mut foreign = relayed;
-    foreign.msg_id = other.next_id(&foreign.topic, &foreign.payload);
-    foreign.hops = 2;
-    let f = reg.relay(foreign.clone(), link_a, now, &mut PublishBatch::default()).unwrap();
-    assert_eq!(f.queued, 2, "local + link b, not back to a");
-    out.clear();
-    b.take(usize::MAX, &mut out);
-    let Frame::Msg(fwd) = decode(&out[1]) else { panic!("MSG") };
-    assert_eq!(fwd.hops, 3);
-    out.clear();
     local.take(usize::MAX, &mut out);
-    let Frame::Msg(here) = decode(&out[1]) else { panic!("MSG") };
-    assert_eq!(here.hops, 2, "local delivery keeps the hops it arrived with");
+    let Frame::Msg(here) = decode(&out[0]) else { panic!("MSG") };
+    assert_eq!((here.hops, here.msg_id), (2, msg_id), "local delivery keeps the hops it arrived with");
 
-    foreign.msg_id = other.next_id(&foreign.topic, &foreign.payload);
-    foreign.hops = 3;
-    assert_eq!(
-        reg.relay(foreign, link_a, now, &mut PublishBatch::default()).unwrap().queued,
-        1,
-        "at max_hops: local only"
-    );
+    // This node's own message coming back is never delivered twice.
+    let f = reg.publish(&topic, Bytes::new(), now, &mut PublishBatch::default()).unwrap();
+    let own = oap_codec::Msg { topic, msg_id: f.msg_id, hops: 3, payload: Bytes::new() };
+    assert!(reg.deliver(&own, now, &mut PublishBatch::default()).is_none());
+}
+
+#[test]
+fn ids_bind_their_content_while_the_node_has_swarm_peers() {
+    let reg = Registry::new(GossipConfig::default(), "t");
+    let topic: oap_codec::Topic = "x".parse().unwrap();
+    let now = Instant::now();
+    let alone = reg.publish(&topic, Bytes::from_static(b"p"), now, &mut PublishBatch::default()).unwrap();
+    assert!(!alone.relay, "alone, nothing leaves the node");
+    reg.set_relaying(true);
+    let linked = reg.publish(&topic, Bytes::from_static(b"p"), now, &mut PublishBatch::default()).unwrap();
+    assert!(linked.relay);
+    assert!(overlay_gossip::binds(&linked.msg_id, &topic, b"p"), "an id that leaves the node binds its content");
 }
 
 #[test]
@@ -164,81 +152,6 @@ fn oversize_messages_are_refused_before_fanout() {
     assert_eq!(
         reg.publish(&topic, Bytes::from(vec![0; max + 1]), Instant::now(), &mut PublishBatch::default()).unwrap_err(),
         PublishError::TooLarge { payload: max + 1, max }
-    );
-}
-
-#[test]
-fn seen_ttl_bounds_dedup() {
-    let reg = Registry::new(GossipConfig { seen_ttl: Duration::from_secs(1), ..GossipConfig::default() }, "t");
-    let link = reg.attach_link(reg.queue(), Vec::new());
-    let now = Instant::now();
-    let topic: oap_codec::Topic = "x".parse().unwrap();
-    let msg_id = MsgIdGen::with_prefix([9; 6]).next_id(&topic, b"");
-    let foreign = oap_codec::Msg { topic, msg_id, hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).is_ok());
-    assert_eq!(reg.relay(foreign.clone(), link, now, &mut PublishBatch::default()).unwrap_err(), Refused::Duplicate);
-    assert!(
-        reg.relay(foreign, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_ok(),
-        "aged out of the seen-cache"
-    );
-
-    // A message this node published is refused whenever it comes back.
-    let f = reg.publish(&"x".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap();
-    let own = oap_codec::Msg { topic: "x".parse().unwrap(), msg_id: f.msg_id, hops: 1, payload: Bytes::new() };
-    assert!(reg.relay(own.clone(), link, now, &mut PublishBatch::default()).is_err());
-    assert!(reg.relay(own, link, now + Duration::from_secs(2), &mut PublishBatch::default()).is_err());
-}
-
-#[test]
-fn forged_ids_never_shadow_the_real_messages() {
-    // A relay link that predicts another node's next ids (prefix, sequence)
-    // and sends them first with other content: refused, never remembered.
-    let reg = Registry::new(GossipConfig::default(), "t");
-    let local = reg.queue();
-    let sub = reg.attach(local.clone());
-    reg.subscribe(sub, &">".parse().unwrap()).unwrap();
-    let (forger, honest) = (reg.attach_link(reg.queue(), Vec::new()), reg.attach_link(reg.queue(), Vec::new()));
-    let topic: oap_codec::Topic = "t".parse().unwrap();
-    let now = Instant::now();
-    let origin = MsgIdGen::with_prefix([5; 6]);
-    let real: Vec<_> = (0..10u8)
-        .map(|i| oap_codec::Msg {
-            topic: topic.clone(),
-            msg_id: origin.next_id(&topic, &[i]),
-            hops: 1,
-            payload: vec![i].into(),
-        })
-        .collect();
-    for m in &real {
-        let mut forged = m.clone();
-        forged.payload = Bytes::from_static(b"forged");
-        assert_eq!(reg.relay(forged, forger, now, &mut PublishBatch::default()).unwrap_err(), Refused::Forged);
-        let mut truncated = m.msg_id;
-        truncated.0[15] ^= 1;
-        let near = oap_codec::Msg { msg_id: truncated, ..m.clone() };
-        assert_eq!(reg.relay(near, forger, now, &mut PublishBatch::default()).unwrap_err(), Refused::Forged);
-    }
-    for m in &real {
-        assert!(reg.relay(m.clone(), honest, now, &mut PublishBatch::default()).is_ok(), "the real message passes");
-    }
-    let mut out = Vec::new();
-    local.take(usize::MAX, &mut out);
-    assert_eq!(out.len(), 10, "all ten real messages delivered");
-}
-
-#[test]
-fn a_filtered_link_receives_only_its_topics() {
-    let reg = Registry::new(GossipConfig::default(), "t");
-    let q = reg.queue();
-    reg.attach_link(q.clone(), vec!["x.>".parse().unwrap()]);
-    let now = Instant::now();
-    assert_eq!(
-        reg.publish(&"x.a".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap().queued,
-        1
-    );
-    assert_eq!(
-        reg.publish(&"y.a".parse().unwrap(), Bytes::new(), now, &mut PublishBatch::default()).unwrap().queued,
-        0
     );
 }
 

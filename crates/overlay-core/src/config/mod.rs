@@ -365,11 +365,12 @@ impl Default for SessionSection {
 
 impl Default for GossipSection {
     fn default() -> GossipSection {
-        let gossip = overlay_gossip::GossipConfig::default();
+        // The swarm's defaults: it is what relays, dedups and bounds hops.
+        let swarm = overlay_swarm::Config::default();
         GossipSection {
-            max_hops: gossip.max_hops,
-            seen_cache: gossip.seen_cache as u32,
-            seen_ttl_ms: millis(gossip.seen_ttl),
+            max_hops: swarm.max_hops,
+            seen_cache: swarm.seen_cache as u32,
+            seen_ttl_ms: millis(swarm.seen_ttl),
         }
     }
 }

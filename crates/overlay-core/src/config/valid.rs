@@ -126,9 +126,6 @@ impl Typed {
                 max_pending_bytes: usize::try_from(c.session.max_pending_bytes).unwrap_or(usize::MAX),
                 slow_consumer_timeout: ms(c.session.slow_consumer_timeout_ms),
                 max_subscriptions: c.session.max_subscriptions as usize,
-                max_hops: c.gossip.max_hops,
-                seen_cache: c.gossip.seen_cache as usize,
-                seen_ttl: ms(c.gossip.seen_ttl_ms),
                 max_frame: c.oap.max_frame,
             },
         }

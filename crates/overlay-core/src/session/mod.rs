@@ -158,18 +158,16 @@ pub(crate) struct Outcome {
     pub(crate) offered: bool,
 }
 
-/// Announces a relay link the session core attached; a swarm link's peer id
-/// goes on the session's log lines from here on.
-pub(crate) fn peer_up(ctx: &SessionCtx, peer: SocketAddr, node: Option<oap_codec::NodeId>) {
+/// Announces a relay link the swarm took; the peer's id goes on the
+/// session's log lines from here on.
+pub(crate) fn peer_up(ctx: &SessionCtx, peer: SocketAddr, node: oap_codec::NodeId) {
     ctx.metrics.peers_connected.increment(1.0);
     let _ = ctx.events.send(OverlayEvent::PeerUp { peer });
-    if let Some(node) = node {
-        tracing::Span::current().record("node", tracing::field::display(node));
-    }
+    tracing::Span::current().record("node", tracing::field::display(node));
     tracing::info!("relay link up");
 }
 
-/// Announces a relay link the session core detached.
+/// Announces a relay link that ended.
 pub(crate) fn peer_down(ctx: &SessionCtx, peer: SocketAddr) {
     ctx.metrics.peers_connected.decrement(1.0);
     let _ = ctx.events.send(OverlayEvent::PeerDown { peer });
@@ -313,15 +311,7 @@ where
     S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let relay = info.caps.contains(Caps::PEER_V1);
-    let swarm = relay && info.caps.contains(Caps::SWARM_V1);
-    if dialed && !swarm {
-        // A node this one dials must speak the swarm: a link that would
-        // flood instead is not kept (nor redialed faster than the swarm's
-        // repairs).
-        tracing::warn!(caps = ?info.caps, "peer does not speak SWARM_V1; relay link not kept");
-        return (DisconnectReason::Protocol, false);
-    }
+    let swarm = info.caps.contains(Caps::PEER_V1 | Caps::SWARM_V1);
     let link_io = swarm.then(|| LinkIo::new(ctx.registry.config().slow_consumer_timeout));
     let control = link_io.as_ref().map(|io| io.control.clone());
     let close = link_io.as_ref().map(|io| io.close.clone());

@@ -17,7 +17,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Action, Now, SessionState};
-use super::{ReplyQueue, SessionCtx, peer_down, peer_up};
+use super::{ReplyQueue, SessionCtx, peer_up};
 
 /// Smallest read issued; the read size doubles while reads fill it.
 const MIN_READ: usize = 512;
@@ -200,7 +200,6 @@ impl Reader<'_, '_> {
             match action {
                 Action::Send(frame) => self.reply(frame).await?,
                 Action::LinkUp(node) => peer_up(self.ctx, self.peer, node),
-                Action::LinkDown => peer_down(self.ctx, self.peer),
                 Action::Close(reason) => return Err(reason),
             }
         }

@@ -23,9 +23,7 @@ use oap_codec::{
     Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, NodeAddr, NodeId, Pattern, PubAck, SwarmFrame, Topic,
 };
 use overlay_admin::SizeTally;
-use overlay_gossip::{
-    DeliveryQueue, LinkId, PublishBatch, PublishError, Refused, Registry, SubscribeError, SubscriberId, binds,
-};
+use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId, binds};
 use ron_transport::{DisconnectReason, LogLimit};
 
 use super::{Limits, reconnect_after};
@@ -55,11 +53,8 @@ pub(crate) struct Now {
 pub(crate) enum Action {
     /// Queue this frame for the peer (replies are never dropped).
     Send(Frame),
-    /// The session's relay link was attached to the registry or taken by
-    /// the swarm (then with the peer's id, for the session's log lines).
-    LinkUp(Option<NodeId>),
-    /// The session's relay link was detached from the registry.
-    LinkDown,
+    /// The swarm took the session's link to the node with this id.
+    LinkUp(NodeId),
     /// End the session; what was sent before is flushed first.
     Close(DisconnectReason),
 }
@@ -69,12 +64,7 @@ pub(crate) enum Action {
 enum Consumer {
     /// A client: a subscriber, attached at its first `SUB`.
     Client(Option<SubscriberId>),
-    /// A relay link without the swarm (`PEER_V1` on both sides, `SWARM_V1`
-    /// not): every message (its grant covers) is flooded to it once
-    /// attached. An inbound link to a node that requires tokens stays
-    /// detached until an `AUTH` grants `relay`.
-    Link(Option<LinkId>),
-    /// A swarm link (`PEER_V1` and `SWARM_V1`): handed to the swarm once
+    /// A relay link (`PEER_V1` and `SWARM_V1`): handed to the swarm once
     /// the peer's `NODE` arrived (and, inbound on a node that requires
     /// tokens, an `AUTH` granted `relay`).
     Swarm(SwarmLink),
@@ -201,10 +191,13 @@ impl<'a> SessionState<'a> {
                 state.send(Frame::Swarm(SwarmFrame::Node(env.swarm.me())));
             }
             None if info.caps.contains(Caps::PEER_V1) => {
-                state.consumer = Consumer::Link(None);
-                if dialed || !state.auth_required() {
-                    state.relink(Some(Vec::new()));
-                }
+                // A node of an older version: relay links run the swarm, and
+                // nothing without it was ever released.
+                env.metrics.reject("no_swarm");
+                let why = "relay links need SWARM_V1 (identity and membership; OAP-1 section 5)";
+                state.send(Frame::error(ErrorCode::Unsupported, 0, why));
+                state.close(DisconnectReason::Protocol);
+                return state;
             }
             None => {}
         }
@@ -234,9 +227,9 @@ impl<'a> SessionState<'a> {
         &self.deliveries
     }
 
-    /// The session is a relay link (attached or not, swarm or not).
+    /// The session is a relay link (taken by the swarm or not yet).
     pub(crate) fn is_link(&self) -> bool {
-        matches!(self.consumer, Consumer::Link(_) | Consumer::Swarm(_))
+        matches!(self.consumer, Consumer::Swarm(_))
     }
 
     /// The session's link was offered to the swarm (so a dial that opened
@@ -338,8 +331,14 @@ impl<'a> SessionState<'a> {
             Frame::Ctrl(Ctrl::Ping { nonce }) => Some(Frame::pong(nonce)),
             // Any inbound bytes already reset the idle timer.
             Frame::Ctrl(Ctrl::Pong { .. }) => None,
-            Frame::Ctrl(Ctrl::Goaway { code, reason, .. }) => {
-                tracing::debug!(code, %reason, "peer sent GOAWAY");
+            Frame::Ctrl(Ctrl::Goaway { code, reason, reconnect_after_ms }) => {
+                tracing::debug!(code, %reason, reconnect_after_ms, "peer sent GOAWAY");
+                // A node that asks to be left alone for a while is not
+                // redialed before then.
+                if let Consumer::Swarm(SwarmLink { told: Some(node), .. }) = &self.consumer {
+                    let until = now.at + Duration::from_millis(u64::from(reconnect_after_ms));
+                    self.env.swarm.hold_off(node.addr, until);
+                }
                 return self.close(DisconnectReason::PeerClosed);
             }
             // Another node's notices on a relay link need no answer; its
@@ -448,8 +447,8 @@ impl<'a> SessionState<'a> {
     }
 
     /// The session ended at `now`: its counts go to the metrics, and its
-    /// subscriber or link leaves the registry or the swarm. True when a link
-    /// was attached (the driver announces it down).
+    /// subscriber leaves the registry, or its link the swarm. True when the
+    /// swarm had taken the link (the driver announces it down).
     pub(crate) fn detach(&mut self, now: Now) -> bool {
         self.settle();
         self.flush_counts();
@@ -457,10 +456,6 @@ impl<'a> SessionState<'a> {
         let offered = self.offered_to_swarm();
         match std::mem::replace(&mut self.consumer, Consumer::Client(None)) {
             Consumer::Client(Some(sub)) => self.env.registry.detach(sub),
-            Consumer::Link(Some(link)) => {
-                self.env.registry.detach_link(link);
-                return true;
-            }
             Consumer::Swarm(link) => {
                 link.io.control.close();
                 // Put back, so a dial can still tell it was offered.
@@ -471,7 +466,7 @@ impl<'a> SessionState<'a> {
                     return true;
                 }
             }
-            Consumer::Client(None) | Consumer::Link(None) => {}
+            Consumer::Client(None) => {}
         }
         false
     }
@@ -495,7 +490,7 @@ impl<'a> SessionState<'a> {
         let sub = match &mut self.consumer {
             // Relay links receive every message already; interest announced
             // on a link is acknowledged and changes nothing.
-            Consumer::Link(_) | Consumer::Swarm(_) => return ack(req_id),
+            Consumer::Swarm(_) => return ack(req_id),
             Consumer::Client(Some(sub)) => *sub,
             Consumer::Client(slot @ None) => *slot.insert(registry.attach(self.deliveries.clone())),
         };
@@ -517,7 +512,7 @@ impl<'a> SessionState<'a> {
     /// `UNSUB`: drop the subscription made with the same pattern text.
     fn unsubscribe(&mut self, req_id: u32, pattern: &Pattern) -> Frame {
         match &self.consumer {
-            Consumer::Link(_) | Consumer::Swarm(_) => ack(req_id),
+            Consumer::Swarm(_) => ack(req_id),
             Consumer::Client(Some(sub)) if self.env.registry.unsubscribe(*sub, pattern) => {
                 self.subs.retain(|(p, _)| p != pattern);
                 ack(req_id)
@@ -532,8 +527,13 @@ impl<'a> SessionState<'a> {
     /// `PUB`: fan out, and answer `ACK(req_id, msg_id, queued, dropped)`
     /// unless `req_id` is 0.
     fn publish(&mut self, req_id: u32, topic: &Topic, payload: Bytes, now: Now) -> Option<Frame> {
-        let mut published = self.env.registry.publish(topic, payload.clone(), now.at, &mut self.batch);
-        if let Ok(f) = &mut published
+        // A copy for the swarm only while the node has swarm peers (a single
+        // node's publish path stays as it was). Should that change between
+        // here and the publish, the message stays local, as one published a
+        // moment earlier would.
+        let copy = self.env.registry.is_relaying().then(|| payload.clone());
+        let mut published = self.env.registry.publish(topic, payload, now.at, &mut self.batch);
+        if let (Ok(f), Some(payload)) = (&mut published, copy)
             && f.relay
         {
             let msg = Msg { topic: topic.clone(), msg_id: f.msg_id, hops: 0, payload };
@@ -555,41 +555,22 @@ impl<'a> SessionState<'a> {
         }
     }
 
-    /// `MSG` over a relay link: dedup, deliver, forward (the swarm's
-    /// broadcast, or the registry's flooding on a link without the swarm).
+    /// `MSG` over a relay link: to the swarm, which drops what it has seen,
+    /// delivers the rest here and passes it on along its tree.
     fn relay(&mut self, msg: Msg, now: Now) -> Option<Frame> {
-        if let Consumer::Swarm(link) = &self.consumer {
-            let Some(from) = link.up else {
-                return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG before the swarm took the link"));
-            };
-            // Checked before the swarm remembers the id: a forged id never
-            // makes the real message look seen.
-            if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
-                self.env.metrics.reject("bad_msg_id");
-                return Some(Frame::error(ErrorCode::BadRequest, 0, Refused::Forged.to_string()));
-            }
-            self.env.swarm.message(from, self.info.id, msg, now.at, &mut self.batch);
-            return None;
-        }
-        let Consumer::Link(Some(link)) = self.consumer else {
-            // A link not (yet) granted relay: unreachable on a client, since
-            // MSG requires PEER_V1, which makes the session a link.
-            return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG is accepted on relay links only"));
+        let Consumer::Swarm(SwarmLink { up: Some(from), .. }) = self.consumer else {
+            // On a client: unreachable, since MSG requires PEER_V1, which
+            // makes the session a link.
+            return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG before the swarm took the link"));
         };
-        // A message from outside the swarm enters it here, as a publish would.
-        let copy = msg.clone();
-        match self.env.registry.relay(msg, link, now.at, &mut self.batch) {
-            Err(e @ Refused::Forged) => {
-                self.env.metrics.reject("bad_msg_id");
-                Some(Frame::error(ErrorCode::BadRequest, 0, e.to_string()))
-            }
-            Ok(f) if f.relay => {
-                self.env.swarm.publish(copy, now.at);
-                None
-            }
-            // Duplicates are normal in a mesh (counted by the registry).
-            Ok(_) | Err(_) => None,
+        // Checked before the swarm remembers the id: a forged or predicted
+        // id never makes the real message look seen.
+        if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
+            self.env.metrics.reject("bad_msg_id");
+            return Some(Frame::error(ErrorCode::BadRequest, 0, "msg_id does not match the message's content"));
         }
+        self.env.swarm.message(from, self.info.id, msg, now.at, &mut self.batch);
+        None
     }
 
     /// `AUTH`: a valid token replaces the grant (in-band refresh); the
@@ -644,18 +625,15 @@ impl<'a> SessionState<'a> {
     /// topics as its filter) while the grant allows `relay`, detached when
     /// it no longer does.
     fn regrant(&mut self, now: Now) {
-        if self.dialed || !self.auth_required() || !self.is_link() {
+        let Consumer::Swarm(link) = &self.consumer else { return };
+        if self.dialed || !self.auth_required() {
             return;
         }
-        if let Consumer::Swarm(link) = &self.consumer {
-            if link.up.is_some() && self.relay_filter(now).is_none() {
-                let why = "the link's grant no longer allows relay";
-                return self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
-            }
-            return self.swarm_up(now);
+        if link.up.is_some() && self.relay_filter(now).is_none() {
+            let why = "the link's grant no longer allows relay";
+            return self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
         }
-        let filter = self.relay_filter(now);
-        self.relink(filter);
+        self.swarm_up(now);
     }
 
     /// The topics this link may receive, when it may relay at all: every
@@ -724,7 +702,7 @@ impl<'a> SessionState<'a> {
         match self.env.swarm.link_up(told, handle, now.at) {
             Ok(node) => {
                 link.up = Some(node.id);
-                self.out.push_back(Action::LinkUp(Some(node.id)));
+                self.out.push_back(Action::LinkUp(node.id));
             }
             Err(e @ swarm::Refused::Myself) => {
                 self.goaway(ErrorCode::BadRequest, 0, &e.to_string(), DisconnectReason::Overlay);
@@ -732,20 +710,6 @@ impl<'a> SessionState<'a> {
             Err(e @ swarm::Refused::Duplicate) => {
                 self.goaway(ErrorCode::Unavailable, 0, &e.to_string(), DisconnectReason::Overlay);
             }
-        }
-    }
-
-    /// Detaches the relay link (if attached), then attaches it with `filter`
-    /// (if any).
-    fn relink(&mut self, filter: Option<Vec<Pattern>>) {
-        let Consumer::Link(slot) = &mut self.consumer else { return };
-        if let Some(link) = slot.take() {
-            self.env.registry.detach_link(link);
-            self.out.push_back(Action::LinkDown);
-        }
-        if let Some(filter) = filter {
-            *slot = Some(self.env.registry.attach_link(self.deliveries.clone(), filter));
-            self.out.push_back(Action::LinkUp(None));
         }
     }
 

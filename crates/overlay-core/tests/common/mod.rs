@@ -170,6 +170,24 @@ pub async fn peer_node(peers: Vec<std::net::SocketAddr>, tweak: impl FnOnce(&mut
     .await
 }
 
+/// A client that plays another node: it spoke `PEER_V1 | SWARM_V1` (and
+/// `extra` caps), said who it is (`NODE` with `id`), and, with `join`, asked
+/// to be taken into the node's active view, so the node pushes it messages.
+pub async fn fake_peer(node: &Overlay, id: u8, extra: Caps, join: bool) -> overlay_core::client::Client {
+    use oap_codec::{NodeAddr, NodeId, SwarmFrame};
+    let caps = Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::SWARM_V1 | extra;
+    let mut c =
+        overlay_core::client::Client::connect(&overlay_core::client::ConnectOptions::new(node.local_addr()).caps(caps))
+            .await
+            .unwrap();
+    let me = NodeAddr { id: NodeId([id; 32]), addr: "127.0.0.1:1".parse().unwrap() };
+    c.send(&Frame::Swarm(SwarmFrame::Node(me))).await.unwrap();
+    if join {
+        c.send(&Frame::Swarm(SwarmFrame::Join)).await.unwrap();
+    }
+    c
+}
+
 /// Waits until `node` has `n` relay links up.
 pub async fn wait_links(node: &Overlay, n: usize) {
     let deadline = tokio::time::Instant::now() + PATIENCE;

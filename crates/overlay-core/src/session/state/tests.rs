@@ -335,32 +335,39 @@ fn an_in_band_refresh_keeps_what_the_new_grant_covers() {
 }
 
 #[test]
-fn an_inbound_link_is_attached_only_while_its_grant_allows_relay() {
+fn an_inbound_swarm_link_ends_with_403_when_its_relay_grant_expires() {
     let node = Node::secured();
     let start = t0();
-    let mut s = node.session(1, Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::AUTH_V1, false, start);
-    assert!(s.is_link());
-    assert!(actions(&mut s).is_empty(), "attached before any grant");
-
+    let mut s = node.swarm_link(1, false, None, start);
+    actions(&mut s);
+    s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), start);
     s.on_frame(auth(1, &[Op::Relay], &[], Some(UNIX0.as_secs() + 10)), start);
     let acts = actions(&mut s);
-    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp(None)]), "{acts:?}");
+    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp(_)]), "{acts:?}");
 
     s.on_read(after(start, 10));
     s.on_timer(after(start, 10));
-    assert!(matches!(&actions(&mut s)[..], [Action::LinkDown]));
-    assert!(!s.detach(after(start, 10)), "a detached link was reported attached");
+    let acts = actions(&mut s);
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 403, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
+    assert!(s.detach(after(start, 10)), "the swarm had the link");
+    assert_eq!(node.swarm.links(), 0);
 }
 
 #[test]
-fn a_dialed_link_is_attached_at_once_and_presents_its_token_first() {
-    let node = Node::secured();
+fn a_relay_link_without_swarm_v1_is_refused_with_415() {
+    let node = Node::new(None);
     let now = t0();
-    let info = SessionInfo { id: 1, peer: "127.0.0.1:1".parse().unwrap(), caps: Caps::PEER_V1 | Caps::AUTH_V1 };
+    let info = SessionInfo { id: 1, peer: "127.0.0.1:1".parse().unwrap(), caps: Caps::PEER_V1 | Caps::GOSSIP_V1 };
     let mut s = SessionState::new(node.env(), info, true, Some("token".into()), node.registry.queue(), None, now);
     let acts = actions(&mut s);
-    assert!(matches!(&acts[..], [Action::LinkUp(None), Action::Send(Frame::Auth { req_id: 1, .. })]), "{acts:?}");
-    assert!(s.detach(now));
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Error(e)), Action::Close(_)] if e.code == 415 && e.reason.contains("SWARM_V1")),
+        "{acts:?}"
+    );
+    assert!(!s.detach(now));
 }
 
 #[test]
@@ -375,7 +382,7 @@ fn a_swarm_link_says_who_it_is_first_and_is_taken_once_the_peer_has() {
     };
     assert_eq!(me.id, ME);
     s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
-    assert!(matches!(&actions(&mut s)[..], [Action::LinkUp(Some(id))] if *id == PEER.id));
+    assert!(matches!(&actions(&mut s)[..], [Action::LinkUp(id)] if *id == PEER.id));
     assert_eq!(node.swarm.links(), 1);
     // A second NODE breaks the protocol.
     s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
@@ -398,7 +405,7 @@ fn an_inbound_swarm_link_on_a_node_that_requires_tokens_waits_for_a_relay_grant(
     assert!(actions(&mut s).is_empty(), "taken before any grant");
     s.on_frame(auth(1, &[Op::Relay], &[], None), now);
     let acts = actions(&mut s);
-    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp(Some(_))]), "{acts:?}");
+    assert!(matches!(&acts[..], [Action::Send(Frame::Ack(_)), Action::LinkUp(_)]), "{acts:?}");
 
     // Without a grant, the first swarm frame ends the link with 401.
     let mut t = node.swarm_link(2, false, None, now);

@@ -1,0 +1,170 @@
+//! `cargo xtask cluster`: the swarm as real processes. N release nodes on
+//! loopback join through 3 seeds; a load client (`overlay-load`'s `cluster`)
+//! puts one subscriber on every node and publishers on three; the phases
+//! check exactly-once delivery, relay cost, a SIGKILL of K nodes (a seed
+//! among them) and their restart.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::node::{self, Failure, Node};
+
+/// Seeds every node joins through.
+const SEEDS: usize = 3;
+/// Time between two messages of one publisher.
+const GAP_MS: &str = "20";
+/// After the SIGKILLs, messages published this much later must reach every
+/// live subscriber.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+/// Restarted nodes must be joined and receiving within this.
+const REJOIN: Duration = Duration::from_secs(30);
+/// Relay payload sends per publish, at most this times N - 1 (a tree).
+const MAX_SENDS_OVER_TREE: f64 = 1.1;
+
+pub(crate) fn cluster(args: &[String]) -> Result<(), Failure> {
+    let n = crate::flag(args, "--nodes", 30)?.max(SEEDS as u64 + 1) as usize;
+    let kill = (crate::flag(args, "--kill", n as u64 / 5)? as usize).clamp(1, n - SEEDS);
+    let messages = crate::flag(args, "--messages", 100)?;
+    let bin = node::build_release()?;
+    let load = node::build_tool("cluster", true)?;
+    let started = Instant::now();
+
+    // Seeds first, each listing those before it; then the rest, listing all three.
+    let mut nodes: Vec<Option<Node>> = Vec::new();
+    let mut addrs: Vec<String> = Vec::new();
+    for i in 0..n {
+        let node = Node::start(&bin, &format!("cluster-{i}"), &strs(&node_args(&addrs[..i.min(SEEDS)])))?;
+        addrs.push(node.addr().to_string());
+        nodes.push(Some(node));
+    }
+    let joined = wait_joined(&nodes, Duration::from_secs(60))?;
+    println!(
+        "cluster: {n} nodes joined through {SEEDS} seeds in {:.1?}; active views {}..={}",
+        started.elapsed(),
+        joined.0,
+        joined.1
+    );
+
+    // 1. Steady: every node subscribes, three publish.
+    let all: Vec<usize> = (0..n).collect();
+    let report = phase("steady", &load, &nodes, &addrs, &all, messages)?;
+    let publishes = 3 * messages;
+    let per_publish = report.payload_sent as f64 / publishes as f64;
+    println!("  relay payload sends per publish: {per_publish:.2} (a tree: {})", n - 1);
+    let bound = MAX_SENDS_OVER_TREE * (n - 1) as f64;
+    if per_publish > bound {
+        return Err(Failure::new(format!("{per_publish:.2} relay sends per publish, over {bound:.1}")));
+    }
+
+    // 2. SIGKILL K nodes, the first seed among them; 5 s later every live
+    //    subscriber gets every message.
+    let step = n / kill;
+    let victims: Vec<usize> = (0..kill).map(|k| k * step).collect();
+    for &v in &victims {
+        drop(nodes[v].take()); // SIGKILL, reaped
+    }
+    std::thread::sleep(AFTER_KILL);
+    let live: Vec<usize> = (0..n).filter(|i| nodes[*i].is_some()).collect();
+    phase(&format!("after SIGKILL of {kill} (seed 0 among them)"), &load, &nodes, &addrs, &live, messages)?;
+
+    // 3. Restart them where they were; they rejoin and receive.
+    let restarted = Instant::now();
+    for &v in &victims {
+        let seeds: Vec<String> = addrs[..SEEDS].iter().filter(|a| **a != addrs[v]).cloned().collect();
+        nodes[v] = Some(Node::start_at(&bin, &format!("cluster-{v}"), &addrs[v], &strs(&node_args(&seeds)))?);
+    }
+    wait_joined(&nodes, REJOIN)?;
+    println!("  restarted nodes rejoined in {:.1?}", restarted.elapsed());
+    phase("after restart", &load, &nodes, &addrs, &all, messages)?;
+    println!("cluster ok: {n} nodes, {kill} killed and restarted, in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// A node's flags: fast readiness samples, and its seeds.
+fn node_args(seeds: &[String]) -> Vec<String> {
+    let mut args = vec!["--set".to_string(), "readiness.sample_ms=100".to_string()];
+    if !seeds.is_empty() {
+        args.extend(["--peers".to_string(), seeds.join(",")]);
+    }
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Waits until every running node is ready (with seeds: joined) and has an
+/// active view of at least one peer; the smallest and largest views.
+fn wait_joined(nodes: &[Option<Node>], patience: Duration) -> Result<(usize, usize), Failure> {
+    let deadline = Instant::now() + patience;
+    for node in nodes.iter().flatten() {
+        loop {
+            let ready = matches!(node::http_get(node.admin(), "/readyz"), Some((200, _)));
+            let active = node::sum(&node.metrics()?, "overlay_swarm_active_peers");
+            if ready && active >= 1.0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(node.fail(format!("not joined after {patience:?} (active view {active})")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let views: Vec<usize> = nodes
+        .iter()
+        .flatten()
+        .map(|n| n.metrics().map(|m| node::sum(&m, "overlay_swarm_active_peers") as usize))
+        .collect::<Result<_, _>>()?;
+    Ok((views.iter().copied().min().unwrap_or(0), views.iter().copied().max().unwrap_or(0)))
+}
+
+/// What a phase measured.
+struct Report {
+    /// Relay payload frames the nodes sent during it.
+    payload_sent: u64,
+}
+
+/// One round of load: a subscriber on each of `subs`, publishers on three of
+/// them; every subscriber must get every message once, in order.
+fn phase(
+    name: &str,
+    load: &std::path::Path,
+    nodes: &[Option<Node>],
+    addrs: &[String],
+    subs: &[usize],
+    messages: u64,
+) -> Result<Report, Failure> {
+    let pubs = [subs[0], subs[subs.len() / 2], subs[subs.len() - 1]];
+    let payload_sent = || -> Result<u64, Failure> {
+        let mut total = 0.0;
+        for n in nodes.iter().flatten() {
+            total += node::sum(&n.metrics()?, "overlay_relay_payload_sent_total");
+        }
+        Ok(total as u64)
+    };
+    let before = payload_sent()?;
+    let list = |idx: &[usize]| idx.iter().map(|i| addrs[*i].as_str()).collect::<Vec<_>>().join(",");
+    let out = Command::new(load)
+        .args(["--subs", &list(subs), "--pubs", &list(&pubs)])
+        .args(["--messages", &messages.to_string(), "--gap-ms", GAP_MS])
+        .output()
+        .map_err(|e| Failure::new(format!("cannot run the cluster load client: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default().to_string();
+    println!("  {name}: {line}");
+    if !out.status.success() {
+        return Err(Failure::new(format!("{name}: load client failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let get = |key: &str| -> u64 {
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
+    };
+    let ok = get("complete") == subs.len() as u64
+        && get("duplicates") == 0
+        && get("out_of_order") == 0
+        && get("lagged") == 0
+        && get("publisher_failures") == 0;
+    if !ok {
+        return Err(Failure::new(format!("{name}: not every subscriber got every message exactly once, in order")));
+    }
+    Ok(Report { payload_sent: payload_sent()? - before })
+}
