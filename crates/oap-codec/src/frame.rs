@@ -625,6 +625,11 @@ impl Reader {
         Ok(MsgId(id))
     }
 
+    /// A msg_id, or nothing: an empty payload.
+    pub(crate) fn optional_msg_id(&mut self) -> Result<Option<MsgId>, DecodeError> {
+        if self.buf.is_empty() { Ok(None) } else { self.msg_id().map(Some) }
+    }
+
     fn name<T>(&mut self, parse: fn(Bytes) -> Result<T, TopicError>) -> Result<T, DecodeError> {
         let n = usize::from(self.u8("needs a topic length")?);
         self.need(n, "topic is shorter than its length byte")?;

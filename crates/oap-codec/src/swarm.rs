@@ -104,11 +104,13 @@ pub enum SwarmFrame {
     },
     /// Ids of messages the sender has (PlumTree lazy push).
     IHave(Vec<IHave>),
-    /// Moves the sender into the receiver's eager set, and asks for a
-    /// message it was announced and is missing (`None`: the tree only).
+    /// Puts the link back in the broadcast tree of this message's origin
+    /// (`None`: of every origin) and asks for the message, if the sender
+    /// was announced it and is missing it.
     Graft(Option<MsgId>),
-    /// Moves the sender into the receiver's lazy set.
-    Prune,
+    /// Takes the link out of the broadcast tree of this message's origin
+    /// (`None`: of every origin): the sender got the message twice.
+    Prune(Option<MsgId>),
 }
 
 impl SwarmFrame {
@@ -132,7 +134,7 @@ impl SwarmFrame {
             SwarmFrame::ShuffleReply { .. } => Kind::ShuffleReply,
             SwarmFrame::IHave(_) => Kind::IHave,
             SwarmFrame::Graft(_) => Kind::Graft,
-            SwarmFrame::Prune => Kind::Prune,
+            SwarmFrame::Prune(_) => Kind::Prune,
         }
     }
 
@@ -140,13 +142,13 @@ impl SwarmFrame {
     pub(crate) fn payload_len(&self) -> usize {
         match self {
             SwarmFrame::Node(n) => node_len(n),
-            SwarmFrame::Join | SwarmFrame::Prune => 0,
+            SwarmFrame::Join => 0,
             SwarmFrame::ForwardJoin { node, .. } => 1 + node_len(node),
             SwarmFrame::Neighbor { .. } | SwarmFrame::Disconnect { .. } => 1,
             SwarmFrame::Shuffle { origin, nodes, .. } => 1 + node_len(origin) + nodes_len(nodes),
             SwarmFrame::ShuffleReply { nodes } => nodes_len(nodes),
             SwarmFrame::IHave(ids) => 2 + ids.len().min(Self::MAX_IHAVE) * (16 + 1),
-            SwarmFrame::Graft(id) => id.map_or(0, |_| 16),
+            SwarmFrame::Graft(id) | SwarmFrame::Prune(id) => id.map_or(0, |_| 16),
         }
     }
 
@@ -156,7 +158,7 @@ impl SwarmFrame {
     pub(crate) fn encode_payload(&self, dst: &mut BytesMut) {
         match self {
             SwarmFrame::Node(n) => put_node(dst, n),
-            SwarmFrame::Join | SwarmFrame::Prune => {}
+            SwarmFrame::Join => {}
             SwarmFrame::ForwardJoin { ttl, node } => {
                 dst.put_u8(*ttl);
                 put_node(dst, node);
@@ -177,7 +179,7 @@ impl SwarmFrame {
                     dst.put_u8(i.hops);
                 }
             }
-            SwarmFrame::Graft(id) => {
+            SwarmFrame::Graft(id) | SwarmFrame::Prune(id) => {
                 if let Some(id) = id {
                     dst.put_slice(&id.0);
                 }
@@ -208,11 +210,8 @@ impl SwarmFrame {
                 }
                 SwarmFrame::IHave(ids)
             }
-            Kind::Graft => match r.buf.len() {
-                0 => SwarmFrame::Graft(None),
-                _ => SwarmFrame::Graft(Some(r.msg_id()?)),
-            },
-            Kind::Prune => SwarmFrame::Prune,
+            Kind::Graft => SwarmFrame::Graft(r.optional_msg_id()?),
+            Kind::Prune => SwarmFrame::Prune(r.optional_msg_id()?),
             // The frame decoder hands over swarm kinds only.
             _ => return Err(r.malformed("not a swarm kind")),
         };

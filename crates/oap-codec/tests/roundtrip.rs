@@ -60,7 +60,7 @@ fn swarm_frame() -> impl Strategy<Value = SwarmFrame> {
         prop::collection::vec((msg_id(), any::<u8>()).prop_map(|(msg_id, hops)| IHave { msg_id, hops }), 0..20)
             .prop_map(SwarmFrame::IHave),
         prop::option::of(msg_id()).prop_map(SwarmFrame::Graft),
-        Just(SwarmFrame::Prune),
+        prop::option::of(msg_id()).prop_map(SwarmFrame::Prune),
     ]
 }
 

@@ -90,7 +90,8 @@ fn swarm_ihave_graft_prune() {
         ),
         (format!("00 00 00 11 18 {}", "02 ".repeat(16)), SwarmFrame::Graft(Some(id))),
         ("00 00 00 01 18".to_string(), SwarmFrame::Graft(None)),
-        ("00 00 00 01 19".to_string(), SwarmFrame::Prune),
+        (format!("00 00 00 11 19 {}", "02 ".repeat(16)), SwarmFrame::Prune(Some(id))),
+        ("00 00 00 01 19".to_string(), SwarmFrame::Prune(None)),
     ];
     for (wire, frame) in cases {
         let wire = hex(&wire);

@@ -249,8 +249,14 @@ impl Overlay {
         // data plane binds.
         let registry = Arc::new(Registry::new(config.gossip().clone(), &service));
         let me = NodeAddr { id: node_id, addr: config.transport.addr };
-        let (swarm, dials) =
-            SwarmDriver::new(me, config.swarm().clone(), registry.clone(), config.oap.max_frame, &service);
+        let (swarm, dials) = SwarmDriver::new(
+            me,
+            config.swarm().clone(),
+            registry.clone(),
+            config.oap.max_frame,
+            config.reorder_window(),
+            &service,
+        );
         let admin = if config.admin.enabled {
             let status = Arc::downgrade(&swarm);
             let state = AdminState {

@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 use oap_codec::{Frame, HEADER_LEN, Kind, Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
 use overlay_gossip::{Charged, DeliveryQueue, DropReason, Offer, PublishBatch, Registry};
-use overlay_swarm::{InEvent, OutEvent, Swarm, SwarmEvent, Timer, keeps_dial_of};
+use overlay_swarm::{InEvent, OutEvent, Reorder, Swarm, SwarmEvent, Timer, keeps_dial_of};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -246,6 +246,8 @@ struct Core {
     /// The swarm's duplicates already added to `gossip_duplicates_total`.
     duplicates: u64,
     dials: DialLimiter,
+    /// Puts each origin's messages back in publish order before delivery.
+    reorder: Reorder,
 }
 
 /// The node's swarm, shared by its sessions.
@@ -271,6 +273,7 @@ struct SwarmMetrics {
     control_sent: [Option<Counter>; Kind::ALL.len()],
     grafts: Counter,
     prunes: Counter,
+    reordered: Counter,
 }
 
 impl SwarmMetrics {
@@ -284,6 +287,10 @@ impl SwarmMetrics {
         describe_counter!("overlay_swarm_control_sent_total", "Swarm frames queued to other nodes, by kind.");
         describe_counter!("overlay_swarm_grafts_total", "GRAFTs sent: messages announced and asked for.");
         describe_counter!("overlay_swarm_prunes_total", "PRUNEs sent: links that left the broadcast tree.");
+        describe_counter!(
+            "overlay_swarm_reordered_total",
+            "Gaps in an origin's messages given up after the reorder window, and messages delivered after later ones."
+        );
         let s = || service.to_owned();
         SwarmMetrics {
             active: gauge!("overlay_swarm_active_peers", "service" => s()),
@@ -295,6 +302,7 @@ impl SwarmMetrics {
             }),
             grafts: counter!("overlay_swarm_grafts_total", "service" => s()),
             prunes: counter!("overlay_swarm_prunes_total", "service" => s()),
+            reordered: counter!("overlay_swarm_reordered_total", "service" => s()),
         }
     }
 
@@ -312,9 +320,11 @@ impl SwarmDriver {
         config: overlay_swarm::Config,
         registry: Arc<Registry>,
         max_frame: u32,
+        reorder_window: Duration,
         service: &str,
     ) -> (Arc<SwarmDriver>, mpsc::Receiver<SocketAddr>) {
         let core = Core {
+            reorder: Reorder::new(reorder_window),
             swarm: Swarm::new(me, config.clone(), random_u64()),
             links: HashMap::new(),
             timers: BTreeMap::new(),
@@ -469,13 +479,21 @@ impl SwarmDriver {
     }
 
     fn event(&self, from: NodeId, session: u64, event: InEvent, now: Instant, batch: &mut PublishBatch) {
+        let mut arrived = Vec::new();
         let mut delivered = Vec::new();
         {
             let mut core = self.lock();
             if core.links.get(&from).is_none_or(|l| l.handle.session != session) {
                 return; // a link that lost the simultaneous-dial rule
             }
-            self.step(&mut core, event, now, &mut delivered);
+            self.step(&mut core, event, now, &mut arrived);
+            for msg in arrived {
+                core.reorder.push(msg, now, &mut delivered);
+            }
+            if core.reorder.held() > 0 {
+                // The driver task gives up gaps on time.
+                self.wake.notify_one();
+            }
         }
         for msg in &delivered {
             self.registry.deliver(msg, now, batch);
@@ -493,6 +511,7 @@ impl SwarmDriver {
             let timer = entry.remove();
             self.step(&mut core, InEvent::Timer(timer), now, &mut delivered);
         }
+        core.reorder.expire(now, &mut delivered);
         // A peer lagging past the slow-consumer timeout is evicted on time,
         // whether or not more frames come for it (its writer sends GOAWAY 429).
         for link in core.links.values() {
@@ -500,6 +519,11 @@ impl SwarmDriver {
             link.handle.control.expire(now);
         }
         let next = core.timers.first_key_value().map(|(k, _)| k.0);
+        let next = match (next, core.reorder.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.metrics.reordered.absolute(core.reorder.reordered());
         let stats = core.swarm.stats();
         let duplicates = stats.duplicates - std::mem::replace(&mut core.duplicates, stats.duplicates);
         self.metrics.passive.set(core.swarm.passive().len() as f64);
@@ -507,7 +531,7 @@ impl SwarmDriver {
         self.registry.count_duplicates(duplicates);
         self.metrics.grafts.absolute(stats.grafts);
         self.metrics.prunes.absolute(stats.prunes);
-        // Timers deliver nothing (a GRAFT only asks); kept for the rule.
+        // Messages held for order whose gap was given up.
         let mut batch = PublishBatch::default();
         for msg in &delivered {
             self.registry.deliver(msg, now, &mut batch);

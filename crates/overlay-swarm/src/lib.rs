@@ -31,11 +31,13 @@
 mod broadcast;
 mod config;
 mod membership;
+mod reorder;
 mod rng;
 pub mod sim;
 mod swarm;
 
 pub use config::Config;
 pub use oap_codec::{IHave, NodeAddr, NodeId, Priority, SwarmFrame};
+pub use reorder::Reorder;
 pub use rng::Rng;
 pub use swarm::{CacheUsage, InEvent, OutEvent, Stats, Swarm, SwarmEvent, Timer, keeps_dial_of};

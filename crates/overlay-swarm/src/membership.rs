@@ -236,7 +236,7 @@ impl Membership {
             SwarmFrame::ShuffleReply { nodes } => self.integrate(nodes, rng),
             // Identity is the driver's (before `LinkUp`); tree frames are the
             // broadcast's.
-            SwarmFrame::Node(_) | SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune => {}
+            SwarmFrame::Node(_) | SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_) => {}
         }
     }
 

@@ -229,9 +229,12 @@ impl Sim {
     /// Node `i` publishes a message now; returns its id.
     pub fn publish(&mut self, i: usize) -> MsgId {
         let n = self.published.len() as u64;
+        // Laid out as the node's ids are: the origin (6 bytes, here the
+        // node's index), a sequence number rising per origin (5 bytes, here
+        // the overall count), and a digest (left zero).
         let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        id[8..].copy_from_slice(&n.to_be_bytes());
+        id[..6].copy_from_slice(&(i as u64).to_be_bytes()[2..]);
+        id[6..11].copy_from_slice(&n.to_be_bytes()[3..]);
         let msg = Msg {
             topic: Topic::new(Bytes::from_static(b"sim")).unwrap_or_else(|_| unreachable!("a valid topic")),
             msg_id: MsgId(id),

@@ -190,9 +190,10 @@ impl Swarm {
         self.membership.passive()
     }
 
-    /// Peers the broadcast pushes payloads to (the tree's edges here).
-    pub fn eager(&self) -> impl Iterator<Item = &NodeId> {
-        self.broadcast.eager()
+    /// Peers a message with this id is pushed to: its origin's tree edges
+    /// here (every active peer for an origin not heard from yet).
+    pub fn eager(&self, id: &MsgId) -> Vec<NodeId> {
+        self.broadcast.eager(id)
     }
 
     /// What the `GRAFT` cache holds.
@@ -229,8 +230,8 @@ impl Swarm {
             InEvent::DialFailed(addr) => m.dial_failed(addr, rng, out),
             InEvent::Recv { from, frame } => match frame {
                 SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),
-                SwarmFrame::Graft(id) => b.on_graft(from, id, out),
-                SwarmFrame::Prune => b.on_prune(from),
+                SwarmFrame::Graft(id) => b.on_graft(from, id, now, out),
+                SwarmFrame::Prune(id) => b.on_prune(from, id, now),
                 frame => m.on_frame(from, frame, rng, out),
             },
             InEvent::Message { from, msg } => b.on_message(Some(from), msg, now, out),
@@ -239,7 +240,7 @@ impl Swarm {
             InEvent::Timer(Timer::Repair) => m.repair(now, rng, out),
             InEvent::Timer(Timer::Probe) => m.probe(now, rng, out),
             InEvent::Timer(Timer::IHave) => b.flush_ihaves(out),
-            InEvent::Timer(Timer::Graft(id)) => b.on_graft_timer(id, out),
+            InEvent::Timer(Timer::Graft(id)) => b.on_graft_timer(id, now, out),
             InEvent::Leave => m.leave(out),
         }
         // Membership changes shape the tree: a new active peer is eager

@@ -149,6 +149,9 @@ pub struct SwarmSection {
     pub graft_retry_ms: u64,
     /// Payload bytes kept to answer `GRAFT`s.
     pub cache_bytes: u64,
+    /// How long a message that arrived ahead of an earlier one from the
+    /// same origin is held for it (0: delivered as they come).
+    pub reorder_ms: u64,
     /// How long a payload is kept to answer `GRAFT`s.
     pub cache_ttl_ms: u64,
 }
@@ -170,6 +173,7 @@ impl Default for SwarmSection {
             graft_retry_ms: millis(c.graft_retry),
             cache_bytes: c.cache_bytes as u64,
             cache_ttl_ms: millis(c.cache_ttl),
+            reorder_ms: 1000,
         }
     }
 }

@@ -88,6 +88,7 @@ struct Typed {
     drain_timeout: Duration,
     gossip: overlay_gossip::GossipConfig,
     swarm: overlay_swarm::Config,
+    reorder_window: Duration,
     node_id: Option<oap_codec::NodeId>,
 }
 
@@ -97,6 +98,7 @@ impl Typed {
         let w = &c.swarm;
         Typed {
             node_id,
+            reorder_window: ms(w.reorder_ms),
             swarm: overlay_swarm::Config {
                 active_view: w.active_view as usize,
                 passive_view: w.passive_view as usize,
@@ -189,6 +191,7 @@ impl OverlayConfig {
         check("swarm.graft_retry_ms", w.graft_retry_ms, 10..=60_000)?;
         check("swarm.cache_bytes", w.cache_bytes, 0..=1 << 30)?;
         check("swarm.cache_ttl_ms", w.cache_ttl_ms, 1000..=3_600_000)?;
+        check("swarm.reorder_ms", w.reorder_ms, 0..=60_000)?;
         if w.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Empty { key: "swarm.token" });
         }
@@ -274,6 +277,11 @@ impl ValidConfig {
     /// The swarm's knobs (`[swarm]` and `[gossip]` keys).
     pub(crate) fn swarm(&self) -> &overlay_swarm::Config {
         &self.typed.swarm
+    }
+
+    /// `swarm.reorder_ms` as a duration.
+    pub(crate) fn reorder_window(&self) -> Duration {
+        self.typed.reorder_window
     }
 
     /// `node.id`, parsed.
@@ -416,6 +424,7 @@ mod tests {
             ("swarm.graft_retry_ms", |c| c.swarm.graft_retry_ms = 60_001),
             ("swarm.cache_bytes", |c| c.swarm.cache_bytes = (1 << 30) + 1),
             ("swarm.cache_ttl_ms", |c| c.swarm.cache_ttl_ms = 999),
+            ("swarm.reorder_ms", |c| c.swarm.reorder_ms = 60_001),
             ("swarm.token", |c| c.swarm.token = Some(" ".into())),
             ("node.id", |c| c.node.id = Some("abc".into())),
             ("readiness.sample_ms", |c| c.readiness.sample_ms = 49),

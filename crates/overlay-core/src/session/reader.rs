@@ -342,7 +342,15 @@ mod tests {
             registry: registry.clone(),
             events: tokio::sync::broadcast::channel(4).0,
             auth: None,
-            swarm: crate::swarm::SwarmDriver::new(me, overlay_swarm::Config::default(), registry, 4096, "test").0,
+            swarm: crate::swarm::SwarmDriver::new(
+                me,
+                overlay_swarm::Config::default(),
+                registry,
+                4096,
+                Duration::from_secs(1),
+                "test",
+            )
+            .0,
         }
     }
 

@@ -62,7 +62,14 @@ impl Node {
         };
         let registry = Arc::new(Registry::new(GossipConfig { max_frame: 4096, ..GossipConfig::default() }, "test"));
         let me = NodeAddr { id: ME, addr: "127.0.0.1:9".parse().unwrap() };
-        let (swarm, _dials) = SwarmDriver::new(me, overlay_swarm::Config::default(), registry.clone(), 4096, "test");
+        let (swarm, _dials) = SwarmDriver::new(
+            me,
+            overlay_swarm::Config::default(),
+            registry.clone(),
+            4096,
+            Duration::from_secs(1),
+            "test",
+        );
         Node { limits, registry, metrics: OverlayMetrics::new("test"), auth, swarm }
     }
 
@@ -425,7 +432,7 @@ fn a_swarm_frame_before_node_is_refused_and_one_on_a_client_session_is_415() {
     let now = t0();
     let mut s = node.swarm_link(1, false, None, now);
     actions(&mut s);
-    s.on_frame(Frame::Swarm(SwarmFrame::Prune), now);
+    s.on_frame(Frame::Swarm(SwarmFrame::Prune(None)), now);
     let acts = actions(&mut s);
     assert!(
         matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 400, .. })), Action::Close(_)]),
@@ -433,7 +440,7 @@ fn a_swarm_frame_before_node_is_refused_and_one_on_a_client_session_is_415() {
     );
 
     let mut c = node.session(2, PUBSUB | Caps::SWARM_V1, false, now);
-    c.on_frame(Frame::Swarm(SwarmFrame::Prune), now);
+    c.on_frame(Frame::Swarm(SwarmFrame::Prune(None)), now);
     assert_eq!(errors(&sent(&mut c)), [error(ErrorCode::Unsupported, 0)]);
 }
 
