@@ -30,6 +30,16 @@ pub(crate) const CONTROL_QUEUE_BYTES: usize = 1 << 20;
 /// Dials waiting for the driver task at most (the swarm itself keeps at
 /// most 16 in flight).
 const DIAL_QUEUE: usize = 64;
+/// Swarm links held at most, for a small active view: the links a join,
+/// a shuffle or a neighbour request hold open for `link_grace` beside the
+/// active ones. Past it an inbound link is refused (`GOAWAY 503`, come back
+/// in a second), apart from client sessions' `transport.max_conns`.
+const MIN_LINK_CAP: usize = 256;
+/// Past [`MIN_LINK_CAP`], links held at most per active-view slot.
+const LINKS_PER_ACTIVE: usize = 8;
+/// `reconnect_after_ms` in the `GOAWAY` refusing a link over the cap.
+pub(crate) const FULL_RETRY_MS: u32 = 1000;
+
 /// Dials started per second at most, to any addresses: what a forged
 /// `SHUFFLE` full of third parties' addresses could make this node do.
 const DIALS_PER_SEC: u32 = 32;
@@ -168,6 +178,9 @@ pub(crate) enum Refused {
     /// The pair already keeps another link (the simultaneous-dial rule).
     #[error("the pair keeps another link")]
     Duplicate,
+    /// The node holds as many swarm links as it takes.
+    #[error("this node holds its maximum of swarm links")]
+    Full,
 }
 
 /// One peer in [`SwarmStatus`].
@@ -257,6 +270,8 @@ pub(crate) struct SwarmDriver {
     registry: Arc<Registry>,
     max_frame: u32,
     config: overlay_swarm::Config,
+    /// Swarm links held at most (inbound ones past it are refused).
+    max_links: usize,
     /// Wakes the driver task: a timer due sooner than the one it waits for.
     wake: Notify,
     dials: mpsc::Sender<SocketAddr>,
@@ -337,6 +352,7 @@ impl SwarmDriver {
         let (dials, rx) = mpsc::channel(DIAL_QUEUE);
         let driver = SwarmDriver {
             id: me.id,
+            max_links: (LINKS_PER_ACTIVE * config.active_view).max(MIN_LINK_CAP),
             config,
             core: Mutex::new(core),
             registry,
@@ -405,6 +421,10 @@ impl SwarmDriver {
                 self.dial_failed(addr, now);
             }
             return Err(Refused::Myself);
+        }
+        if !handle.dialed && !core.links.contains_key(&node.id) && core.links.len() >= self.max_links {
+            tracing::warn!(node = %node.id, links = core.links.len(), "swarm link refused: at the link cap");
+            return Err(Refused::Full);
         }
         if let Some(old) = core.links.get(&node.id) {
             // Both sides dialed at once: both keep the link dialed by the

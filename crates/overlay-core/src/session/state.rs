@@ -710,6 +710,9 @@ impl<'a> SessionState<'a> {
             Err(e @ swarm::Refused::Duplicate) => {
                 self.goaway(ErrorCode::Unavailable, 0, &e.to_string(), DisconnectReason::Overlay);
             }
+            Err(e @ swarm::Refused::Full) => {
+                self.goaway(ErrorCode::Unavailable, swarm::FULL_RETRY_MS, &e.to_string(), DisconnectReason::Overlay);
+            }
         }
     }
 

@@ -469,3 +469,32 @@ fn the_core_reads_no_clock_and_names_no_runtime() {
         assert!(!source.contains(banned), "the session core mentions `{banned}`");
     }
 }
+
+#[test]
+fn inbound_swarm_links_past_the_cap_are_refused_with_a_retry() {
+    let node = Node::new(None);
+    let now = t0();
+    let cap = (8 * overlay_swarm::Config::default().active_view).max(256);
+    let mut held = Vec::new();
+    for i in 0..=cap {
+        let mut s = node.swarm_link(i as u64 + 1, false, None, now);
+        actions(&mut s);
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&(i as u64 + 100).to_be_bytes());
+        s.on_frame(Frame::Swarm(SwarmFrame::Node(NodeAddr { id: NodeId(id), ..PEER })), now);
+        held.push((actions(&mut s), s));
+    }
+    assert_eq!(node.swarm.links(), cap);
+    let (last, _) = held.last().unwrap();
+    assert!(
+        matches!(
+            &last[..],
+            [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 503, reconnect_after_ms: 1000, .. })), Action::Close(_)]
+        ),
+        "{last:?}"
+    );
+    for (_, mut s) in held {
+        s.detach(now);
+    }
+    assert_eq!(node.swarm.links(), 0);
+}
