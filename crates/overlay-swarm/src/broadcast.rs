@@ -40,6 +40,14 @@ type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 const MAX_QUEUED_IHAVES: usize = 4 * 1024;
 /// Origins whose tree is kept at most.
 const MAX_TREES: usize = 1024;
+/// Cached messages sent per second to one peer in answer to its GRAFTs at
+/// most: a 17-byte GRAFT can ask for a message of up to 1 MiB, so a peer
+/// must not turn the cache into a firehose. Trees repair with a few per
+/// message; past the bound the peer still hears of the message by IHAVE.
+const GRAFT_REPLIES_PER_SEC: u32 = 256;
+/// Peers whose GRAFT replies are counted at most (past it, the windows
+/// that ended are forgotten).
+const MAX_GRAFTERS: usize = 128;
 /// Bytes of a message id naming its origin.
 const ORIGIN_LEN: usize = 6;
 
@@ -62,6 +70,8 @@ fn origin(id: &MsgId) -> Origin {
 pub(crate) struct Broadcast {
     /// Active peers and their slots (bit positions in the trees' masks).
     active: BTreeMap<NodeId, u8>,
+    /// GRAFT replies per peer in the current second: its start and count.
+    served: Map<NodeId, (Instant, u32)>,
     /// Slots in use.
     slots: u64,
     trees: Map<Origin, Tree>,
@@ -97,6 +107,7 @@ impl Broadcast {
     pub(crate) fn new(c: &Config) -> Broadcast {
         Broadcast {
             active: BTreeMap::new(),
+            served: Map::default(),
             slots: 0,
             trees: Map::default(),
             shared: 0,
@@ -326,10 +337,27 @@ impl Broadcast {
         // differ for a round trip) still gets what we announced to it; only
         // an active one joins the tree.
         self.set_pruned(from, id, false, now);
-        if let Some(msg) = id.and_then(|id| self.cache.get(&id)) {
-            self.stats.payload_sent += 1;
-            out.push_back(OutEvent::SendMsg { to: from, msg: Msg { hops: msg.hops.saturating_add(1), ..msg.clone() } });
+        let Some(msg) = id.and_then(|id| self.cache.get(&id)) else { return };
+        if self.served.len() >= MAX_GRAFTERS {
+            self.served.retain(|_, (start, _)| now < *start + Duration::from_secs(1));
         }
+        // Past the bound on peers counted (all within their second), a new
+        // one is not answered either.
+        if self.served.len() >= MAX_GRAFTERS && !self.served.contains_key(&from) {
+            self.stats.grafts_refused += 1;
+            return;
+        }
+        let (start, count) = self.served.entry(from).or_insert((now, 0));
+        if now >= *start + Duration::from_secs(1) {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= GRAFT_REPLIES_PER_SEC {
+            self.stats.grafts_refused += 1;
+            return;
+        }
+        *count += 1;
+        self.stats.payload_sent += 1;
+        out.push_back(OutEvent::SendMsg { to: from, msg: Msg { hops: msg.hops.saturating_add(1), ..msg.clone() } });
     }
 
     pub(crate) fn on_prune(&mut self, from: NodeId, id: Option<MsgId>, now: Instant) {

@@ -143,6 +143,8 @@ pub struct Stats {
     pub prunes: u64,
     /// Messages not relayed further because they reached `max_hops`.
     pub hop_limited: u64,
+    /// GRAFTs not answered: the peer asked for more than 256 a second.
+    pub grafts_refused: u64,
 }
 
 /// Which node's dial survives when two nodes dial each other at once: the

@@ -244,3 +244,31 @@ fn a_forgotten_seed_is_not_rejoined_through() {
     one.on(InEvent::Forget(seed));
     assert!(!one.on(InEvent::Timer(Timer::Repair)).contains(&OutEvent::Dial(seed)));
 }
+
+#[test]
+fn graft_replies_to_one_peer_are_bounded_per_second() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    // 300 messages published here, all in the GRAFT cache.
+    for n in 0..300u16 {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        one.on(InEvent::Publish(Msg { msg_id: MsgId(id), ..msg(0, 0) }));
+    }
+    let mut answered = 0;
+    for n in 0..300u16 {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        let out = one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::Graft(Some(MsgId(id))) });
+        answered += out.iter().filter(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(2).id)).count();
+    }
+    assert_eq!(answered, 256);
+    assert_eq!(one.swarm.stats().grafts_refused, 44);
+    // Another peer has its own budget; a second later, so has this one.
+    let out = one.on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Graft(Some(MsgId([0; 16]))) });
+    assert!(out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(3).id)));
+    one.now += std::time::Duration::from_secs(1);
+    let out = one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::Graft(Some(MsgId([0; 16]))) });
+    assert!(out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(2).id)));
+}
