@@ -170,3 +170,23 @@ async fn a_node_with_a_configured_id_reports_it_and_refuses_a_link_to_itself() {
     assert!(a.swarm().active.is_empty());
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn six_nodes_end_up_a_full_mesh_one_hop_apart() {
+    // At most active_view (5) + 1 nodes: every node links every other, as
+    // NATS routes do, and every message takes one hop.
+    let seed = peer_node(vec![], |_| {}).await;
+    let mut others = Vec::new();
+    for _ in 0..5 {
+        others.push(peer_node(vec![seed.local_addr()], |_| {}).await);
+    }
+    let nodes: Vec<&Overlay> = std::iter::once(&seed).chain(others.iter()).collect();
+    wait_joined(&nodes, 5).await;
+    let mut sub = others[4].subscribe("mesh.>").unwrap();
+    seed.publish("mesh.x", "one hop").unwrap();
+    let Some(Delivery::Message(m)) = within(sub.recv()).await else { panic!("no delivery") };
+    assert_eq!(m.hops, 1);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
