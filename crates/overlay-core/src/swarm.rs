@@ -40,6 +40,10 @@ const LINKS_PER_ACTIVE: usize = 8;
 /// `reconnect_after_ms` in the `GOAWAY` refusing a link over the cap.
 pub(crate) const FULL_RETRY_MS: u32 = 1000;
 
+/// Two links of one pair that came up this close together were dialed at
+/// once (the simultaneous-dial rule applies); an older one is stale.
+const DIAL_RACE: Duration = Duration::from_secs(5);
+
 /// Dials started per second at most, to any addresses: what a forged
 /// `SHUFFLE` full of third parties' addresses could make this node do.
 const DIALS_PER_SEC: u32 = 32;
@@ -436,11 +440,13 @@ impl SwarmDriver {
             return Err(Refused::Full);
         }
         if let Some(old) = core.links.get(&node.id) {
-            // Both sides dialed at once: both keep the link dialed by the
-            // node `keeps_dial_of` names. Two links dialed by the same side
-            // (a redial before the old link's end was noticed): the new one.
+            // Both sides dialed at once (the old link is new too): both keep
+            // the link dialed by the node `keeps_dial_of` names. Otherwise
+            // (a redial before the old link's end was noticed, a restarted
+            // peer) the new link is kept.
             let keeper_is_me = keeps_dial_of(self.id, node.id) == self.id;
-            if old.handle.dialed != handle.dialed && handle.dialed != keeper_is_me {
+            let race = now.saturating_duration_since(old.since) < DIAL_RACE;
+            if race && old.handle.dialed != handle.dialed && handle.dialed != keeper_is_me {
                 // The new link loses; what its dial was for is served by the old one.
                 let node = old.node;
                 self.step(&mut core, InEvent::LinkUp { node, dialed }, now, &mut Vec::new());
@@ -474,9 +480,18 @@ impl SwarmDriver {
         self.step(&mut core, InEvent::DialFailed(addr), now, &mut Vec::new());
     }
 
-    /// The peer at `addr` said (`GOAWAY`) when it may be dialed again.
-    pub(crate) fn hold_off(&self, addr: SocketAddr, until: Instant) {
-        self.lock().dials.hold(addr, until);
+    /// The peer this node dialed at `addr` said (`GOAWAY`) when it may be
+    /// dialed again: held, for [`BACKOFF_MAX`] at most.
+    pub(crate) fn hold_off(&self, addr: SocketAddr, after: Duration, now: Instant) {
+        self.lock().dials.hold(addr, now + after.min(BACKOFF_MAX));
+    }
+
+    /// The topics the link of `session` to `node` may carry changed (a
+    /// refreshed grant).
+    pub(crate) fn set_filter(&self, node: NodeId, session: u64, filter: Vec<Pattern>) {
+        if let Some(link) = self.lock().links.get_mut(&node).filter(|l| l.handle.session == session) {
+            link.handle.filter = filter;
+        }
     }
 
     /// Joins through `seed` (kept: an empty active view rejoins through it).
@@ -516,16 +531,21 @@ impl SwarmDriver {
                 return; // a link that lost the simultaneous-dial rule
             }
             self.step(&mut core, event, now, &mut arrived);
+            let held = core.reorder.held();
             for msg in arrived {
                 core.reorder.push(msg, now, &mut delivered);
             }
-            if core.reorder.held() > 0 {
+            if core.reorder.held() > held {
                 // The driver task gives up gaps on time.
                 self.wake.notify_one();
             }
-        }
-        for msg in &delivered {
-            self.registry.deliver(msg, now, batch);
+            // Delivered under the lock: the order the reorder window set is
+            // the order subscribers see, whichever thread releases what.
+            // (Lock order: swarm, then registry and queues; nothing takes
+            // the swarm lock while holding those.)
+            for msg in &delivered {
+                self.registry.deliver(msg, now, batch);
+            }
         }
     }
 
@@ -554,18 +574,19 @@ impl SwarmDriver {
         };
         self.metrics.reordered.absolute(core.reorder.reordered());
         let stats = core.swarm.stats();
-        let duplicates = stats.duplicates - std::mem::replace(&mut core.duplicates, stats.duplicates);
+        let duplicates = stats.duplicates.saturating_sub(std::mem::replace(&mut core.duplicates, stats.duplicates));
         self.metrics.passive.set(core.swarm.passive().len() as f64);
-        drop(core);
-        self.registry.count_duplicates(duplicates);
-        self.metrics.grafts.absolute(stats.grafts);
-        self.metrics.prunes.absolute(stats.prunes);
-        // Messages held for order whose gap was given up.
+        // Messages held for order whose gap was given up: under the lock, as
+        // in `event`.
         let mut batch = PublishBatch::default();
         for msg in &delivered {
             self.registry.deliver(msg, now, &mut batch);
         }
+        drop(core);
         self.registry.settle(&mut batch);
+        self.registry.count_duplicates(duplicates);
+        self.metrics.grafts.absolute(stats.grafts);
+        self.metrics.prunes.absolute(stats.prunes);
         next
     }
 
@@ -588,8 +609,9 @@ impl SwarmDriver {
                 match action {
                     OutEvent::Send { to, frame } => self.send_frame(core, to, frame, now),
                     OutEvent::SendMsg { to, msg } => match self.send_msg(core, to, &msg, now) {
-                        true => pushed.queued += 1,
-                        false => pushed.dropped += 1,
+                        Some(true) => pushed.queued += 1,
+                        Some(false) => pushed.dropped += 1,
+                        None => {}
                     },
                     OutEvent::Deliver(msg) => delivered.push(msg),
                     OutEvent::Dial(addr) if !core.dials.allow(addr, now) => refused.push(addr),
@@ -667,11 +689,13 @@ impl SwarmDriver {
         }
     }
 
-    /// Offers `msg` to the link of `to`; false when it was dropped.
-    fn send_msg(&self, core: &mut Core, to: NodeId, msg: &Msg, now: Instant) -> bool {
-        let Some(link) = core.links.get(&to) else { return false };
+    /// Offers `msg` to the link of `to`: whether it was queued, or `None`
+    /// when it is not for that peer (no link, or a topic its grant does not
+    /// cover).
+    fn send_msg(&self, core: &mut Core, to: NodeId, msg: &Msg, now: Instant) -> Option<bool> {
+        let link = core.links.get(&to)?;
         if !link.handle.filter.iter().all(|p| p.matches(&msg.topic)) {
-            return true; // the peer's grant does not cover the topic: not for it
+            return None;
         }
         let queue = link.handle.payload.clone();
         let fresh = !matches!(&core.encoded, Some((id, hops, _)) if *id == msg.msg_id && *hops == msg.hops);
@@ -682,15 +706,15 @@ impl SwarmDriver {
         match core.encoded.as_ref().and_then(|(_, _, c)| c.share()).map(|frame| queue.offer(frame, now)) {
             Some(Offer::Queued | Offer::Congested { .. }) => {
                 self.metrics.payload_sent.increment(1);
-                true
+                Some(true)
             }
             Some(Offer::Dropped(reason)) => {
                 self.registry.note_drop("relay", reason);
-                false
+                Some(false)
             }
             None => {
                 self.registry.note_drop("relay", DropReason::Budget);
-                false
+                Some(false)
             }
         }
     }

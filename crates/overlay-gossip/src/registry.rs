@@ -317,6 +317,12 @@ impl Registry {
         self.relaying.store(relaying, Ordering::Relaxed);
     }
 
+    /// Whether `id` is one this node issued (its own message, or a forgery
+    /// of one).
+    pub fn issued(&self, id: &MsgId) -> bool {
+        self.ids.issued(id)
+    }
+
     /// Whether the node has swarm peers now (see [`Registry::set_relaying`]).
     pub fn is_relaying(&self) -> bool {
         self.relaying.load(Ordering::Relaxed)

@@ -173,7 +173,10 @@ impl Broadcast {
 
     /// Takes `peer`'s link out of (`pruned`) or back into the tree of `id`'s
     /// origin, or of every origin (`None`); false for a peer not active.
-    fn set_pruned(&mut self, peer: NodeId, id: Option<MsgId>, pruned: bool, now: Instant) -> bool {
+    /// With `make`, an origin not heard from yet gets its tree (a message
+    /// arrived); a peer's PRUNE or GRAFT only changes trees that exist, so
+    /// made-up ids cannot push real trees out.
+    fn set_pruned(&mut self, peer: NodeId, id: Option<MsgId>, pruned: bool, make: bool, now: Instant) -> bool {
         let Some(&slot) = self.active.get(&peer) else { return false };
         let set = |mask: &mut u64| {
             if pruned {
@@ -183,7 +186,12 @@ impl Broadcast {
             }
         };
         match id {
-            Some(id) => set(&mut self.tree(origin(&id), now).pruned),
+            Some(id) if make => set(&mut self.tree(origin(&id), now).pruned),
+            Some(id) => {
+                if let Some(tree) = self.trees.get_mut(&origin(&id)) {
+                    set(&mut tree.pruned);
+                }
+            }
             None => self.trees.values_mut().for_each(|t| set(&mut t.pruned)),
         }
         set(&mut self.shared);
@@ -213,7 +221,7 @@ impl Broadcast {
                 // The PRUNE goes out whether or not we held the link in the
                 // tree (the paper's rule): a peer whose view of the link lags
                 // ours would otherwise push duplicates for good.
-                if self.set_pruned(peer, Some(msg.msg_id), true, now) {
+                if self.set_pruned(peer, Some(msg.msg_id), true, true, now) {
                     self.stats.prunes += 1;
                     out.push_back(OutEvent::Send { to: peer, frame: SwarmFrame::Prune(Some(msg.msg_id)) });
                 }
@@ -229,7 +237,7 @@ impl Broadcast {
             // an announcer with fewer hops, is left out: in the simulator
             // it raised RMR with random publishers from 0.41 to 0.64 at
             // 1,000 nodes.)
-            self.set_pruned(peer, Some(msg.msg_id), false, now);
+            self.set_pruned(peer, Some(msg.msg_id), false, true, now);
             // Announcements of it need no GRAFT any more.
             self.missing.remove(&msg.msg_id);
         }
@@ -323,7 +331,9 @@ impl Broadcast {
             self.missing.remove(&id);
         }
         if let Some((peer, _)) = next {
-            self.set_pruned(peer, Some(id), false, now);
+            // (A tree for an origin not heard from is made when the message
+            // comes: its first copy puts the link it came over in the tree.)
+            self.set_pruned(peer, Some(id), false, false, now);
             self.stats.grafts += 1;
             out.push_back(OutEvent::Send { to: peer, frame: SwarmFrame::Graft(Some(id)) });
             if more {
@@ -336,7 +346,7 @@ impl Broadcast {
         // A peer that just left our active view (its view and ours can
         // differ for a round trip) still gets what we announced to it; only
         // an active one joins the tree.
-        self.set_pruned(from, id, false, now);
+        self.set_pruned(from, id, false, false, now);
         let Some(msg) = id.and_then(|id| self.cache.get(&id)) else { return };
         if self.served.len() >= MAX_GRAFTERS {
             self.served.retain(|_, (start, _)| now < *start + Duration::from_secs(1));
@@ -361,7 +371,7 @@ impl Broadcast {
     }
 
     pub(crate) fn on_prune(&mut self, from: NodeId, id: Option<MsgId>, now: Instant) {
-        self.set_pruned(from, id, true, now);
+        self.set_pruned(from, id, true, false, now);
     }
 
     fn remember(&mut self, id: MsgId, now: Instant) {

@@ -142,9 +142,20 @@ impl Membership {
 
     /// Forgets a seed: it is no longer rejoined through, nor kept as a
     /// passive peer. A link to it stays until membership drops it.
-    pub(crate) fn forget(&mut self, addr: SocketAddr) {
+    pub(crate) fn forget(&mut self, addr: SocketAddr, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
         self.seeds.retain(|s| *s != addr);
         self.passive.retain(|n| n.addr != addr);
+        self.lost.retain(|(n, _)| n.addr != addr);
+        // An active peer at the address leaves the view as one that is still
+        // up (not lost: it is not probed), and the view is topped up.
+        let gone: Vec<NodeId> = self.active.iter().filter(|n| n.addr == addr).map(|n| n.id).collect();
+        for id in gone {
+            if self.remove_active(id, out) {
+                Self::send(id, SwarmFrame::Disconnect { alive: true }, out);
+                out.push_back(OutEvent::Disconnect(id));
+                self.fill(rng, out);
+            }
+        }
     }
 
     fn dial(&mut self, addr: SocketAddr, purpose: Purpose, out: &mut VecDeque<OutEvent>) {

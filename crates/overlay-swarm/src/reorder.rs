@@ -9,12 +9,14 @@
 //! message older than what was delivered already is delivered at once (and
 //! counted). Bounded: origins and held messages per origin.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use oap_codec::Msg;
 
-/// Origins tracked at most; the one quiet longest is forgotten first.
+/// Origins tracked at most; past it, the one quiet longest that holds
+/// nothing is forgotten, and when all hold something a new origin's
+/// messages are delivered as they come (untracked).
 const MAX_ORIGINS: usize = 4096;
 /// Messages held per origin at most: past it, the oldest gap is given up.
 const MAX_HELD: usize = 1024;
@@ -37,9 +39,8 @@ struct Stream {
 pub struct Reorder {
     window: Duration,
     streams: HashMap<Origin, Stream>,
-    /// Origins in the order they were last heard from (may hold stale
-    /// entries; `streams[o].last` is the truth).
-    lru: VecDeque<(Instant, Origin)>,
+    /// Messages held in all streams.
+    held: usize,
     /// Gaps given up and messages delivered after later ones.
     reordered: u64,
 }
@@ -47,7 +48,7 @@ pub struct Reorder {
 impl Reorder {
     /// Buffers that hold a message at most `window` (zero: never).
     pub fn new(window: Duration) -> Reorder {
-        Reorder { window, streams: HashMap::new(), lru: VecDeque::new(), reordered: 0 }
+        Reorder { window, streams: HashMap::new(), held: 0, reordered: 0 }
     }
 
     /// Gaps given up, and messages delivered after later ones, so far.
@@ -57,7 +58,7 @@ impl Reorder {
 
     /// Messages held now.
     pub fn held(&self) -> usize {
-        self.streams.values().map(|s| s.held.len()).sum()
+        self.held
     }
 
     /// Takes a message that arrived at `now`; what may be delivered now
@@ -67,70 +68,77 @@ impl Reorder {
         if self.window.is_zero() {
             return out.push(msg);
         }
-        let stream = match self.streams.get_mut(&origin) {
-            Some(s) => s,
-            None => {
-                self.forget_quiet(now);
-                self.lru.push_back((now, origin));
-                // The first message heard from an origin sets where it is.
-                self.streams.entry(origin).or_insert(Stream { next: seq, held: BTreeMap::new(), last: now })
-            }
-        };
-        if stream.last != now {
-            stream.last = now;
-            self.lru.push_back((now, origin));
+        if !self.streams.contains_key(&origin) && !self.make_room() {
+            // Every tracked origin holds something: this one goes untracked.
+            return out.push(msg);
         }
+        // The first message heard from an origin sets where it is.
+        let stream = self.streams.entry(origin).or_insert(Stream { next: seq, held: BTreeMap::new(), last: now });
+        stream.last = now;
         if seq < stream.next {
             // Behind what was delivered: a gap given up earlier, filled late.
             self.reordered += 1;
             return out.push(msg);
         }
         if seq > stream.next {
+            if stream.held.contains_key(&seq) {
+                // Another message with this number (the digest differs):
+                // delivered as it comes, the one held keeps its place.
+                self.reordered += 1;
+                return out.push(msg);
+            }
             stream.held.insert(seq, (now, msg));
+            self.held += 1;
             if stream.held.len() > MAX_HELD {
+                let before = stream.held.len();
                 self.reordered += skip(stream, out);
+                self.held -= before - stream.held.len();
             }
             return;
         }
         out.push(msg);
         stream.next = seq + 1;
+        let before = stream.held.len();
         release(stream, out);
+        self.held -= before - stream.held.len();
     }
 
     /// Gives up the gaps whose next message has waited the window by `now`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Msg>) {
+        if self.held == 0 {
+            return;
+        }
         for stream in self.streams.values_mut() {
+            let before = stream.held.len();
             while stream.held.first_key_value().is_some_and(|(_, (at, _))| *at + self.window <= now) {
                 self.reordered += skip(stream, out);
             }
+            self.held -= before - stream.held.len();
         }
     }
 
     /// When [`Reorder::expire`] next has something to do.
     pub fn deadline(&self) -> Option<Instant> {
+        if self.held == 0 {
+            return None;
+        }
         self.streams.values().filter_map(|s| s.held.first_key_value().map(|(_, (at, _))| *at + self.window)).min()
     }
 
-    /// Forgets the origin quiet longest when the table is full (what it
-    /// held is not lost: a full table only forms with many origins, and the
-    /// stream forgotten is the quietest, whose holds have expired).
-    fn forget_quiet(&mut self, now: Instant) {
-        while self.streams.len() >= MAX_ORIGINS {
-            let Some((at, origin)) = self.lru.pop_front() else { return };
-            if self.streams.get(&origin).is_some_and(|s| s.last == at && s.held.is_empty()) {
-                self.streams.remove(&origin);
-            } else if self.streams.get(&origin).is_some_and(|s| s.last == at) {
-                // Still holding: keep it, heard of again now.
-                self.lru.push_back((now, origin));
-                if let Some(s) = self.streams.get_mut(&origin) {
-                    s.last = now;
-                }
-            }
+    /// Room for one more origin: true when there is, or when the origin
+    /// quiet longest among those holding nothing could be forgotten (one
+    /// pass over the table, only when it is full).
+    fn make_room(&mut self) -> bool {
+        if self.streams.len() < MAX_ORIGINS {
+            return true;
         }
-        // Stale entries (origins heard of since) are dropped as they come up.
-        if self.lru.len() > 4 * MAX_ORIGINS {
-            let streams = &self.streams;
-            self.lru.retain(|(at, o)| streams.get(o).is_some_and(|s| s.last == *at));
+        let quietest = self.streams.iter().filter(|(_, s)| s.held.is_empty()).min_by_key(|(_, s)| s.last);
+        match quietest.map(|(o, _)| *o) {
+            Some(origin) => {
+                self.streams.remove(&origin);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -236,6 +244,58 @@ mod tests {
         assert!(r.held() <= MAX_HELD);
         assert_eq!(out.len(), 1 + MAX_HELD + 1, "the gap was given up: everything after it delivered");
         assert_eq!(r.reordered(), 1);
+    }
+
+    #[test]
+    fn a_full_table_forgets_a_quiet_origin_or_leaves_a_new_one_untracked() {
+        let mut r = Reorder::new(Duration::from_secs(60));
+        let t = t0();
+        let mut out = Vec::new();
+        let at = |i: u32| {
+            let mut m = msg(0, 0);
+            m.msg_id.0[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        };
+        // Every origin holds a message (its number 1 waits for 0's successor).
+        for i in 0..MAX_ORIGINS as u32 {
+            let mut first = at(i);
+            first.msg_id.0[ORIGIN_LEN + SEQ_LEN - 1] = 0;
+            r.push(first, t, &mut out);
+            let mut ahead = at(i);
+            ahead.msg_id.0[ORIGIN_LEN + SEQ_LEN - 1] = 2;
+            r.push(ahead, t, &mut out);
+        }
+        assert_eq!(r.held(), MAX_ORIGINS);
+        // A new origin: delivered at once, untracked (and no endless search).
+        out.clear();
+        r.push(at(u32::MAX), t, &mut out);
+        assert_eq!(out.len(), 1);
+        // Once a gap is given up, a quiet origin makes room again.
+        r.expire(t + Duration::from_secs(60), &mut out);
+        assert_eq!(r.held(), 0);
+        out.clear();
+        let mut newer = at(u32::MAX - 1);
+        newer.msg_id.0[ORIGIN_LEN + SEQ_LEN - 1] = 5;
+        r.push(newer, t + Duration::from_secs(61), &mut out);
+        let mut gap = at(u32::MAX - 1);
+        gap.msg_id.0[ORIGIN_LEN + SEQ_LEN - 1] = 7;
+        r.push(gap, t + Duration::from_secs(61), &mut out);
+        assert_eq!((out.len(), r.held()), (1, 1), "tracked: the message past the gap is held");
+    }
+
+    #[test]
+    fn a_second_message_with_a_held_number_does_not_replace_it() {
+        let mut r = Reorder::new(Duration::from_millis(500));
+        let t = t0();
+        let mut out = Vec::new();
+        r.push(msg(1, 0), t, &mut out);
+        r.push(msg(1, 2), t, &mut out);
+        let mut other = msg(1, 2);
+        other.msg_id.0[15] ^= 0xff;
+        r.push(other.clone(), t, &mut out);
+        assert_eq!(out.last(), Some(&other), "delivered as it came");
+        r.push(msg(1, 1), t, &mut out);
+        assert_eq!(seqs(&mut out), [0, 2, 1, 2]);
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub enum InEvent {
     /// Join through the node at this address (a seed). Seeds are kept: a
     /// node whose active view empties joins through them again.
     Join(SocketAddr),
-    /// Forget a seed given by `Join`: no rejoin through it, and it leaves
-    /// the passive view.
+    /// Forget a seed given by `Join`: no rejoin through it; it leaves the
+    /// passive view, and the active view (told `DISCONNECT`, its link
+    /// closed, not probed as lost).
     Forget(SocketAddr),
     /// A link to `node` is up: the identity exchange is done, and the link
     /// won the simultaneous-dial rule ([`keeps_dial_of`]). `dialed` is the
@@ -226,7 +227,7 @@ impl Swarm {
         let (m, b, rng, out) = (&mut self.membership, &mut self.broadcast, &mut self.rng, &mut self.out);
         match event {
             InEvent::Join(seed) => m.join(seed, out),
-            InEvent::Forget(seed) => m.forget(seed),
+            InEvent::Forget(seed) => m.forget(seed, rng, out),
             InEvent::LinkUp { node, dialed } => m.link_up(node, dialed, now, rng, out),
             InEvent::LinkDown(peer) => m.link_down(peer, now, rng, out),
             InEvent::DialFailed(addr) => m.dial_failed(addr, rng, out),

@@ -272,3 +272,18 @@ fn graft_replies_to_one_peer_are_bounded_per_second() {
     let out = one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::Graft(Some(MsgId([0; 16]))) });
     assert!(out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(2).id)));
 }
+
+#[test]
+fn a_forgotten_seed_that_is_an_active_peer_leaves_the_view_and_is_not_probed() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    let out = one.on(InEvent::Forget(node(2).addr));
+    assert_eq!(sent(&out, node(2).id), [&SwarmFrame::Disconnect { alive: true }]);
+    assert!(out.contains(&OutEvent::Disconnect(node(2).id)));
+    assert!(one.swarm.active().iter().all(|n| n.id != node(2).id));
+    // Its link going down afterwards does not make it a lost peer to probe.
+    one.on(InEvent::LinkDown(node(2).id));
+    one.now += std::time::Duration::from_secs(10);
+    assert!(!one.on(InEvent::Timer(Timer::Probe)).contains(&OutEvent::Dial(node(2).addr)));
+}

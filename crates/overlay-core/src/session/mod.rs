@@ -324,7 +324,8 @@ where
     let ended = {
         // Both pinned where they are made: a future moved into a pin would keep
         // a second slot of its size in this function's state.
-        let writer = std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, control.as_deref(), ctx, link));
+        let writer =
+            std::pin::pin!(writer::run(&mut wr, &queue, &deliveries, control.as_deref(), close.as_ref(), ctx, link));
         let reader = std::pin::pin!(async {
             let reason = reader::run(&mut rd, &queue, &mut session.state, ctx, info.peer, close.as_ref()).await;
             // The reply sender is gone with the reader: the writer flushes what

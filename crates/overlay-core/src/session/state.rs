@@ -80,6 +80,11 @@ struct SwarmLink {
     up: Option<NodeId>,
     /// The link was offered to the swarm (whatever it answered).
     offered: bool,
+    /// The topics it may carry, as offered (empty: all).
+    filter: Vec<Pattern>,
+    /// It must be offered by then (the peer's `NODE`, and an `AUTH` where
+    /// one is needed, within `handshake_timeout` of the hello).
+    deadline: Instant,
 }
 
 /// What a session core works with, shared by every session of a node.
@@ -187,7 +192,9 @@ impl<'a> SessionState<'a> {
         };
         match link_io {
             Some(io) => {
-                state.consumer = Consumer::Swarm(SwarmLink { io, told: None, up: None, offered: false });
+                let deadline = now.at + env.limits.handshake_timeout;
+                let link = SwarmLink { io, told: None, up: None, offered: false, filter: Vec::new(), deadline };
+                state.consumer = Consumer::Swarm(link);
                 state.send(Frame::Swarm(SwarmFrame::Node(env.swarm.me())));
             }
             None if info.caps.contains(Caps::PEER_V1) => {
@@ -196,6 +203,13 @@ impl<'a> SessionState<'a> {
                 env.metrics.reject("no_swarm");
                 let why = "relay links need SWARM_V1 (identity and membership; OAP-1 section 5)";
                 state.send(Frame::error(ErrorCode::Unsupported, 0, why));
+                state.close(DisconnectReason::Protocol);
+                return state;
+            }
+            None if dialed => {
+                // A dial reached a node that does not take relay links.
+                env.metrics.reject("no_swarm");
+                tracing::warn!(caps = ?info.caps, "dialed a node that takes no relay links (no PEER_V1)");
                 state.close(DisconnectReason::Protocol);
                 return state;
             }
@@ -268,6 +282,10 @@ impl<'a> SessionState<'a> {
             None if !self.pinged => self.last_rx + limits.idle_timeout / 2,
             None => self.last_rx + limits.idle_timeout,
         };
+        let keepalive = match &self.consumer {
+            Consumer::Swarm(link) if !link.offered => keepalive.min(link.deadline),
+            _ => keepalive,
+        };
         match self.grant_expiry(now) {
             Some(expiry) => keepalive.min(expiry),
             None => keepalive,
@@ -277,6 +295,17 @@ impl<'a> SessionState<'a> {
     /// Time passed: does what is due at `now` (see [`SessionState::timeout`]).
     pub(crate) fn on_timer(&mut self, now: Now) {
         let limits = self.env.limits;
+        if let Consumer::Swarm(link) = &self.consumer
+            && !link.offered
+            && now.at >= link.deadline
+        {
+            let why = if link.told.is_none() {
+                "no NODE within handshake_timeout"
+            } else {
+                "no relay grant within handshake_timeout"
+            };
+            return self.goaway(ErrorCode::Timeout, 0, why, DisconnectReason::Handshake);
+        }
         match self.partial_since {
             Some(started) if now.at >= started + limits.read_timeout => {
                 let why = "frame not completed within read_timeout";
@@ -333,11 +362,12 @@ impl<'a> SessionState<'a> {
             Frame::Ctrl(Ctrl::Pong { .. }) => None,
             Frame::Ctrl(Ctrl::Goaway { code, reason, reconnect_after_ms }) => {
                 tracing::debug!(code, %reason, reconnect_after_ms, "peer sent GOAWAY");
-                // A node that asks to be left alone for a while is not
-                // redialed before then.
-                if let Consumer::Swarm(SwarmLink { told: Some(node), .. }) = &self.consumer {
-                    let until = now.at + Duration::from_millis(u64::from(reconnect_after_ms));
-                    self.env.swarm.hold_off(node.addr, until);
+                // A node this one dialed that asks to be left alone for a
+                // while is not redialed at that address before then (the
+                // address dialed, not one the peer claims; capped).
+                if self.dialed && self.offered_to_swarm() {
+                    let after = Duration::from_millis(u64::from(reconnect_after_ms));
+                    self.env.swarm.hold_off(self.info.peer, after, now.at);
                 }
                 return self.close(DisconnectReason::PeerClosed);
             }
@@ -563,6 +593,11 @@ impl<'a> SessionState<'a> {
             // makes the session a link.
             return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG before the swarm took the link"));
         };
+        // This node's own message coming back (or a forgery of one) goes no
+        // further (OAP-1 section 5).
+        if self.env.registry.issued(&msg.msg_id) {
+            return None;
+        }
         // Checked before the swarm remembers the id: a forged or predicted
         // id never makes the real message look seen.
         if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
@@ -629,11 +664,22 @@ impl<'a> SessionState<'a> {
         if self.dialed || !self.auth_required() {
             return;
         }
-        if link.up.is_some() && self.relay_filter(now).is_none() {
-            let why = "the link's grant no longer allows relay";
-            return self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
+        let filter = self.relay_filter(now);
+        match (link.up, filter) {
+            (Some(_), None) => {
+                let why = "the link's grant no longer allows relay";
+                self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol)
+            }
+            // A refreshed grant with other topics: the link carries those.
+            (Some(node), Some(filter)) if filter != link.filter => {
+                self.env.swarm.set_filter(node, self.info.id, filter.clone());
+                if let Consumer::Swarm(link) = &mut self.consumer {
+                    link.filter = filter;
+                }
+            }
+            (Some(_), Some(_)) => {}
+            (None, _) => self.swarm_up(now),
         }
-        self.swarm_up(now);
     }
 
     /// The topics this link may receive, when it may relay at all: every
@@ -690,6 +736,7 @@ impl<'a> SessionState<'a> {
         let Consumer::Swarm(link) = &mut self.consumer else { return };
         let (Some(told), Some(filter), false) = (link.told, filter, link.offered) else { return };
         link.offered = true;
+        link.filter = filter.clone();
         let handle = LinkHandle {
             session: self.info.id,
             remote: self.info.peer,

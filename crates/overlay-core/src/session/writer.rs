@@ -13,6 +13,7 @@ use overlay_admin::SizeTally;
 use overlay_gossip::{Charged, DeliveryQueue, settle_releases};
 use ron_transport::DisconnectReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{ReplyQueue, SessionCtx};
 
@@ -62,6 +63,7 @@ pub(super) async fn run<W>(
     replies: &ReplyQueue,
     deliveries: &DeliveryQueue,
     control: Option<&DeliveryQueue>,
+    close: Option<&CancellationToken>,
     ctx: &SessionCtx,
     link: bool,
 ) -> Option<DisconnectReason>
@@ -93,14 +95,21 @@ where
             }
         }
         // 2. The swarm's frames, all of them (a bounded queue of small ones).
-        let mut room = if goaway.is_some() { usize::MAX } else { WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1) };
+        // A swarm link the swarm closes flushes what was queued for it, as a
+        // drain does.
+        let closing = close.is_some_and(CancellationToken::is_cancelled);
+        let flush_all = goaway.is_some() || closing;
+        let mut room = if flush_all { usize::MAX } else { WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1) };
+        let mut control_evicted = false;
         if let Some(control) = control {
-            room = room.saturating_sub(control.take(usize::MAX, &mut encoded).bytes).max(1);
+            let taken = control.take(usize::MAX, &mut encoded);
+            room = room.saturating_sub(taken.bytes).max(1);
+            control_evicted = taken.evicted;
         }
         let controls = encoded.len();
         // 3. Deliveries: in the room left; everything queued ahead of a
         //    GOAWAY (the drain flushes it); none once the reader is gone.
-        let taken = if open || goaway.is_some() { deliveries.take(room, &mut encoded) } else { Default::default() };
+        let taken = if open || flush_all { deliveries.take(room, &mut encoded) } else { Default::default() };
         if let Some(dropped) = taken.lagged
             && !link
         {
@@ -108,7 +117,7 @@ where
         }
         let delivered = (encoded.len() - controls) as u64;
         batch.extend(encoded.drain(..).map(Out::Encoded));
-        if taken.evicted {
+        if taken.evicted || control_evicted {
             m.reject("slow_consumer");
             tracing::info!("slow consumer: lagging past slow_consumer_timeout");
             let reason = "slow consumer: lagged past slow_consumer_timeout";
@@ -163,7 +172,7 @@ where
         if last {
             // The sender of a GOAWAY sends nothing more (spec section 2).
             let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
-            return taken.evicted.then_some(DisconnectReason::SlowConsumer);
+            return (taken.evicted || control_evicted).then_some(DisconnectReason::SlowConsumer);
         }
         if !open {
             break;

@@ -498,3 +498,25 @@ fn inbound_swarm_links_past_the_cap_are_refused_with_a_retry() {
     }
     assert_eq!(node.swarm.links(), 0);
 }
+
+#[test]
+fn a_swarm_link_that_never_says_who_it_is_ends_at_the_handshake_timeout() {
+    let node = Node::new(None);
+    let start = t0();
+    let mut s = node.swarm_link(1, false, None, start);
+    actions(&mut s);
+    let due = s.timeout(start);
+    assert_eq!(due, start.at + node.limits.handshake_timeout);
+    s.on_timer(Now { at: due, unix: start.unix });
+    let acts = actions(&mut s);
+    assert!(matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 408, .. })), Action::Close(_)]), "{acts:?}");
+}
+
+#[test]
+fn a_dial_that_reaches_a_node_without_relay_links_is_closed() {
+    let node = Node::new(None);
+    let now = t0();
+    let info = SessionInfo { id: 1, peer: "127.0.0.1:1".parse().unwrap(), caps: PUBSUB };
+    let mut s = SessionState::new(node.env(), info, true, None, node.registry.queue(), None, now);
+    assert!(matches!(&actions(&mut s)[..], [Action::Close(_)]));
+}
