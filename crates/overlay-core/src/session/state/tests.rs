@@ -509,7 +509,10 @@ fn a_swarm_link_that_never_says_who_it_is_ends_at_the_handshake_timeout() {
     assert_eq!(due, start.at + node.limits.handshake_timeout);
     s.on_timer(Now { at: due, unix: start.unix });
     let acts = actions(&mut s);
-    assert!(matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 408, .. })), Action::Close(_)]), "{acts:?}");
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 408, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
 }
 
 #[test]
