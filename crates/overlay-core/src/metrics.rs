@@ -15,7 +15,7 @@ use ron_transport::DisconnectReason;
 /// Every `reason` of `overlay_oap_rejects_total`: the decode errors'
 /// (`DecodeError::reason`), the auth refusals' (`AuthError::reason`), and
 /// the session's own.
-pub(crate) const REJECT_REASONS: [&str; 26] = [
+pub(crate) const REJECT_REASONS: [&str; 27] = [
     // oap-codec DecodeError
     "too_large",
     "empty",
@@ -45,6 +45,7 @@ pub(crate) const REJECT_REASONS: [&str; 26] = [
     "slow_consumer",
     "bad_msg_id",
     "no_swarm",
+    "bad_node_id",
 ];
 
 /// Every `kx_group` a TLS session can report (`TlsInfo::from_group`).

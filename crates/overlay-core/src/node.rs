@@ -215,7 +215,12 @@ impl Overlay {
         install_recorder_globally: bool,
     ) -> Result<Overlay, StartError> {
         let service = config.transport.name.clone();
-        let node_id = config.node_id().unwrap_or_else(swarm::random_id);
+        // With TLS the id is the certificate's (its public key's SHA-256):
+        // the handshake proves it to every node that dials this one.
+        let node_id = match (&config.tls.cert, config.tls.enabled) {
+            (Some(cert), true) => swarm::key_id(&ron_transport::tls::leaf_public_key("tls.cert", cert)?),
+            _ => config.node_id().unwrap_or_else(swarm::random_id),
+        };
         version.node_id = Some(swarm::hex(&node_id));
         let auth = match &config.auth.root_key_file {
             Some(path) => Some(AuthPolicy { root_key: load_root_key(path)?, required: config.auth.required }),
@@ -318,8 +323,14 @@ impl Overlay {
         };
         let session_ctx = ctx.clone();
         let accept = move |conn: ron_transport::Conn| {
-            let meta =
-                Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened(), tls: conn.tls(), dialed: false };
+            let meta = Meta {
+                id: conn.id(),
+                peer: conn.peer_addr(),
+                opened: conn.opened(),
+                tls: conn.tls(),
+                dialed: false,
+                expect: None,
+            };
             let ctx = session_ctx.clone();
             // Boxed once here: every async step below that takes the
             // connection by value would otherwise keep its own copy of it
@@ -507,7 +518,7 @@ impl Overlay {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + session::Reset + Unpin + Send + 'static,
     {
         let id = self.inner.outbound_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let meta = Meta { id, peer, opened: Instant::now(), tls: None, dialed: false };
+        let meta = Meta { id, peer, opened: Instant::now(), tls: None, dialed: false, expect: None };
         session::run(io, meta, self.inner.ctx.clone(), None).await.reason
     }
 

@@ -54,12 +54,22 @@ async fn connect_and_serve(
         }
     };
     let _ = stream.set_nodelay(true);
-    let meta =
-        Meta { id: ids.fetch_add(1, Ordering::Relaxed), peer: addr, opened: Instant::now(), tls: None, dialed: true };
+    let meta = Meta {
+        id: ids.fetch_add(1, Ordering::Relaxed),
+        peer: addr,
+        opened: Instant::now(),
+        tls: None,
+        dialed: true,
+        expect: None,
+    };
     let outcome = match tls {
         None => session::run(stream, meta, ctx.clone(), token).await,
         Some(config) => match secure(stream, config, &peer.tls_name(), ctx.limits.handshake_timeout).await {
-            Ok((stream, info)) => session::run(stream, Meta { tls: Some(info), ..meta }, ctx.clone(), token).await,
+            Ok((stream, info)) => {
+                // The peer's id must be the one its certificate proves.
+                let expect = ron_transport::tls::peer_public_key(&stream).map(|k| crate::swarm::key_id(&k));
+                session::run(stream, Meta { tls: Some(info), expect, ..meta }, ctx.clone(), token).await
+            }
             Err(e) => {
                 tracing::warn!(%addr, name = %peer.tls_name(), error = %e, "TLS to peer failed");
                 return false;

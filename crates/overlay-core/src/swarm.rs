@@ -133,16 +133,17 @@ impl DialLimiter {
 pub(crate) struct LinkIo {
     pub(crate) control: Arc<DeliveryQueue>,
     pub(crate) close: CancellationToken,
+    /// The id the peer's `NODE` must carry (a dialed TLS link: its
+    /// certificate's).
+    pub(crate) expect: Option<NodeId>,
 }
 
 impl LinkIo {
     /// A control queue that evicts a peer lagging for `slow_after`, as a
     /// payload queue does.
-    pub(crate) fn new(slow_after: Duration) -> LinkIo {
-        LinkIo {
-            control: Arc::new(DeliveryQueue::new(CONTROL_QUEUE_BYTES, slow_after)),
-            close: CancellationToken::new(),
-        }
+    pub(crate) fn new(slow_after: Duration, expect: Option<NodeId>) -> LinkIo {
+        let control = Arc::new(DeliveryQueue::new(CONTROL_QUEUE_BYTES, slow_after));
+        LinkIo { control, close: CancellationToken::new(), expect }
     }
 }
 
@@ -818,6 +819,13 @@ fn fit(frame: SwarmFrame, max_frame: u32) -> Vec<Frame> {
             Vec::new()
         }
     }
+}
+
+/// The node id of a TLS node: the SHA-256 of its certificate's public key
+/// (DER `SubjectPublicKeyInfo`), so it survives a renewal with the same key.
+pub(crate) fn key_id(public_key: &[u8]) -> NodeId {
+    use sha2::Digest as _;
+    NodeId(sha2::Sha256::digest(public_key).into())
 }
 
 /// A random node id (when `node.id` is not configured).

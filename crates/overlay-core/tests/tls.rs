@@ -13,11 +13,32 @@ use overlay_core::{Delivery, Overlay, OverlayConfig, Peer, StartError};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use ron_transport::tls::{PqMode, client_config};
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1, as PEM files.
+/// A CA, and a server certificate for `localhost` and 127.0.0.1, as PEM
+/// files; [`Pki::leaf`] makes one more per node (a TLS node's id is its
+/// certificate's key).
 struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    dir: PathBuf,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    /// Another certificate and key from the same CA, as PEM files.
+    fn leaf(&self) -> (PathBuf, PathBuf) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let paths = (self.dir.join(format!("leaf-{n}.pem")), self.dir.join(format!("leaf-{n}.key")));
+        std::fs::write(&paths.0, cert.pem()).unwrap();
+        std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+        paths
+    }
 }
 
 fn pki() -> Pki {
@@ -27,23 +48,25 @@ fn pki() -> Pki {
     std::fs::create_dir_all(&dir).unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let issuer = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
         .unwrap()
-        .signed_by(&key, &ca)
+        .signed_by(&key, &issuer)
         .unwrap();
-    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem"), dir, issuer };
+    std::fs::write(&pki.ca, pki.issuer.pem()).unwrap();
     std::fs::write(&pki.cert, cert.pem()).unwrap();
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
     pki
 }
 
+/// TLS on, with a certificate of the node's own.
 fn tls_on(c: &mut OverlayConfig, pki: &Pki, pq: &str) {
+    let (cert, key) = pki.leaf();
     c.tls.enabled = true;
-    c.tls.cert = Some(pki.cert.clone());
-    c.tls.key = Some(pki.key.clone());
+    c.tls.cert = Some(cert);
+    c.tls.key = Some(key);
     c.tls.ca = Some(pki.ca.clone());
     c.tls.pq = pq.into();
 }
@@ -162,4 +185,21 @@ async fn a_peer_a_tls_node_cannot_dial_is_refused_and_not_remembered() {
     assert_eq!(node.add_peer(addr), Err(overlay_core::AddPeerError::NoTlsTrust(addr)));
     assert!(node.peers().is_empty(), "a refused peer is not listed as dialed");
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tls_node_s_id_is_the_hash_of_its_certificate_s_key() {
+    use sha2::Digest as _;
+    let pki = pki();
+    let node = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
+    let cert = node.config().tls.cert.clone().unwrap();
+    let key = ron_transport::tls::leaf_public_key("tls.cert", &cert).unwrap();
+    let id: String = sha2::Sha256::digest(&key).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(node.swarm().node_id, id);
+    node.shutdown().await;
+    // A configured id would contradict the certificate: refused.
+    let mut cfg = OverlayConfig::default();
+    tls_on(&mut cfg, &pki, "prefer");
+    cfg.node.id = Some("ab".repeat(32));
+    assert_eq!(cfg.validate().unwrap_err().key(), "node.id");
 }

@@ -139,6 +139,28 @@ pub async fn connect(
     Ok((stream, info))
 }
 
+/// The public key (the DER `SubjectPublicKeyInfo`) of a certificate, or
+/// `None` when it does not parse.
+pub fn public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    Some(parsed.subject_public_key_info().as_ref().to_vec())
+}
+
+/// The public key of the first (leaf) certificate in a PEM file.
+pub fn leaf_public_key(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let certs = load_certs(what, path)?;
+    certs.first().and_then(|c| public_key(c)).ok_or_else(|| TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        reason: "the first certificate does not parse".into(),
+    })
+}
+
+/// The public key of the leaf certificate a client handshake verified.
+pub fn peer_public_key(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Option<Vec<u8>> {
+    stream.get_ref().1.peer_certificates()?.first().and_then(|c| public_key(c))
+}
+
 /// The aws-lc-rs provider with the key exchange groups `pq` allows.
 pub fn provider(pq: PqMode) -> Arc<CryptoProvider> {
     let kx_groups = match pq {

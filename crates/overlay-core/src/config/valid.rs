@@ -195,6 +195,13 @@ impl OverlayConfig {
         if w.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Empty { key: "swarm.token" });
         }
+        if c.tls.enabled && c.node.id.is_some() {
+            return Err(ConfigError::OneOf {
+                key: "node.id",
+                value: c.node.id.clone().unwrap_or_default(),
+                allowed: "unset while tls.enabled (the id is the SHA-256 of tls.cert's public key)",
+            });
+        }
         let node_id = match &c.node.id {
             None => None,
             Some(text) => Some(crate::swarm::parse_id(text).map_err(|allowed| ConfigError::OutOfRange {

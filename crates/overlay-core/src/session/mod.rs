@@ -130,6 +130,9 @@ pub(crate) struct Meta {
     pub(crate) tls: Option<TlsInfo>,
     /// This node dialed the connection (a relay link to a configured peer).
     pub(crate) dialed: bool,
+    /// The node id the peer must say it has: the one its TLS certificate
+    /// proves (dialed TLS links only).
+    pub(crate) expect: Option<oap_codec::NodeId>,
 }
 
 impl SessionCtx {
@@ -208,7 +211,7 @@ where
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
             let info = SessionInfo { caps: negotiated.caps, ..info };
-            let (reason, offered) = established(io, info, &ctx, credential, meta.dialed).await;
+            let (reason, offered) = established(io, info, &ctx, credential, meta.dialed, meta.expect).await;
             Outcome { reason, offered }
         }
         Err(Some(fail)) => {
@@ -306,13 +309,14 @@ async fn established<S>(
     ctx: &Arc<SessionCtx>,
     credential: Credential,
     dialed: bool,
+    expect: Option<oap_codec::NodeId>,
 ) -> (DisconnectReason, bool)
 where
     S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let swarm = info.caps.contains(Caps::PEER_V1 | Caps::SWARM_V1);
-    let link_io = swarm.then(|| LinkIo::new(ctx.registry.config().slow_consumer_timeout));
+    let link_io = swarm.then(|| LinkIo::new(ctx.registry.config().slow_consumer_timeout, expect));
     let control = link_io.as_ref().map(|io| io.control.clone());
     let close = link_io.as_ref().map(|io| io.close.clone());
     let queue = ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame);

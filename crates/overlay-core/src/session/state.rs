@@ -702,6 +702,11 @@ impl<'a> SessionState<'a> {
             return self.send(Frame::error(ErrorCode::Unsupported, 0, why));
         };
         match (frame, link.up) {
+            (SwarmFrame::Node(node), _) if link.io.expect.is_some_and(|id| id != node.id) => {
+                self.env.metrics.reject("bad_node_id");
+                let why = "NODE id is not the one the peer's certificate proves";
+                self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
+            }
             (SwarmFrame::Node(node), _) if link.told.is_none() => {
                 link.told = Some(node);
                 self.swarm_up(now);

@@ -88,7 +88,7 @@ impl Node {
     fn swarm_link(&self, id: u64, dialed: bool, credential: Option<Bytes>, now: Now) -> SessionState<'_> {
         let caps = Caps::PEER_V1 | Caps::SWARM_V1 | Caps::AUTH_V1;
         let info = SessionInfo { id, peer: "127.0.0.1:1".parse().unwrap(), caps };
-        let io = LinkIo::new(Duration::from_secs(10));
+        let io = LinkIo::new(Duration::from_secs(10), None);
         SessionState::new(self.env(), info, dialed, credential, self.registry.queue(), Some(io), now)
     }
 
@@ -522,4 +522,27 @@ fn a_dial_that_reaches_a_node_without_relay_links_is_closed() {
     let info = SessionInfo { id: 1, peer: "127.0.0.1:1".parse().unwrap(), caps: PUBSUB };
     let mut s = SessionState::new(node.env(), info, true, None, node.registry.queue(), None, now);
     assert!(matches!(&actions(&mut s)[..], [Action::Close(_)]));
+}
+
+#[test]
+fn a_dialed_tls_peer_whose_node_id_is_not_its_certificates_is_refused() {
+    let node = Node::new(None);
+    let now = t0();
+    let info = SessionInfo { id: 1, peer: "127.0.0.1:1".parse().unwrap(), caps: Caps::PEER_V1 | Caps::SWARM_V1 };
+    let io = LinkIo::new(Duration::from_secs(10), Some(NodeId([9; 32])));
+    let mut s = SessionState::new(node.env(), info, true, None, node.registry.queue(), Some(io), now);
+    actions(&mut s);
+    s.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
+    let acts = actions(&mut s);
+    assert!(
+        matches!(&acts[..], [Action::Send(Frame::Ctrl(Ctrl::Goaway { code: 403, .. })), Action::Close(_)]),
+        "{acts:?}"
+    );
+    assert_eq!(node.swarm.links(), 0);
+    // The id the certificate proves is taken.
+    let io = LinkIo::new(Duration::from_secs(10), Some(PEER.id));
+    let mut t = SessionState::new(node.env(), info, true, None, node.registry.queue(), Some(io), now);
+    actions(&mut t);
+    t.on_frame(Frame::Swarm(SwarmFrame::Node(PEER)), now);
+    assert!(matches!(&actions(&mut t)[..], [Action::LinkUp(_)]));
 }
