@@ -430,6 +430,15 @@ impl SwarmDriver {
             core.dials.succeeded(addr);
         }
         if node.id == self.id {
+            // This node dialed itself (a seed list naming it), or another
+            // process runs with this node's id: say which.
+            let me = *core.swarm.me();
+            if node.addr != me.addr {
+                tracing::error!(
+                    addr = %node.addr,
+                    "another node says it has this node's id: node.id (or a TLS key) shared by two processes"
+                );
+            }
             drop(core);
             if let Some(addr) = dialed {
                 self.dial_failed(addr, now);
