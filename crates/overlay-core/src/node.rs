@@ -323,14 +323,8 @@ impl Overlay {
         };
         let session_ctx = ctx.clone();
         let accept = move |conn: ron_transport::Conn| {
-            let meta = Meta {
-                id: conn.id(),
-                peer: conn.peer_addr(),
-                opened: conn.opened(),
-                tls: conn.tls(),
-                dialed: false,
-                expect: None,
-            };
+            let meta =
+                Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened(), tls: conn.tls(), dialed: false };
             let ctx = session_ctx.clone();
             // Boxed once here: every async step below that takes the
             // connection by value would otherwise keep its own copy of it
@@ -518,7 +512,7 @@ impl Overlay {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + session::Reset + Unpin + Send + 'static,
     {
         let id = self.inner.outbound_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let meta = Meta { id, peer, opened: Instant::now(), tls: None, dialed: false, expect: None };
+        let meta = Meta { id, peer, opened: Instant::now(), tls: None, dialed: false };
         session::run(io, meta, self.inner.ctx.clone(), None).await.reason
     }
 

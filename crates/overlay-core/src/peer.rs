@@ -54,21 +54,15 @@ async fn connect_and_serve(
         }
     };
     let _ = stream.set_nodelay(true);
-    let meta = Meta {
-        id: ids.fetch_add(1, Ordering::Relaxed),
-        peer: addr,
-        opened: Instant::now(),
-        tls: None,
-        dialed: true,
-        expect: None,
-    };
+    let meta =
+        Meta { id: ids.fetch_add(1, Ordering::Relaxed), peer: addr, opened: Instant::now(), tls: None, dialed: true };
     let outcome = match tls {
-        None => session::run(stream, meta, ctx.clone(), token).await,
+        None => session::run(stream, meta, ctx.clone(), dialed(token, None)).await,
         Some(config) => match secure(stream, config, &peer.tls_name(), ctx.limits.handshake_timeout).await {
             Ok((stream, info)) => {
                 // The peer's id must be the one its certificate proves.
                 let expect = ron_transport::tls::peer_public_key(&stream).map(|k| crate::swarm::key_id(&k));
-                session::run(stream, Meta { tls: Some(info), expect, ..meta }, ctx.clone(), token).await
+                session::run(stream, Meta { tls: Some(info), ..meta }, ctx.clone(), dialed(token, expect)).await
             }
             Err(e) => {
                 tracing::warn!(%addr, name = %peer.tls_name(), error = %e, "TLS to peer failed");
@@ -80,6 +74,11 @@ async fn connect_and_serve(
         tracing::info!(%addr, reason = outcome.reason.label(), "relay link to peer ended");
     }
     outcome.offered
+}
+
+/// What a dialed session brings, when it brings anything.
+fn dialed(token: Option<Bytes>, expect: Option<oap_codec::NodeId>) -> session::Credential {
+    (token.is_some() || expect.is_some()).then(|| Box::new(session::Dialed { token, expect }))
 }
 
 /// The TLS client handshake to a peer, checking its certificate for `name`.

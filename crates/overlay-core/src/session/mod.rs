@@ -130,9 +130,6 @@ pub(crate) struct Meta {
     pub(crate) tls: Option<TlsInfo>,
     /// This node dialed the connection (a relay link to a configured peer).
     pub(crate) dialed: bool,
-    /// The node id the peer must say it has: the one its TLS certificate
-    /// proves (dialed TLS links only).
-    pub(crate) expect: Option<oap_codec::NodeId>,
 }
 
 impl SessionCtx {
@@ -149,8 +146,18 @@ impl SessionCtx {
     }
 }
 
-/// What a dialed relay session presents first: its `op = relay` token.
-pub(crate) type Credential = Option<bytes::Bytes>;
+/// What a dialed relay session brings: the `op = relay` token it presents
+/// first, and the node id the peer must say it has (the one its TLS
+/// certificate proves). Boxed: accepted sessions, the many, carry a null
+/// pointer for it through every step of their futures.
+#[derive(Debug, Default)]
+pub(crate) struct Dialed {
+    pub(crate) token: Option<bytes::Bytes>,
+    pub(crate) expect: Option<oap_codec::NodeId>,
+}
+
+/// See [`Dialed`].
+pub(crate) type Credential = Option<Box<Dialed>>;
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +210,7 @@ where
         () = ctx.kill.cancelled() => Err(None),
         // Boxed, like the other once-per-session steps (linger): their state
         // would otherwise sit in the session's future for its whole life.
-        r = Box::pin(handshake(&mut io, &ctx, credential.is_some(), meta.tls.is_some_and(|t| t.hybrid))) => r.map_err(Some),
+        r = Box::pin(handshake(&mut io, &ctx, credential.as_ref().is_some_and(|d| d.token.is_some()), meta.tls.is_some_and(|t| t.hybrid))) => r.map_err(Some),
     };
     let outcome = match shaken {
         Err(None) => Outcome { reason: DisconnectReason::Shutdown, offered: false },
@@ -211,7 +218,7 @@ where
             m.accept_latency.record(meta.opened.elapsed().as_secs_f64());
             tracing::debug!(caps = ?negotiated.caps, "session open");
             let info = SessionInfo { caps: negotiated.caps, ..info };
-            let (reason, offered) = established(io, info, &ctx, credential, meta.dialed, meta.expect).await;
+            let (reason, offered) = established(io, info, &ctx, credential, meta.dialed).await;
             Outcome { reason, offered }
         }
         Err(Some(fail)) => {
@@ -309,18 +316,18 @@ async fn established<S>(
     ctx: &Arc<SessionCtx>,
     credential: Credential,
     dialed: bool,
-    expect: Option<oap_codec::NodeId>,
 ) -> (DisconnectReason, bool)
 where
     S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let swarm = info.caps.contains(Caps::PEER_V1 | Caps::SWARM_V1);
+    let Dialed { token, expect } = credential.map(|d| *d).unwrap_or_default();
     let link_io = swarm.then(|| LinkIo::new(ctx.registry.config().slow_consumer_timeout, expect));
     let control = link_io.as_ref().map(|io| io.control.clone());
     let close = link_io.as_ref().map(|io| io.close.clone());
     let queue = ReplyQueue::new(ctx.limits.tx_queue, ctx.limits.max_frame);
-    let state = SessionState::new(ctx.env(), info, dialed, credential, ctx.registry.queue(), link_io, reader::now());
+    let state = SessionState::new(ctx.env(), info, dialed, token, ctx.registry.queue(), link_io, reader::now());
     let deliveries = state.deliveries().clone();
     let link = state.is_link();
     let mut session = Detach { ctx, state, peer: info.peer };

@@ -64,10 +64,11 @@ pub(crate) enum Action {
 enum Consumer {
     /// A client: a subscriber, attached at its first `SUB`.
     Client(Option<SubscriberId>),
-    /// A relay link (`PEER_V1` and `SWARM_V1`): handed to the swarm once
+    /// A relay link (`PEER_V1` and `SWARM_V1`), boxed so that client
+    /// sessions, the many, do not carry its size: handed to the swarm once
     /// the peer's `NODE` arrived (and, inbound on a node that requires
     /// tokens, an `AUTH` granted `relay`).
-    Swarm(SwarmLink),
+    Swarm(Box<SwarmLink>),
 }
 
 /// A swarm link's state.
@@ -194,7 +195,7 @@ impl<'a> SessionState<'a> {
             Some(io) => {
                 let deadline = now.at + env.limits.handshake_timeout;
                 let link = SwarmLink { io, told: None, up: None, offered: false, filter: Vec::new(), deadline };
-                state.consumer = Consumer::Swarm(link);
+                state.consumer = Consumer::Swarm(Box::new(link));
                 state.send(Frame::Swarm(SwarmFrame::Node(env.swarm.me())));
             }
             None if info.caps.contains(Caps::PEER_V1) => {
@@ -490,7 +491,7 @@ impl<'a> SessionState<'a> {
                 link.io.control.close();
                 // Put back, so a dial can still tell it was offered.
                 let up = link.up;
-                self.consumer = Consumer::Swarm(SwarmLink { up: None, offered, ..link });
+                self.consumer = Consumer::Swarm(Box::new(SwarmLink { up: None, offered, ..*link }));
                 if let Some(node) = up {
                     self.env.swarm.link_down(node, self.info.id, now.at);
                     return true;
@@ -588,7 +589,10 @@ impl<'a> SessionState<'a> {
     /// `MSG` over a relay link: to the swarm, which drops what it has seen,
     /// delivers the rest here and passes it on along its tree.
     fn relay(&mut self, msg: Msg, now: Now) -> Option<Frame> {
-        let Consumer::Swarm(SwarmLink { up: Some(from), .. }) = self.consumer else {
+        let Some(from) = (match &self.consumer {
+            Consumer::Swarm(link) => link.up,
+            Consumer::Client(_) => None,
+        }) else {
             // On a client: unreachable, since MSG requires PEER_V1, which
             // makes the session a link.
             return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG before the swarm took the link"));
