@@ -44,7 +44,7 @@ const MAX_TREES: usize = 1024;
 /// most: a 17-byte GRAFT can ask for a message of up to 1 MiB, so a peer
 /// must not turn the cache into a firehose. Trees repair with a few per
 /// message; past the bound the peer still hears of the message by IHAVE.
-const GRAFT_REPLIES_PER_SEC: u32 = 256;
+const GRAFT_REPLIES_PER_SEC: u32 = 4096;
 /// Peers whose GRAFT replies are counted at most (past it, the windows
 /// that ended are forgotten).
 const MAX_GRAFTERS: usize = 128;
@@ -240,6 +240,14 @@ impl Broadcast {
             self.set_pruned(peer, Some(msg.msg_id), false, true, now);
             // Announcements of it need no GRAFT any more.
             self.missing.remove(&msg.msg_id);
+        }
+        // The publisher's own tree starts with every link in it: its first
+        // hop reaches every active peer (their duplicates prune it down). A
+        // shared tree pruned by other origins' duplicates may have no link
+        // left at all, and then every peer would hear of the message only by
+        // IHAVE, a GRAFT timeout late.
+        if from.is_none() && !self.trees.contains_key(&origin(&msg.msg_id)) {
+            self.tree(origin(&msg.msg_id), now).pruned = 0;
         }
         let pruned = self.tree(origin(&msg.msg_id), now).pruned;
         // The seen-cache stops loops; `max_hops` bounds how deep a payload is

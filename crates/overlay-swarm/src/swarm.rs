@@ -144,7 +144,7 @@ pub struct Stats {
     pub prunes: u64,
     /// Messages not relayed further because they reached `max_hops`.
     pub hop_limited: u64,
-    /// GRAFTs not answered: the peer asked for more than 256 a second.
+    /// GRAFTs not answered: the peer asked for more than 4,096 a second.
     pub grafts_refused: u64,
 }
 

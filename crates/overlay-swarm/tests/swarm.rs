@@ -250,21 +250,21 @@ fn graft_replies_to_one_peer_are_bounded_per_second() {
     let mut one = One::new(Config::default());
     one.neighbor(node(2));
     one.neighbor(node(3));
-    // 300 messages published here, all in the GRAFT cache.
-    for n in 0..300u16 {
+    // 4,200 messages published here, all in the GRAFT cache.
+    for n in 0..4200u16 {
         let mut id = [0u8; 16];
         id[..2].copy_from_slice(&n.to_be_bytes());
         one.on(InEvent::Publish(Msg { msg_id: MsgId(id), ..msg(0, 0) }));
     }
     let mut answered = 0;
-    for n in 0..300u16 {
+    for n in 0..4200u16 {
         let mut id = [0u8; 16];
         id[..2].copy_from_slice(&n.to_be_bytes());
         let out = one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::Graft(Some(MsgId(id))) });
         answered += out.iter().filter(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(2).id)).count();
     }
-    assert_eq!(answered, 256);
-    assert_eq!(one.swarm.stats().grafts_refused, 44);
+    assert_eq!(answered, 4096);
+    assert_eq!(one.swarm.stats().grafts_refused, 104);
     // Another peer has its own budget; a second later, so has this one.
     let out = one.on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Graft(Some(MsgId([0; 16]))) });
     assert!(out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(3).id)));
