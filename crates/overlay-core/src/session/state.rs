@@ -9,9 +9,10 @@
 //! an argument), so the core calls it directly: an `ACK` carries what the
 //! fanout did. What needs the node or the socket (a reply, a link's
 //! announcement, the end of the session) is an [`Action`].
-// Enforced, not grepped: the clock reads are denied here (clippy.toml names
-// them), and `tests::the_core_reads_no_clock_and_names_no_runtime` fails on
-// any mention of the runtime.
+// Enforced, not grepped: the clock reads are denied here and in the child
+// modules (`grant`: AUTH and what a grant allows; `link`: swarm links)
+// (clippy.toml names them), and `tests::the_core_reads_no_clock_and_names_no_runtime`
+// fails on any mention of the runtime in any of them.
 #![deny(clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
@@ -20,23 +21,28 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oap_codec::{
-    Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, NodeAddr, NodeId, Pattern, PubAck, SwarmFrame, Topic,
+    Ack, Caps, Ctrl, DecodeError, ErrorCode, Frame, Kind, Msg, NodeId, Pattern, PubAck, SwarmFrame, Topic,
 };
 use overlay_admin::SizeTally;
-use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId, binds};
+use overlay_gossip::{DeliveryQueue, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId};
 use ron_transport::{DisconnectReason, LogLimit};
 
 use super::{Limits, reconnect_after};
-use crate::auth::{AuthError, AuthPolicy, Grant, Op};
+use crate::auth::AuthPolicy;
 use crate::handler::{DataHandler, SessionInfo};
 use crate::metrics::OverlayMetrics;
-use crate::swarm::{self, LinkHandle, LinkIo, SwarmDriver};
+use crate::swarm::{LinkIo, SwarmDriver};
 
 /// Longest single wait for a grant's expiry; later ones are re-armed.
 const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(86_400);
 /// "relay peer refused" lines a session logs per second at most.
 const REFUSAL_LOGS_PER_SEC: u32 = 1;
 
+mod grant;
+mod link;
+
+use grant::Held;
+use link::SwarmLink;
 #[cfg(test)]
 mod tests;
 
@@ -71,23 +77,6 @@ enum Consumer {
     Swarm(Box<SwarmLink>),
 }
 
-/// A swarm link's state.
-#[derive(Debug)]
-struct SwarmLink {
-    io: LinkIo,
-    /// What the peer's `NODE` said.
-    told: Option<NodeAddr>,
-    /// The swarm took the link: the peer's id.
-    up: Option<NodeId>,
-    /// The link was offered to the swarm (whatever it answered).
-    offered: bool,
-    /// The topics it may carry, as offered (empty: all).
-    filter: Vec<Pattern>,
-    /// It must be offered by then (the peer's `NODE`, and an `AUTH` where
-    /// one is needed, within `handshake_timeout` of the hello).
-    deadline: Instant,
-}
-
 /// What a session core works with, shared by every session of a node.
 #[derive(Clone, Copy)]
 pub(crate) struct Env<'a> {
@@ -99,24 +88,6 @@ pub(crate) struct Env<'a> {
     pub(crate) auth: Option<&'a AuthPolicy>,
     /// The node's swarm, which takes swarm links.
     pub(crate) swarm: &'a SwarmDriver,
-}
-
-/// A grant with the time it was accepted at.
-struct Held {
-    grant: Grant,
-    unix_at_auth: Duration,
-    at_auth: Instant,
-}
-
-impl Held {
-    /// Unix seconds for this grant's checks: the later of the wall clock and
-    /// the wall clock at its `AUTH` advanced by the monotonic clock. A wall
-    /// clock stepped back cannot lengthen the grant's life, one stepped
-    /// forward (or a resumed VM) shortens it at once, and a wrong wall clock
-    /// at one `AUTH` affects that grant only.
-    fn unix(&self, now: Now) -> u64 {
-        now.unix.max(self.unix_at_auth + now.at.saturating_duration_since(self.at_auth)).as_secs()
-    }
 }
 
 /// One session's protocol state.
@@ -583,218 +554,6 @@ impl<'a> SessionState<'a> {
                 Some(Frame::error(ErrorCode::BadRequest, req_id, e.to_string()))
             }
             Err(e) => Some(Frame::error(ErrorCode::Internal, req_id, e.to_string())),
-        }
-    }
-
-    /// `MSG` over a relay link: to the swarm, which drops what it has seen,
-    /// delivers the rest here and passes it on along its tree.
-    fn relay(&mut self, msg: Msg, now: Now) -> Option<Frame> {
-        let Some(from) = (match &self.consumer {
-            Consumer::Swarm(link) => link.up,
-            Consumer::Client(_) => None,
-        }) else {
-            // On a client: unreachable, since MSG requires PEER_V1, which
-            // makes the session a link.
-            return Some(Frame::error(ErrorCode::Unsupported, 0, "MSG before the swarm took the link"));
-        };
-        // This node's own message coming back (or a forgery of one) goes no
-        // further (OAP-1 section 5).
-        if self.env.registry.issued(&msg.msg_id) {
-            return None;
-        }
-        // Checked before the swarm remembers the id: a forged or predicted
-        // id never makes the real message look seen.
-        if !binds(&msg.msg_id, &msg.topic, &msg.payload) {
-            self.env.metrics.reject("bad_msg_id");
-            return Some(Frame::error(ErrorCode::BadRequest, 0, "msg_id does not match the message's content"));
-        }
-        self.env.swarm.message(from, self.info.id, msg, now.at, &mut self.batch);
-        None
-    }
-
-    /// `AUTH`: a valid token replaces the grant (in-band refresh); the
-    /// subscriptions it no longer covers end with `ERROR 403` and their
-    /// `SUB`'s req_id. An invalid token gets `ERROR 401`; the old grant stays.
-    fn authenticate(&mut self, req_id: u32, token: &[u8], now: Now) {
-        let Some(policy) = self.env.auth else {
-            return self.send(Frame::error(ErrorCode::Unsupported, req_id, "AUTH is not enabled"));
-        };
-        // Each grant keeps time from its own AUTH (see `Held::unix`).
-        match Grant::verify(token, &policy.root_key, now.unix.as_secs()) {
-            Ok(grant) => {
-                tracing::debug!(identifier = %grant.identifier, "AUTH accepted");
-                self.grant = Some(Held { grant, unix_at_auth: now.unix, at_auth: now.at });
-                self.send(ack(req_id));
-                self.regrant(now);
-                self.revoke_uncovered("no longer granted", now);
-            }
-            Err(e) => {
-                self.env.metrics.reject(e.reason());
-                self.send(Frame::error(e.error_code(), req_id, e.to_string()));
-            }
-        }
-    }
-
-    fn auth_required(&self) -> bool {
-        self.env.auth.is_some_and(|p| p.required)
-    }
-
-    /// `None` when the request may go ahead; otherwise the `ERROR` (401
-    /// without a grant, 403 when the grant does not cover it). Only enforced
-    /// when `auth.required`.
-    fn authorize(
-        &self,
-        req_id: u32,
-        now: Now,
-        check: impl FnOnce(&Grant, u64) -> Result<(), AuthError>,
-    ) -> Option<Frame> {
-        if !self.auth_required() {
-            return None;
-        }
-        let verdict = match &self.grant {
-            None => Err(AuthError::Missing),
-            Some(held) => check(&held.grant, held.unix(now)),
-        };
-        let e = verdict.err()?;
-        self.env.metrics.reject(e.reason());
-        Some(Frame::error(e.error_code(), req_id, e.to_string()))
-    }
-
-    /// An inbound relay link follows its grant: attached (with the grant's
-    /// topics as its filter) while the grant allows `relay`, detached when
-    /// it no longer does.
-    fn regrant(&mut self, now: Now) {
-        let Consumer::Swarm(link) = &self.consumer else { return };
-        if self.dialed || !self.auth_required() {
-            return;
-        }
-        let filter = self.relay_filter(now);
-        match (link.up, filter) {
-            (Some(_), None) => {
-                let why = "the link's grant no longer allows relay";
-                self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol)
-            }
-            // A refreshed grant with other topics: the link carries those.
-            (Some(node), Some(filter)) if filter != link.filter => {
-                self.env.swarm.set_filter(node, self.info.id, filter.clone());
-                if let Consumer::Swarm(link) = &mut self.consumer {
-                    link.filter = filter;
-                }
-            }
-            (Some(_), Some(_)) => {}
-            (None, _) => self.swarm_up(now),
-        }
-    }
-
-    /// The topics this link may receive, when it may relay at all: every
-    /// topic on a link this node dialed or on a node that checks no tokens,
-    /// else its grant's.
-    fn relay_filter(&self, now: Now) -> Option<Vec<Pattern>> {
-        if self.dialed || !self.auth_required() {
-            return Some(Vec::new());
-        }
-        let relay = self.grant.as_ref().filter(|h| h.grant.allows(Op::Relay, h.unix(now)));
-        relay.map(|h| h.grant.topics().to_vec())
-    }
-
-    /// A swarm frame on a swarm link: `NODE` first (the identity), then
-    /// the swarm's own, once the swarm took the link.
-    fn on_swarm(&mut self, frame: SwarmFrame, now: Now) {
-        let Consumer::Swarm(link) = &mut self.consumer else {
-            self.env.metrics.reject("unsupported");
-            let why = format!("{} is accepted on relay links only", frame.kind());
-            return self.send(Frame::error(ErrorCode::Unsupported, 0, why));
-        };
-        match (frame, link.up) {
-            (SwarmFrame::Node(node), _) if link.io.expect.is_some_and(|id| id != node.id) => {
-                self.env.metrics.reject("bad_node_id");
-                let why = "NODE id is not the one the peer's certificate proves";
-                self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
-            }
-            (SwarmFrame::Node(node), _) if link.told.is_none() => {
-                link.told = Some(node);
-                self.swarm_up(now);
-            }
-            (SwarmFrame::Node(_), _) => {
-                self.env.metrics.reject("malformed");
-                let why = "NODE sent twice";
-                self.goaway(ErrorCode::BadRequest, 0, why, DisconnectReason::Protocol);
-            }
-            (frame, Some(from)) => self.env.swarm.recv(from, self.info.id, frame, now.at, &mut self.batch),
-            (frame, None) if link.told.is_none() => {
-                self.env.metrics.reject("malformed");
-                let why = format!("{} before NODE", frame.kind());
-                self.goaway(ErrorCode::BadRequest, 0, &why, DisconnectReason::Protocol);
-            }
-            // Told, and not taken: not granted relay (yet), or refused (and
-            // closing).
-            (frame, None) if !link.offered => {
-                let e = AuthError::Missing;
-                self.env.metrics.reject(e.reason());
-                let why = format!("{}: {e}", frame.kind());
-                self.goaway(e.error_code(), 0, &why, DisconnectReason::Protocol);
-            }
-            (_, None) => {}
-        }
-    }
-
-    /// Offers the swarm link to the swarm once the peer said who it is and
-    /// may relay; a refused link is closed.
-    fn swarm_up(&mut self, now: Now) {
-        let filter = self.relay_filter(now);
-        let Consumer::Swarm(link) = &mut self.consumer else { return };
-        let (Some(told), Some(filter), false) = (link.told, filter, link.offered) else { return };
-        link.offered = true;
-        link.filter = filter.clone();
-        let handle = LinkHandle {
-            session: self.info.id,
-            remote: self.info.peer,
-            dialed: self.dialed,
-            payload: self.deliveries.clone(),
-            control: link.io.control.clone(),
-            close: link.io.close.clone(),
-            filter,
-        };
-        match self.env.swarm.link_up(told, handle, now.at) {
-            Ok(node) => {
-                link.up = Some(node.id);
-                self.out.push_back(Action::LinkUp(node.id));
-            }
-            Err(e @ swarm::Refused::Myself) => {
-                self.goaway(ErrorCode::BadRequest, 0, &e.to_string(), DisconnectReason::Overlay);
-            }
-            Err(e @ swarm::Refused::Duplicate) => {
-                self.goaway(ErrorCode::Unavailable, 0, &e.to_string(), DisconnectReason::Overlay);
-            }
-            Err(e @ swarm::Refused::Full) => {
-                self.goaway(ErrorCode::Unavailable, swarm::FULL_RETRY_MS, &e.to_string(), DisconnectReason::Overlay);
-            }
-        }
-    }
-
-    /// When the current grant stops being valid, if auth is enforced; `None`
-    /// for far-off expiries (they are checked again on the next AUTH).
-    fn grant_expiry(&self, now: Now) -> Option<Instant> {
-        let held = self.grant.as_ref().filter(|_| self.auth_required())?;
-        let left = Duration::from_secs(held.grant.expires()?.saturating_sub(held.unix(now)));
-        now.at.checked_add(left.min(MAX_EXPIRY_WAIT))
-    }
-
-    /// Ends each subscription the current grant (or its absence) no longer
-    /// covers, answering its `SUB`'s req_id with `ERROR 403`.
-    fn revoke_uncovered(&mut self, why: &str, now: Now) {
-        if !self.auth_required() {
-            return;
-        }
-        let covered = |p: &Pattern| self.grant.as_ref().is_some_and(|h| h.grant.subscribe(p, h.unix(now)).is_ok());
-        let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subs).into_iter().partition(|(p, _)| covered(p));
-        self.subs = keep;
-        for (pattern, req_id) in drop {
-            if let Consumer::Client(Some(sub)) = self.consumer {
-                self.env.registry.unsubscribe(sub, &pattern);
-            }
-            self.env.metrics.reject("revoked");
-            self.send(Frame::error(ErrorCode::Forbidden, req_id, format!("{why}: {pattern}")));
         }
     }
 

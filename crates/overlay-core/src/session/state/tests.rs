@@ -2,12 +2,12 @@
 //! is whatever each test says it is.
 
 use bytes::BytesMut;
-use oap_codec::{Caps, Ctrl, Frame, OapCodec};
+use oap_codec::{Caps, Ctrl, Frame, NodeAddr, OapCodec};
 use overlay_gossip::GossipConfig;
 use tokio_util::codec::Decoder;
 
 use super::*;
-use crate::auth::mint;
+use crate::auth::{Op, mint};
 use crate::handler::Echo;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -464,8 +464,10 @@ fn a_link_to_this_node_itself_is_refused() {
 /// catches what clippy cannot name (the runtime as a whole).
 #[test]
 fn the_core_reads_no_clock_and_names_no_runtime() {
-    let source = include_str!("../state.rs");
-    for banned in ["tokio", "Instant::now", "SystemTime", ".elapsed("] {
+    let sources = [include_str!("../state.rs"), include_str!("grant.rs"), include_str!("link.rs")];
+    for (source, banned) in
+        sources.iter().flat_map(|s| ["tokio", "Instant::now", "SystemTime", ".elapsed("].map(|b| (s, b)))
+    {
         assert!(!source.contains(banned), "the session core mentions `{banned}`");
     }
 }

@@ -6,9 +6,13 @@
 //! asks for is carried out at once without waiting: frames and messages are
 //! offered to the links' bounded queues (a control queue and a payload
 //! queue per link, so a payload backlog never holds back membership),
-//! dials go to the driver task, and local deliveries are made by the caller
-//! after the lock is released, so the session whose link brought the
-//! message stalls for congested subscribers, as any publisher does.
+//! dials go to the driver task, and local deliveries are made under the
+//! lock (in the order the reorder window set), on the caller's publish
+//! batch, so the session whose link brought the message stalls for
+//! congested subscribers, as any publisher does.
+//!
+//! Beside it: `dial` (pacing), `link` (what a link shares with the driver,
+//! and the status it reports), `id` (node ids), `metrics`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -17,9 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
-use oap_codec::{Frame, HEADER_LEN, Kind, Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
-use overlay_gossip::{Charged, DeliveryQueue, DropReason, Offer, PublishBatch, Registry};
+use oap_codec::{Frame, HEADER_LEN, Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
+use overlay_gossip::{Charged, DropReason, Offer, PublishBatch, Registry};
 use overlay_swarm::{InEvent, OutEvent, Reorder, Swarm, SwarmEvent, Timer, keeps_dial_of};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -44,206 +47,20 @@ pub(crate) const FULL_RETRY_MS: u32 = 1000;
 /// once (the simultaneous-dial rule applies); an older one is stale.
 const DIAL_RACE: Duration = Duration::from_secs(5);
 
-/// Dials started per second at most, to any addresses: what a forged
-/// `SHUFFLE` full of third parties' addresses could make this node do.
-const DIALS_PER_SEC: u32 = 32;
-/// First pause before an address whose dial failed is dialed again; it
-/// doubles with each failure in a row, up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest pause between two dials of one address.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Addresses whose back-off is remembered at most (the soonest due is
-/// forgotten first).
-const MAX_BACKOFFS: usize = 1024;
+mod dial;
+mod id;
+mod link;
+mod metrics;
+#[cfg(test)]
+mod tests;
 
-/// Paces dials: an address waits out a back-off after each failed dial
-/// (jittered within `[d/2, d]`, so restarted peers do not dial in
-/// lockstep; a link that comes up clears it), and all dials together stay
-/// under [`DIALS_PER_SEC`].
-struct DialLimiter {
-    /// Per address: not before when, and the next back-off.
-    backoff: HashMap<SocketAddr, (Instant, Duration)>,
-    /// The current second's start and the dials started in it.
-    second: Option<(Instant, u32)>,
-    jitter: u64,
-}
+pub(crate) use id::{hex, key_id, parse_id, random_id};
+pub(crate) use link::{LinkHandle, LinkIo, Pushed, Refused};
+pub use link::{PeerInfo, SwarmStatus};
 
-impl DialLimiter {
-    fn new() -> DialLimiter {
-        DialLimiter { backoff: HashMap::new(), second: None, jitter: random_u64() | 1 }
-    }
-
-    /// Whether `addr` may be dialed at `now` (counting the dial if so).
-    fn allow(&mut self, addr: SocketAddr, now: Instant) -> bool {
-        if self.backoff.get(&addr).is_some_and(|(not_before, _)| now < *not_before) {
-            return false;
-        }
-        let (start, started) = self.second.get_or_insert((now, 0));
-        if now >= *start + Duration::from_secs(1) {
-            (*start, *started) = (now, 0);
-        }
-        if *started >= DIALS_PER_SEC {
-            return false;
-        }
-        *started += 1;
-        true
-    }
-
-    /// A dial of `addr` failed at `now`: its back-off grows.
-    fn failed(&mut self, addr: SocketAddr, now: Instant) {
-        let pause = self.backoff.get(&addr).map_or(BACKOFF_MIN, |(_, next)| *next);
-        if self.backoff.len() >= MAX_BACKOFFS
-            && !self.backoff.contains_key(&addr)
-            && let Some(soonest) = self.backoff.iter().min_by_key(|(_, (at, _))| *at).map(|(a, _)| *a)
-        {
-            self.backoff.remove(&soonest);
-        }
-        let at = now + self.spread(pause);
-        self.backoff.insert(addr, (at, (pause * 2).min(BACKOFF_MAX)));
-    }
-
-    /// `addr` asked not to be dialed before `until` (a `GOAWAY`'s
-    /// `reconnect_after_ms`).
-    fn hold(&mut self, addr: SocketAddr, until: Instant) {
-        let next = self.backoff.get(&addr).map_or(BACKOFF_MIN, |(_, next)| *next);
-        let at = self.backoff.get(&addr).map_or(until, |(at, _)| (*at).max(until));
-        if self.backoff.len() < MAX_BACKOFFS || self.backoff.contains_key(&addr) {
-            self.backoff.insert(addr, (at, next));
-        }
-    }
-
-    /// A link to `addr` came up: it is dialed freely again.
-    fn succeeded(&mut self, addr: SocketAddr) {
-        self.backoff.remove(&addr);
-    }
-
-    /// Uniform in `[d/2, d]` (xorshift).
-    fn spread(&mut self, d: Duration) -> Duration {
-        self.jitter ^= self.jitter << 13;
-        self.jitter ^= self.jitter >> 7;
-        self.jitter ^= self.jitter << 17;
-        let half = d / 2;
-        half + Duration::from_nanos(self.jitter % (half.as_nanos() as u64 + 1))
-    }
-}
-
-/// What the writer and reader of a swarm link share with the swarm: the
-/// control queue, and the signal to close.
-#[derive(Debug, Clone)]
-pub(crate) struct LinkIo {
-    pub(crate) control: Arc<DeliveryQueue>,
-    pub(crate) close: CancellationToken,
-    /// The id the peer's `NODE` must carry (a dialed TLS link: its
-    /// certificate's).
-    pub(crate) expect: Option<NodeId>,
-}
-
-impl LinkIo {
-    /// A control queue that evicts a peer lagging for `slow_after`, as a
-    /// payload queue does.
-    pub(crate) fn new(slow_after: Duration, expect: Option<NodeId>) -> LinkIo {
-        let control = Arc::new(DeliveryQueue::new(CONTROL_QUEUE_BYTES, slow_after));
-        LinkIo { control, close: CancellationToken::new(), expect }
-    }
-}
-
-/// What a relay session gives the swarm to reach its peer.
-pub(crate) struct LinkHandle {
-    /// The session's id: a link that was replaced reports nothing.
-    pub(crate) session: u64,
-    /// The socket's remote address.
-    pub(crate) remote: SocketAddr,
-    /// This node dialed the link.
-    pub(crate) dialed: bool,
-    /// Where `MSG`s go (bounded in bytes, like a subscriber's).
-    pub(crate) payload: Arc<DeliveryQueue>,
-    /// Where swarm frames go; its writer takes them first.
-    pub(crate) control: Arc<DeliveryQueue>,
-    /// Fired to close the link once what is queued is written.
-    pub(crate) close: CancellationToken,
-    /// Topics the peer's grant lets it receive (empty: every topic).
-    pub(crate) filter: Vec<Pattern>,
-}
-
-/// What became of a message's payload sends to peers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Pushed {
-    /// Peer queues that took it.
-    pub(crate) queued: u32,
-    /// Peer queues that dropped it (full, or over the budget).
-    pub(crate) dropped: u32,
-}
-
-/// Why a link was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refused {
-    /// The peer has this node's id: a dial that reached this node itself.
-    #[error("the peer is this node (same node id)")]
-    Myself,
-    /// The pair already keeps another link (the simultaneous-dial rule).
-    #[error("the pair keeps another link")]
-    Duplicate,
-    /// The node holds as many swarm links as it takes.
-    #[error("this node holds its maximum of swarm links")]
-    Full,
-}
-
-/// One peer in [`SwarmStatus`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// Its node id (hex, first 8 bytes).
-    pub node_id: String,
-    /// Where it accepts relay links.
-    pub addr: SocketAddr,
-    /// Seconds its link has been up (active peers).
-    pub up_secs: Option<u64>,
-    /// `"out"` when this node dialed the link, `"in"` otherwise.
-    pub direction: Option<&'static str>,
-}
-
-/// The swarm as `/peersz` and [`crate::Overlay::swarm`] show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwarmStatus {
-    /// This node's id (hex, all 32 bytes).
-    pub node_id: String,
-    /// Where this node says it accepts relay links.
-    pub advertised: SocketAddr,
-    /// Linked peers that carry the broadcast.
-    pub active: Vec<PeerInfo>,
-    /// Known addresses kept to replace lost active peers.
-    pub passive: Vec<PeerInfo>,
-    /// `MSG` frames sent to peers since start.
-    pub payload_sent: u64,
-    /// Swarm frames sent since start.
-    pub control_sent: u64,
-    /// Copies of messages already seen, since start.
-    pub duplicates: u64,
-}
-
-impl SwarmStatus {
-    /// The body of `/peersz`.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        let peers = |list: &[PeerInfo]| -> Vec<serde_json::Value> {
-            list.iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "node_id": p.node_id, "addr": p.addr.to_string(),
-                        "up_secs": p.up_secs, "direction": p.direction,
-                    })
-                })
-                .collect()
-        };
-        serde_json::json!({
-            "node_id": self.node_id,
-            "advertised": self.advertised.to_string(),
-            "active": peers(&self.active),
-            "passive": peers(&self.passive),
-            "payload_sent": self.payload_sent,
-            "control_sent": self.control_sent,
-            "duplicates": self.duplicates,
-        })
-    }
-}
+use dial::{BACKOFF_MAX, DialLimiter};
+use id::random_u64;
+use metrics::SwarmMetrics;
 
 struct Link {
     handle: LinkHandle,
@@ -287,53 +104,6 @@ pub(crate) struct SwarmDriver {
     metrics: SwarmMetrics,
 }
 
-/// The swarm's series, resolved once with the node's `service` label.
-struct SwarmMetrics {
-    active: Gauge,
-    passive: Gauge,
-    payload_sent: Counter,
-    /// `overlay_swarm_control_sent_total` by frame kind (the swarm's kinds only).
-    control_sent: [Option<Counter>; Kind::ALL.len()],
-    grafts: Counter,
-    prunes: Counter,
-    reordered: Counter,
-}
-
-impl SwarmMetrics {
-    fn new(service: &str) -> SwarmMetrics {
-        describe_gauge!(
-            "overlay_swarm_active_peers",
-            "Peers in the swarm's active view (linked, carrying the broadcast)."
-        );
-        describe_gauge!("overlay_swarm_passive_peers", "Addresses in the swarm's passive view.");
-        describe_counter!("overlay_relay_payload_sent_total", "Payload-carrying frames (MSG) queued to other nodes.");
-        describe_counter!("overlay_swarm_control_sent_total", "Swarm frames queued to other nodes, by kind.");
-        describe_counter!("overlay_swarm_grafts_total", "GRAFTs sent: messages announced and asked for.");
-        describe_counter!("overlay_swarm_prunes_total", "PRUNEs sent: links that left the broadcast tree.");
-        describe_counter!(
-            "overlay_swarm_reordered_total",
-            "Gaps in an origin's messages given up after the reorder window, and messages delivered after later ones."
-        );
-        let s = || service.to_owned();
-        SwarmMetrics {
-            active: gauge!("overlay_swarm_active_peers", "service" => s()),
-            passive: gauge!("overlay_swarm_passive_peers", "service" => s()),
-            payload_sent: counter!("overlay_relay_payload_sent_total", "service" => s()),
-            control_sent: Kind::ALL.map(|k| {
-                k.is_swarm()
-                    .then(|| counter!("overlay_swarm_control_sent_total", "service" => s(), "kind" => k.label()))
-            }),
-            grafts: counter!("overlay_swarm_grafts_total", "service" => s()),
-            prunes: counter!("overlay_swarm_prunes_total", "service" => s()),
-            reordered: counter!("overlay_swarm_reordered_total", "service" => s()),
-        }
-    }
-
-    fn control_sent(&self, kind: Kind) -> Option<&Counter> {
-        self.control_sent[kind.index()].as_ref()
-    }
-}
-
 impl SwarmDriver {
     /// A swarm for node `me` (its address is completed by
     /// [`SwarmDriver::advertise`] once the listener is bound); the receiver
@@ -355,7 +125,7 @@ impl SwarmDriver {
             encoded: None,
             scratch: Vec::new(),
             duplicates: 0,
-            dials: DialLimiter::new(),
+            dials: DialLimiter::new(random_u64()),
             #[cfg(test)]
             trace: Vec::new(),
         };
@@ -801,11 +571,6 @@ fn direction(dialed: bool) -> &'static str {
     if dialed { "out" } else { "in" }
 }
 
-/// All 32 bytes of an id in hex.
-pub(crate) fn hex(id: &NodeId) -> String {
-    id.0.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A frame as one or more frames that each fit `max_frame`: an `IHAVE`
 /// batch is split in halves until its parts fit (the swarm builds batches
 /// for the largest frame; a node may be configured with 1 KiB ones).
@@ -827,178 +592,5 @@ fn fit(frame: SwarmFrame, max_frame: u32) -> Vec<Frame> {
             tracing::warn!(kind = %other.kind(), len = other.encoded_len(), "swarm frame over max_frame not sent");
             Vec::new()
         }
-    }
-}
-
-/// The node id of a TLS node: the SHA-256 of its certificate's public key
-/// (DER `SubjectPublicKeyInfo`), so it survives a renewal with the same key.
-pub(crate) fn key_id(public_key: &[u8]) -> NodeId {
-    use sha2::Digest as _;
-    NodeId(sha2::Sha256::digest(public_key).into())
-}
-
-/// A random node id (when `node.id` is not configured).
-pub(crate) fn random_id() -> NodeId {
-    let mut id = [0u8; 32];
-    for chunk in id.chunks_mut(8) {
-        chunk.copy_from_slice(&random_u64().to_le_bytes());
-    }
-    NodeId(id)
-}
-
-/// Parses 64 hex digits into a node id.
-pub(crate) fn parse_id(text: &str) -> Result<NodeId, String> {
-    let text = text.trim();
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("64 hex digits".into());
-    }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(NodeId(id))
-}
-
-/// A random number from std's per-process random hash keys and the time.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher, RandomState};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(crate::auth::wall().as_nanos());
-    h.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ihave_batches_are_split_to_fit_a_small_max_frame() {
-        let ids: Vec<_> = (0..4096u32)
-            .map(|i| {
-                let mut id = [0u8; 16];
-                id[..4].copy_from_slice(&i.to_le_bytes());
-                oap_codec::IHave { msg_id: MsgId(id), hops: 1 }
-            })
-            .collect();
-        let parts = fit(SwarmFrame::IHave(ids), 1024);
-        assert!(parts.len() > 64, "{}", parts.len());
-        let mut total = 0;
-        for p in &parts {
-            assert!(p.encoded_len() - HEADER_LEN <= 1024);
-            let Frame::Swarm(SwarmFrame::IHave(ids)) = p else { panic!("not an IHAVE") };
-            total += ids.len();
-        }
-        assert_eq!(total, 4096);
-    }
-
-    #[test]
-    fn a_failing_address_waits_a_doubling_jittered_back_off_and_all_dials_a_rate() {
-        let mut limiter = DialLimiter::new();
-        let a: SocketAddr = "192.0.2.1:9500".parse().unwrap();
-        let t0 = Instant::now();
-        assert!(limiter.allow(a, t0));
-        let mut now = t0;
-        for k in 0..8u32 {
-            limiter.failed(a, now);
-            let (at, _) = limiter.backoff[&a];
-            let pause = (BACKOFF_MIN * 2u32.pow(k)).min(BACKOFF_MAX);
-            assert!(at - now >= pause / 2 && at - now <= pause, "failure {k}: {:?}", at - now);
-            assert!(!limiter.allow(a, at - Duration::from_millis(1)));
-            now = at + Duration::from_secs(1);
-            assert!(limiter.allow(a, now));
-        }
-        limiter.succeeded(a);
-        assert!(limiter.allow(a, now));
-        // All addresses together: DIALS_PER_SEC a second.
-        let later = now + Duration::from_secs(5);
-        let allowed =
-            (0..100u16).filter(|i| limiter.allow(SocketAddr::from(([198, 51, 100, 1], 1000 + i)), later)).count();
-        assert_eq!(allowed, DIALS_PER_SEC as usize);
-        assert!(limiter.allow(SocketAddr::from(([198, 51, 100, 2], 1)), later + Duration::from_secs(1)));
-        // A GOAWAY's reconnect_after_ms is waited out.
-        let b: SocketAddr = "192.0.2.2:9500".parse().unwrap();
-        let t = later + Duration::from_secs(10);
-        limiter.hold(b, t + Duration::from_secs(3));
-        assert!(!limiter.allow(b, t + Duration::from_secs(2)));
-        assert!(limiter.allow(b, t + Duration::from_secs(3)));
-    }
-
-    /// The driver is the swarm and nothing else: the same scripted events,
-    /// fed to the driver through its entry points and to a bare `Swarm` (as
-    /// the simulator drives it) with the same seed and times, ask for the
-    /// same actions in the same order.
-    #[test]
-    fn the_driver_asks_for_what_the_bare_swarm_asks_for() {
-        use bytes::Bytes;
-        use oap_codec::{IHave, Priority, Topic};
-
-        let node = |n: u8| NodeAddr { id: NodeId([n; 32]), addr: SocketAddr::from(([10, 0, 0, n], 9500)) };
-        let registry = Arc::new(Registry::new(overlay_gossip::GossipConfig::default(), "trace"));
-        let config = overlay_swarm::Config::default();
-        let (driver, _dials) =
-            SwarmDriver::new(node(1), config.clone(), registry, oap_codec::MAX_FRAME, Duration::ZERO, "trace");
-        driver.reset(node(1).addr, 7);
-        let mut bare = Swarm::new(node(1), config, 7);
-        let handle = |session: u64, remote: SocketAddr, dialed: bool| LinkHandle {
-            session,
-            remote,
-            dialed,
-            payload: Arc::new(DeliveryQueue::new(1 << 20, Duration::from_secs(10))),
-            control: Arc::new(DeliveryQueue::new(1 << 20, Duration::from_secs(10))),
-            close: CancellationToken::new(),
-            filter: Vec::new(),
-        };
-        let msg = |n: u8, hops: u8| Msg {
-            topic: Topic::new(Bytes::from_static(b"t")).unwrap(),
-            msg_id: MsgId([n; 16]),
-            hops,
-            payload: Bytes::from_static(b"x"),
-        };
-        let t0 = tokio_now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut batch = PublishBatch::default();
-        let mut expected = Vec::new();
-        let mut bare_on = |event: InEvent, now: Instant| expected.extend(bare.handle(event, now));
-
-        // A seed dialed and linked; a peer links in and joins; a neighbour
-        // request; a publish; a message relayed in; an announcement that
-        // is asked for after its timer; a peer lost.
-        driver.join(node(2).addr, at(0));
-        bare_on(InEvent::Join(node(2).addr), at(0));
-        assert!(driver.link_up(node(2), handle(1, node(2).addr, true), at(1)).is_ok());
-        bare_on(InEvent::LinkUp { node: node(2), dialed: Some(node(2).addr) }, at(1));
-        assert!(driver.link_up(node(3), handle(2, node(3).addr, false), at(2)).is_ok());
-        bare_on(InEvent::LinkUp { node: node(3), dialed: None }, at(2));
-        driver.recv(node(3).id, 2, SwarmFrame::Join, at(3), &mut batch);
-        bare_on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Join }, at(3));
-        let neighbor = SwarmFrame::Neighbor { priority: Priority::High };
-        driver.recv(node(2).id, 1, neighbor.clone(), at(4), &mut batch);
-        bare_on(InEvent::Recv { from: node(2).id, frame: neighbor }, at(4));
-        driver.publish(msg(9, 0), at(5));
-        bare_on(InEvent::Publish(msg(9, 0)), at(5));
-        driver.message(node(2).id, 1, msg(8, 1), at(6), &mut batch);
-        bare_on(InEvent::Message { from: node(2).id, msg: msg(8, 1) }, at(6));
-        let ihave = SwarmFrame::IHave(vec![IHave { msg_id: MsgId([7; 16]), hops: 2 }]);
-        driver.recv(node(3).id, 2, ihave.clone(), at(7), &mut batch);
-        bare_on(InEvent::Recv { from: node(3).id, frame: ihave }, at(7));
-        // Due by 300 ms: the IHAVE batch (55 ms), then the GRAFT (207 ms).
-        driver.fire(at(300));
-        bare_on(InEvent::Timer(Timer::IHave), at(300));
-        bare_on(InEvent::Timer(Timer::Graft(MsgId([7; 16]))), at(300));
-        driver.link_down(node(3).id, 2, at(301));
-        bare_on(InEvent::LinkDown(node(3).id), at(301));
-
-        let traced = std::mem::take(&mut driver.lock().trace);
-        assert!(expected.len() > 10, "a trace worth comparing: {expected:?}");
-        assert_eq!(traced, expected);
-    }
-
-    #[test]
-    fn node_ids_parse_from_64_hex_digits_only() {
-        let text = "00".repeat(31) + "ff";
-        assert_eq!(parse_id(&text).unwrap().0[31], 0xff);
-        assert!(parse_id("abc").is_err());
-        assert!(parse_id(&"zz".repeat(32)).is_err());
-        assert_ne!(random_id(), random_id());
     }
 }

@@ -1,0 +1,51 @@
+//! The overlay_swarm_* series.
+
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use oap_codec::Kind;
+
+/// The swarm's series, resolved once with the node's `service` label.
+pub(crate) struct SwarmMetrics {
+    pub(crate) active: Gauge,
+    pub(crate) passive: Gauge,
+    pub(crate) payload_sent: Counter,
+    /// `overlay_swarm_control_sent_total` by frame kind (the swarm's kinds only).
+    control_sent: [Option<Counter>; Kind::ALL.len()],
+    pub(crate) grafts: Counter,
+    pub(crate) prunes: Counter,
+    pub(crate) reordered: Counter,
+}
+
+impl SwarmMetrics {
+    pub(crate) fn new(service: &str) -> SwarmMetrics {
+        describe_gauge!(
+            "overlay_swarm_active_peers",
+            "Peers in the swarm's active view (linked, carrying the broadcast)."
+        );
+        describe_gauge!("overlay_swarm_passive_peers", "Addresses in the swarm's passive view.");
+        describe_counter!("overlay_relay_payload_sent_total", "Payload-carrying frames (MSG) queued to other nodes.");
+        describe_counter!("overlay_swarm_control_sent_total", "Swarm frames queued to other nodes, by kind.");
+        describe_counter!("overlay_swarm_grafts_total", "GRAFTs sent: messages announced and asked for.");
+        describe_counter!("overlay_swarm_prunes_total", "PRUNEs sent: links that left the broadcast tree.");
+        describe_counter!(
+            "overlay_swarm_reordered_total",
+            "Gaps in an origin's messages given up after the reorder window, and messages delivered after later ones."
+        );
+        let s = || service.to_owned();
+        SwarmMetrics {
+            active: gauge!("overlay_swarm_active_peers", "service" => s()),
+            passive: gauge!("overlay_swarm_passive_peers", "service" => s()),
+            payload_sent: counter!("overlay_relay_payload_sent_total", "service" => s()),
+            control_sent: Kind::ALL.map(|k| {
+                k.is_swarm()
+                    .then(|| counter!("overlay_swarm_control_sent_total", "service" => s(), "kind" => k.label()))
+            }),
+            grafts: counter!("overlay_swarm_grafts_total", "service" => s()),
+            prunes: counter!("overlay_swarm_prunes_total", "service" => s()),
+            reordered: counter!("overlay_swarm_reordered_total", "service" => s()),
+        }
+    }
+
+    pub(crate) fn control_sent(&self, kind: Kind) -> Option<&Counter> {
+        self.control_sent[kind.index()].as_ref()
+    }
+}

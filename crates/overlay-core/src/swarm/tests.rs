@@ -1,0 +1,95 @@
+//! The driver against the bare swarm, and frames fitted to `max_frame`.
+
+use overlay_gossip::DeliveryQueue;
+
+use super::*;
+
+#[test]
+fn ihave_batches_are_split_to_fit_a_small_max_frame() {
+    let ids: Vec<_> = (0..4096u32)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            oap_codec::IHave { msg_id: MsgId(id), hops: 1 }
+        })
+        .collect();
+    let parts = fit(SwarmFrame::IHave(ids), 1024);
+    assert!(parts.len() > 64, "{}", parts.len());
+    let mut total = 0;
+    for p in &parts {
+        assert!(p.encoded_len() - HEADER_LEN <= 1024);
+        let Frame::Swarm(SwarmFrame::IHave(ids)) = p else { panic!("not an IHAVE") };
+        total += ids.len();
+    }
+    assert_eq!(total, 4096);
+}
+
+/// The driver is the swarm and nothing else: the same scripted events,
+/// fed to the driver through its entry points and to a bare `Swarm` (as
+/// the simulator drives it) with the same seed and times, ask for the
+/// same actions in the same order.
+#[test]
+fn the_driver_asks_for_what_the_bare_swarm_asks_for() {
+    use bytes::Bytes;
+    use oap_codec::{IHave, Priority, Topic};
+
+    let node = |n: u8| NodeAddr { id: NodeId([n; 32]), addr: SocketAddr::from(([10, 0, 0, n], 9500)) };
+    let registry = Arc::new(Registry::new(overlay_gossip::GossipConfig::default(), "trace"));
+    let config = overlay_swarm::Config::default();
+    let (driver, _dials) =
+        SwarmDriver::new(node(1), config.clone(), registry, oap_codec::MAX_FRAME, Duration::ZERO, "trace");
+    driver.reset(node(1).addr, 7);
+    let mut bare = Swarm::new(node(1), config, 7);
+    let handle = |session: u64, remote: SocketAddr, dialed: bool| LinkHandle {
+        session,
+        remote,
+        dialed,
+        payload: Arc::new(DeliveryQueue::new(1 << 20, Duration::from_secs(10))),
+        control: Arc::new(DeliveryQueue::new(1 << 20, Duration::from_secs(10))),
+        close: CancellationToken::new(),
+        filter: Vec::new(),
+    };
+    let msg = |n: u8, hops: u8| Msg {
+        topic: Topic::new(Bytes::from_static(b"t")).unwrap(),
+        msg_id: MsgId([n; 16]),
+        hops,
+        payload: Bytes::from_static(b"x"),
+    };
+    let t0 = tokio_now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut batch = PublishBatch::default();
+    let mut expected = Vec::new();
+    let mut bare_on = |event: InEvent, now: Instant| expected.extend(bare.handle(event, now));
+
+    // A seed dialed and linked; a peer links in and joins; a neighbour
+    // request; a publish; a message relayed in; an announcement that
+    // is asked for after its timer; a peer lost.
+    driver.join(node(2).addr, at(0));
+    bare_on(InEvent::Join(node(2).addr), at(0));
+    assert!(driver.link_up(node(2), handle(1, node(2).addr, true), at(1)).is_ok());
+    bare_on(InEvent::LinkUp { node: node(2), dialed: Some(node(2).addr) }, at(1));
+    assert!(driver.link_up(node(3), handle(2, node(3).addr, false), at(2)).is_ok());
+    bare_on(InEvent::LinkUp { node: node(3), dialed: None }, at(2));
+    driver.recv(node(3).id, 2, SwarmFrame::Join, at(3), &mut batch);
+    bare_on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Join }, at(3));
+    let neighbor = SwarmFrame::Neighbor { priority: Priority::High };
+    driver.recv(node(2).id, 1, neighbor.clone(), at(4), &mut batch);
+    bare_on(InEvent::Recv { from: node(2).id, frame: neighbor }, at(4));
+    driver.publish(msg(9, 0), at(5));
+    bare_on(InEvent::Publish(msg(9, 0)), at(5));
+    driver.message(node(2).id, 1, msg(8, 1), at(6), &mut batch);
+    bare_on(InEvent::Message { from: node(2).id, msg: msg(8, 1) }, at(6));
+    let ihave = SwarmFrame::IHave(vec![IHave { msg_id: MsgId([7; 16]), hops: 2 }]);
+    driver.recv(node(3).id, 2, ihave.clone(), at(7), &mut batch);
+    bare_on(InEvent::Recv { from: node(3).id, frame: ihave }, at(7));
+    // Due by 300 ms: the IHAVE batch (55 ms), then the GRAFT (207 ms).
+    driver.fire(at(300));
+    bare_on(InEvent::Timer(Timer::IHave), at(300));
+    bare_on(InEvent::Timer(Timer::Graft(MsgId([7; 16]))), at(300));
+    driver.link_down(node(3).id, 2, at(301));
+    bare_on(InEvent::LinkDown(node(3).id), at(301));
+
+    let traced = std::mem::take(&mut driver.lock().trace);
+    assert!(expected.len() > 10, "a trace worth comparing: {expected:?}");
+    assert_eq!(traced, expected);
+}
