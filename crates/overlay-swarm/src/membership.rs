@@ -23,6 +23,17 @@ const MAX_SEEDS: usize = 64;
 const MAX_DIALING: usize = 16;
 /// Lost active peers remembered for probing at most.
 const MAX_LOST: usize = 16;
+/// Times one peer may be taken into the active view (by its `JOIN` or
+/// `NEIGHBOR`) per `ADMIT_WINDOW`: a peer that joins, leaves and joins in a
+/// loop would otherwise evict a random active peer and start the join's
+/// walks each time.
+const ADMIT_BURST: u8 = 4;
+/// See `ADMIT_BURST`.
+const ADMIT_WINDOW: Duration = Duration::from_secs(10);
+/// Peers whose admissions are counted at once; past it (more distinct
+/// peers asking within one window) requests are refused, which also bounds
+/// admissions in total.
+const ADMIT_SOURCES: usize = 1024;
 /// A dial not reported back (`LinkUp` or `DialFailed`) within this long
 /// after a repair first saw it is given up, so its slot is not held forever.
 const DIAL_EXPIRY: Duration = Duration::from_secs(30);
@@ -84,6 +95,10 @@ pub(crate) struct Membership {
     /// full): not asked again until the next periodic shuffle, so a node
     /// whose view cannot fill does not churn the tree trying.
     full: Vec<NodeId>,
+    /// Admissions per asking peer in the current window (`ADMIT_BURST`).
+    admitted: BTreeMap<NodeId, (Instant, u8)>,
+    /// Requests to enter the active view refused by that bound.
+    pub(crate) refused: u64,
 }
 
 impl Membership {
@@ -110,6 +125,8 @@ impl Membership {
             lost: Vec::new(),
             lost_ttl: c.lost_ttl,
             probe_period: c.probe_period,
+            admitted: BTreeMap::new(),
+            refused: 0,
         }
     }
 
@@ -234,11 +251,26 @@ impl Membership {
         }
     }
 
-    pub(crate) fn on_frame(&mut self, from: NodeId, frame: SwarmFrame, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+    pub(crate) fn on_frame(
+        &mut self,
+        from: NodeId,
+        frame: SwarmFrame,
+        now: Instant,
+        rng: &mut Rng,
+        out: &mut VecDeque<OutEvent>,
+    ) {
         if self.left {
             return;
         }
         match frame {
+            SwarmFrame::Join | SwarmFrame::Neighbor { .. } if !self.is_active(&from) && !self.admit(from, now) => {
+                // Refused: a NEIGHBOR's sender counts us active, so it is
+                // told; a JOIN's sender is not active anywhere yet.
+                self.refused += 1;
+                if matches!(frame, SwarmFrame::Neighbor { .. }) {
+                    Self::send(from, SwarmFrame::Disconnect { alive: true }, out);
+                }
+            }
             SwarmFrame::Join => self.on_join(from, rng, out),
             SwarmFrame::ForwardJoin { ttl, node } => self.on_forward_join(from, ttl, node, rng, out),
             SwarmFrame::Neighbor { priority } => self.on_neighbor(from, priority, rng, out),
@@ -249,6 +281,27 @@ impl Membership {
             // broadcast's.
             SwarmFrame::Node(_) | SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_) => {}
         }
+    }
+
+    /// Whether `from` may enter the active view now (`ADMIT_BURST`); counts
+    /// the admission when it may.
+    fn admit(&mut self, from: NodeId, now: Instant) -> bool {
+        let fresh = |since: Instant| now.saturating_duration_since(since) < ADMIT_WINDOW;
+        if self.admitted.len() >= ADMIT_SOURCES && !self.admitted.contains_key(&from) {
+            self.admitted.retain(|_, (since, _)| fresh(*since));
+            if self.admitted.len() >= ADMIT_SOURCES {
+                return false;
+            }
+        }
+        let (since, count) = self.admitted.entry(from).or_insert((now, 0));
+        if !fresh(*since) {
+            (*since, *count) = (now, 0);
+        }
+        if *count >= ADMIT_BURST {
+            return false;
+        }
+        *count += 1;
+        true
     }
 
     /// A linked peer, with the address its `NODE` frame gave.
@@ -379,6 +432,7 @@ impl Membership {
         for d in self.dialing.values_mut() {
             d.seen.get_or_insert(now);
         }
+        self.admitted.retain(|_, (since, _)| now.saturating_duration_since(*since) < ADMIT_WINDOW);
         let expired: Vec<SocketAddr> = self
             .dialing
             .iter()

@@ -39,9 +39,24 @@ enum Ev {
     Close { a: usize, b: usize },
 }
 
+/// One node's life in a run, event by event: what another driver must be
+/// fed to be compared with the simulator ([`Sim::record`]).
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The node.
+    pub node: NodeAddr,
+    /// The seed its swarm was made with.
+    pub seed: u64,
+    /// Every event it handled, with the time, in order.
+    pub events: Vec<(Instant, InEvent)>,
+    /// Every action its swarm asked for, in order.
+    pub out: Vec<OutEvent>,
+}
+
 /// One simulated node.
 struct Node {
     swarm: Swarm,
+    seed: u64,
     alive: bool,
     /// When it was added, and when it failed.
     born: Duration,
@@ -120,6 +135,8 @@ pub struct Sim {
     sides: Option<Vec<u8>>,
     /// What every node is made with.
     config: Config,
+    /// The node whose events and actions are recorded.
+    recording: Option<(usize, Recording)>,
 }
 
 impl Sim {
@@ -150,6 +167,7 @@ impl Sim {
             lost: 0,
             trace: DefaultHasher::new(),
             sides: None,
+            recording: None,
         };
         for _ in 0..n {
             sim.add_node();
@@ -169,9 +187,11 @@ impl Sim {
         let me = NodeAddr { id: NodeId(id), addr };
         self.by_addr.insert(addr, i);
         self.by_id.insert(me.id, i);
-        let swarm = Swarm::new(me, self.config.clone(), self.rng.next_u64());
+        let seed = self.rng.next_u64();
+        let swarm = Swarm::new(me, self.config.clone(), seed);
         self.nodes.push(Node {
             swarm,
+            seed,
             alive: true,
             born: self.now,
             died: None,
@@ -195,6 +215,19 @@ impl Sim {
     /// Node `i`'s swarm.
     pub fn swarm(&self, i: usize) -> &Swarm {
         &self.nodes[i].swarm
+    }
+
+    /// Records node `i`'s events and actions from now on (one node at a
+    /// time; recording another starts over).
+    pub fn record(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let recording = Recording { node: *node.swarm.me(), seed: node.seed, events: Vec::new(), out: Vec::new() };
+        self.recording = Some((i, recording));
+    }
+
+    /// What was recorded since [`Sim::record`].
+    pub fn recording(&self) -> Option<&Recording> {
+        self.recording.as_ref().map(|(_, r)| r)
     }
 
     /// Nodes alive.
@@ -384,7 +417,17 @@ impl Sim {
 
     fn handle(&mut self, i: usize, event: InEvent) {
         let now = self.epoch + self.now;
+        let recorded = match &mut self.recording {
+            Some((r, recording)) if *r == i => {
+                recording.events.push((now, event.clone()));
+                Some(recording)
+            }
+            _ => None,
+        };
         let out: Vec<OutEvent> = self.nodes[i].swarm.handle(event, now).collect();
+        if let Some(recording) = recorded {
+            recording.out.extend(out.iter().cloned());
+        }
         for o in out {
             self.act(i, o);
         }

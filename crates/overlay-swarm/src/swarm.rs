@@ -146,6 +146,10 @@ pub struct Stats {
     pub hop_limited: u64,
     /// GRAFTs not answered: the peer asked for more than 4,096 a second.
     pub grafts_refused: u64,
+    /// `JOIN`s and `NEIGHBOR`s refused: the peer asked to enter the active
+    /// view more than 4 times in 10 s, or more than 1,024 peers asked
+    /// within 10 s.
+    pub admissions_refused: u64,
 }
 
 /// Which node's dial survives when two nodes dial each other at once: the
@@ -206,7 +210,7 @@ impl Swarm {
 
     /// Counts since the swarm started.
     pub fn stats(&self) -> Stats {
-        self.broadcast.stats
+        Stats { admissions_refused: self.membership.refused, ..self.broadcast.stats }
     }
 
     /// Handles one event at `now`; returns what to do, in order.
@@ -235,7 +239,7 @@ impl Swarm {
                 SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),
                 SwarmFrame::Graft(id) => b.on_graft(from, id, now, out),
                 SwarmFrame::Prune(id) => b.on_prune(from, id, now),
-                frame => m.on_frame(from, frame, rng, out),
+                frame => m.on_frame(from, frame, now, rng, out),
             },
             InEvent::Message { from, msg } => b.on_message(Some(from), msg, now, out),
             InEvent::Publish(msg) => b.on_message(None, msg, now, out),

@@ -287,3 +287,35 @@ fn a_forgotten_seed_that_is_an_active_peer_leaves_the_view_and_is_not_probed() {
     one.now += std::time::Duration::from_secs(10);
     assert!(!one.on(InEvent::Timer(Timer::Probe)).contains(&OutEvent::Dial(node(2).addr)));
 }
+
+#[test]
+fn a_peer_that_keeps_rejoining_is_refused_past_four_admissions_in_ten_seconds() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    one.on(InEvent::LinkUp { node: node(9), dialed: None });
+    let join = || InEvent::Recv { from: node(9).id, frame: SwarmFrame::Join };
+    let leave = || InEvent::Recv { from: node(9).id, frame: SwarmFrame::Disconnect { alive: true } };
+    // Four rounds of join and leave: each taken in, each walked on.
+    for _ in 0..4 {
+        let out = one.on(join());
+        assert!(out.contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
+        assert!(!sent(&out, node(2).id).is_empty());
+        one.on(leave());
+        one.on(InEvent::LinkUp { node: node(9), dialed: None });
+    }
+    // The fifth JOIN starts nothing; a NEIGHBOR is answered with a refusal.
+    let out = one.on(join());
+    assert!(!out.contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
+    assert!(sent(&out, node(2).id).is_empty() && sent(&out, node(3).id).is_empty());
+    let out = one.on(InEvent::Recv { from: node(9).id, frame: SwarmFrame::Neighbor { priority: Priority::High } });
+    assert_eq!(sent(&out, node(9).id), [&SwarmFrame::Disconnect { alive: true }]);
+    assert_eq!(one.swarm.stats().admissions_refused, 2);
+    // Other peers are not held to its budget, and ten seconds later it has
+    // one again.
+    one.on(InEvent::LinkUp { node: node(8), dialed: None });
+    let out = one.on(InEvent::Recv { from: node(8).id, frame: SwarmFrame::Join });
+    assert!(out.contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(8)))));
+    one.now += std::time::Duration::from_secs(10);
+    assert!(one.on(join()).contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
+}

@@ -13,6 +13,10 @@ pub(crate) struct SwarmMetrics {
     pub(crate) grafts: Counter,
     pub(crate) prunes: Counter,
     pub(crate) reordered: Counter,
+    /// Peers' requests refused by a bound: `GRAFT`s past 4,096 a second
+    /// per peer, `JOIN`/`NEIGHBOR` past 4 in 10 s per peer.
+    pub(crate) refused_grafts: Counter,
+    pub(crate) refused_admissions: Counter,
 }
 
 impl SwarmMetrics {
@@ -30,6 +34,10 @@ impl SwarmMetrics {
             "overlay_swarm_reordered_total",
             "Gaps in an origin's messages given up after the reorder window, and messages delivered after later ones."
         );
+        describe_counter!(
+            "overlay_swarm_refused_total",
+            "Peers' swarm requests refused by a rate bound (reason: graft, admission)."
+        );
         let s = || service.to_owned();
         SwarmMetrics {
             active: gauge!("overlay_swarm_active_peers", "service" => s()),
@@ -42,6 +50,8 @@ impl SwarmMetrics {
             grafts: counter!("overlay_swarm_grafts_total", "service" => s()),
             prunes: counter!("overlay_swarm_prunes_total", "service" => s()),
             reordered: counter!("overlay_swarm_reordered_total", "service" => s()),
+            refused_grafts: counter!("overlay_swarm_refused_total", "service" => s(), "reason" => "graft"),
+            refused_admissions: counter!("overlay_swarm_refused_total", "service" => s(), "reason" => "admission"),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The driver against the bare swarm, and frames fitted to `max_frame`.
+//! The driver against the bare swarm and the simulator, and frames fitted to `max_frame`.
 
 use overlay_gossip::DeliveryQueue;
 
@@ -24,6 +24,19 @@ fn ihave_batches_are_split_to_fit_a_small_max_frame() {
     assert_eq!(total, 4096);
 }
 
+/// A link whose queues nobody drains (they hold what a trace sends).
+fn test_link(session: u64, remote: SocketAddr, dialed: bool) -> LinkHandle {
+    LinkHandle {
+        session,
+        remote,
+        dialed,
+        payload: Arc::new(DeliveryQueue::new(16 << 20, Duration::from_secs(3600))),
+        control: Arc::new(DeliveryQueue::new(16 << 20, Duration::from_secs(3600))),
+        close: CancellationToken::new(),
+        filter: Vec::new(),
+    }
+}
+
 /// The driver is the swarm and nothing else: the same scripted events,
 /// fed to the driver through its entry points and to a bare `Swarm` (as
 /// the simulator drives it) with the same seed and times, ask for the
@@ -40,15 +53,7 @@ fn the_driver_asks_for_what_the_bare_swarm_asks_for() {
         SwarmDriver::new(node(1), config.clone(), registry, oap_codec::MAX_FRAME, Duration::ZERO, "trace");
     driver.reset(node(1).addr, 7);
     let mut bare = Swarm::new(node(1), config, 7);
-    let handle = |session: u64, remote: SocketAddr, dialed: bool| LinkHandle {
-        session,
-        remote,
-        dialed,
-        payload: Arc::new(DeliveryQueue::new(1 << 20, Duration::from_secs(10))),
-        control: Arc::new(DeliveryQueue::new(1 << 20, Duration::from_secs(10))),
-        close: CancellationToken::new(),
-        filter: Vec::new(),
-    };
+    let handle = test_link;
     let msg = |n: u8, hops: u8| Msg {
         topic: Topic::new(Bytes::from_static(b"t")).unwrap(),
         msg_id: MsgId([n; 16]),
@@ -92,4 +97,79 @@ fn the_driver_asks_for_what_the_bare_swarm_asks_for() {
     let traced = std::mem::take(&mut driver.lock().trace);
     assert!(expected.len() > 10, "a trace worth comparing: {expected:?}");
     assert_eq!(traced, expected);
+}
+
+/// What the simulator proves is what the node runs: one node's whole life
+/// in a simulated run (joins, a tree built, messages relayed, a neighbour
+/// crashed and replaced), fed event by event to the driver's entry points,
+/// asks the driver's swarm for the same actions in the same order.
+#[test]
+fn the_driver_asks_for_what_the_simulator_asked_of_the_same_node() {
+    use std::collections::HashMap;
+
+    let config = overlay_swarm::Config::default();
+    let epoch = tokio_now();
+    let mut sim = overlay_swarm::sim::Sim::new(24, &config, 5, epoch);
+    let watched = 7;
+    sim.record(watched);
+    for i in 1..24 {
+        sim.join(i, i % 3);
+    }
+    sim.run_for(Duration::from_secs(10));
+    for k in 0..30 {
+        sim.publish(k % 24);
+        sim.run_for(Duration::from_millis(500));
+    }
+    // One of its neighbours crashes: the link goes down, a passive peer
+    // is promoted, the trees repair.
+    let peer = sim.swarm(watched).active()[0].id;
+    let crashed = (0..24).find(|&i| sim.swarm(i).me().id == peer).unwrap();
+    sim.kill(crashed);
+    sim.run_for(Duration::from_secs(5));
+    for k in 0..10 {
+        sim.publish((k * 5) % 24);
+        sim.run_for(Duration::from_millis(500));
+    }
+    let recorded = sim.recording().unwrap().clone();
+    assert!(recorded.events.len() > 100, "a life worth comparing: {} events", recorded.events.len());
+    assert!(recorded.events.iter().any(|(_, e)| matches!(e, InEvent::LinkDown(id) if *id == peer)));
+    assert!(recorded.out.iter().any(|o| matches!(o, OutEvent::SendMsg { .. })));
+    assert!(recorded.out.iter().any(|o| matches!(o, OutEvent::Dial(_))));
+
+    let registry = Arc::new(Registry::new(overlay_gossip::GossipConfig::default(), "trace"));
+    let (driver, _dials) =
+        SwarmDriver::new(recorded.node, config, registry, oap_codec::MAX_FRAME, Duration::ZERO, "trace");
+    driver.reset(recorded.node.addr, recorded.seed);
+    let mut sessions: HashMap<NodeId, u64> = HashMap::new();
+    let mut batch = PublishBatch::default();
+    for (n, (now, event)) in recorded.events.into_iter().enumerate() {
+        let session = |id: &NodeId| sessions.get(id).copied().unwrap_or(u64::MAX);
+        match event {
+            InEvent::Join(seed) => driver.join(seed, now),
+            InEvent::LinkUp { node, dialed } => {
+                let id = n as u64;
+                if driver.link_up(node, test_link(id, dialed.unwrap_or(node.addr), dialed.is_some()), now).is_ok() {
+                    sessions.insert(node.id, id);
+                }
+            }
+            InEvent::LinkDown(peer) => driver.link_down(peer, session(&peer), now),
+            InEvent::DialFailed(addr) => driver.dial_failed(addr, now),
+            InEvent::Recv { from, frame } => driver.recv(from, session(&from), frame, now, &mut batch),
+            InEvent::Message { from, msg } => driver.message(from, session(&from), msg, now, &mut batch),
+            InEvent::Publish(msg) => {
+                driver.publish(msg, now);
+            }
+            InEvent::Timer(timer) => assert_eq!(driver.fire_one(now), Some(timer), "event {n}"),
+            other => panic!("the simulator does not make {other:?}"),
+        }
+    }
+    let traced = std::mem::take(&mut driver.lock().trace);
+    let same = traced.iter().zip(&recorded.out).take_while(|(a, b)| a == b).count();
+    assert_eq!(
+        (traced.len(), same),
+        (recorded.out.len(), recorded.out.len()),
+        "first difference: driver {:?}, simulator {:?}",
+        traced.get(same),
+        recorded.out.get(same)
+    );
 }
