@@ -154,7 +154,7 @@ async fn a_readable_root_key_file_refuses_to_start() {
 }
 
 #[tokio::test]
-async fn a_swarm_peer_gets_nothing_until_a_relay_grant_and_then_only_its_topics() {
+async fn a_swarm_peer_gets_nothing_until_a_relay_grant_and_then_hears_of_its_topics_only() {
     let node = secured(|_| {}).await;
     let mut fake = common::fake_peer(&node, 9, Caps::AUTH_V1, false).await;
     assert!(fake.negotiated().caps.contains(Caps::PEER_V1 | Caps::SWARM_V1));
@@ -173,7 +173,18 @@ async fn a_swarm_peer_gets_nothing_until_a_relay_grant_and_then_only_its_topics(
     fake.send(&Frame::Swarm(oap_codec::SwarmFrame::Join)).await.unwrap();
     wait_links(&node, 1).await;
     node.publish("secret.x", "still not").unwrap();
-    node.publish("open.x", "yours").unwrap();
+    let open = node.publish("open.x", "yours").unwrap().msg_id;
+    // A restricted link is kept out of the broadcast trees: it hears of
+    // what it may carry by IHAVE, and gets it when it asks.
+    let announced = loop {
+        match within(fake.recv()).await.unwrap() {
+            Frame::Swarm(oap_codec::SwarmFrame::IHave(ids)) => break ids,
+            Frame::Ack(_) | Frame::Swarm(_) => {}
+            other => panic!("expected IHAVE, got {other:?}"),
+        }
+    };
+    assert_eq!(announced.iter().map(|i| i.msg_id).collect::<Vec<_>>(), [open], "only what the grant covers");
+    fake.send(&Frame::Swarm(oap_codec::SwarmFrame::Graft(Some(open)))).await.unwrap();
     let m = loop {
         match within(fake.recv()).await.unwrap() {
             Frame::Msg(m) => break m,

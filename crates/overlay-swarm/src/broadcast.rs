@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
-use oap_codec::{IHave, Msg, MsgId, NodeId, SwarmFrame};
+use oap_codec::{IHave, Msg, MsgId, NodeId, Pattern, SwarmFrame, Topic};
 
 use crate::config::Config;
 use crate::swarm::{CacheUsage, OutEvent, Stats, Timer};
@@ -74,6 +74,11 @@ pub(crate) struct Broadcast {
     served: Map<NodeId, (Instant, u32)>,
     /// Slots in use.
     slots: u64,
+    /// Links that may carry only some topics (a relay grant's), linked or
+    /// active: never in a tree, announced only what they may carry.
+    restricted: BTreeMap<NodeId, Vec<Pattern>>,
+    /// The active slots of restricted links.
+    lazy_only: u64,
     trees: Map<Origin, Tree>,
     /// The shared tree a new origin's starts from: every prune and graft
     /// of any origin's tree applies here too, so an origin heard from once
@@ -109,6 +114,8 @@ impl Broadcast {
             active: BTreeMap::new(),
             served: Map::default(),
             slots: 0,
+            restricted: BTreeMap::new(),
+            lazy_only: 0,
             trees: Map::default(),
             shared: 0,
             seen: Map::default(),
@@ -141,7 +148,7 @@ impl Broadcast {
 
     /// Peers a message of `id`'s origin is pushed to.
     pub(crate) fn eager(&self, id: &MsgId) -> Vec<NodeId> {
-        let pruned = self.trees.get(&origin(id)).map_or(0, |t| t.pruned);
+        let pruned = self.trees.get(&origin(id)).map_or(0, |t| t.pruned) | self.lazy_only;
         self.active.iter().filter(|(_, s)| pruned & (1 << **s) == 0).map(|(p, _)| *p).collect()
     }
 
@@ -152,13 +159,35 @@ impl Broadcast {
         let slot = self.slots.trailing_ones() as u8;
         self.slots |= 1 << slot;
         // A new link is in every origin's tree until a duplicate prunes it
-        // (the slot's bits were cleared when it was freed).
+        // (the slot's bits were cleared when it was freed), unless it is
+        // restricted.
         self.active.insert(peer, slot);
+        if self.restricted.contains_key(&peer) {
+            self.lazy_only |= 1 << slot;
+        }
+    }
+
+    /// The link to `peer` may carry only `topics` (empty: every topic).
+    pub(crate) fn restrict(&mut self, peer: NodeId, topics: Vec<Pattern>) {
+        let slot = self.active.get(&peer).map_or(0, |s| 1 << s);
+        if topics.is_empty() {
+            self.restricted.remove(&peer);
+            self.lazy_only &= !slot;
+        } else {
+            self.restricted.insert(peer, topics);
+            self.lazy_only |= slot;
+        }
+    }
+
+    /// Whether the link to `peer` may carry `topic`.
+    fn carries(&self, peer: &NodeId, topic: &Topic) -> bool {
+        self.restricted.get(peer).is_none_or(|topics| topics.iter().any(|p| p.matches(topic)))
     }
 
     pub(crate) fn neighbor_down(&mut self, peer: NodeId) {
         if let Some(slot) = self.active.remove(&peer) {
             self.slots &= !(1 << slot);
+            self.lazy_only &= !(1 << slot);
             for tree in self.trees.values_mut() {
                 tree.pruned &= !(1 << slot);
             }
@@ -249,7 +278,7 @@ impl Broadcast {
         if from.is_none() && !self.trees.contains_key(&origin(&msg.msg_id)) {
             self.tree(origin(&msg.msg_id), now).pruned = 0;
         }
-        let pruned = self.tree(origin(&msg.msg_id), now).pruned;
+        let pruned = self.tree(origin(&msg.msg_id), now).pruned | self.lazy_only;
         // The seen-cache stops loops; `max_hops` bounds how deep a payload is
         // pushed. At the bound the message is still announced to every other
         // active peer, so a node behind it asks for it (GRAFT) instead of
@@ -263,7 +292,7 @@ impl Broadcast {
         let peers: Vec<(NodeId, bool)> = self
             .active
             .iter()
-            .filter(|(p, _)| Some(**p) != from)
+            .filter(|(p, _)| Some(**p) != from && self.carries(p, &msg.topic))
             .map(|(p, s)| (*p, at_bound || pruned & (1 << *s) != 0))
             .collect();
         for (peer, lazy) in peers {
@@ -356,6 +385,9 @@ impl Broadcast {
         // an active one joins the tree.
         self.set_pruned(from, id, false, false, now);
         let Some(msg) = id.and_then(|id| self.cache.get(&id)) else { return };
+        if !self.carries(&from, &msg.topic) {
+            return;
+        }
         if self.served.len() >= MAX_GRAFTERS {
             self.served.retain(|_, (start, _)| now < *start + Duration::from_secs(1));
         }

@@ -142,6 +142,10 @@ impl Membership {
         &self.passive
     }
 
+    pub(crate) fn is_linked(&self, id: &NodeId) -> bool {
+        self.links.contains_key(id)
+    }
+
     fn is_active(&self, id: &NodeId) -> bool {
         self.active.iter().any(|n| n.id == *id)
     }

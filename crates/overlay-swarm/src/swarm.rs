@@ -4,7 +4,7 @@ use core::net::SocketAddr;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use oap_codec::{Msg, MsgId, NodeAddr, NodeId, SwarmFrame};
+use oap_codec::{Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
 
 use crate::broadcast::Broadcast;
 use crate::config::Config;
@@ -35,6 +35,18 @@ pub enum InEvent {
     },
     /// The link to this peer is down.
     LinkDown(NodeId),
+    /// The link to this peer may carry only these topics (its relay grant
+    /// names them; empty: every topic, the default). Such a link stays out
+    /// of every broadcast tree: it is sent `IHAVE`s for the messages it may
+    /// carry, and answered `GRAFT`s for those only, so the tree is built
+    /// over links that carry everything and a restriction never cuts the
+    /// nodes behind a link off from the topics it does not carry.
+    Restrict {
+        /// The peer.
+        peer: NodeId,
+        /// What the link may carry.
+        topics: Vec<Pattern>,
+    },
     /// A dial to this address failed (refused, timed out, wrong identity).
     DialFailed(SocketAddr),
     /// A swarm frame arrived from a linked peer.
@@ -233,7 +245,12 @@ impl Swarm {
             InEvent::Join(seed) => m.join(seed, out),
             InEvent::Forget(seed) => m.forget(seed, rng, out),
             InEvent::LinkUp { node, dialed } => m.link_up(node, dialed, now, rng, out),
-            InEvent::LinkDown(peer) => m.link_down(peer, now, rng, out),
+            InEvent::LinkDown(peer) => {
+                b.restrict(peer, Vec::new());
+                m.link_down(peer, now, rng, out)
+            }
+            InEvent::Restrict { peer, topics } if m.is_linked(&peer) => b.restrict(peer, topics),
+            InEvent::Restrict { .. } => {}
             InEvent::DialFailed(addr) => m.dial_failed(addr, rng, out),
             InEvent::Recv { from, frame } => match frame {
                 SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),

@@ -319,3 +319,38 @@ fn a_peer_that_keeps_rejoining_is_refused_past_four_admissions_in_ten_seconds() 
     one.now += std::time::Duration::from_secs(10);
     assert!(one.on(join()).contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
 }
+
+#[test]
+fn a_link_restricted_to_some_topics_is_never_in_a_tree_and_hears_only_of_those() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    let only_a = vec![oap_codec::Pattern::new(Bytes::from_static(b"a.>")).unwrap()];
+    one.on(InEvent::Restrict { peer: node(2).id, topics: only_a });
+    let on = |topic: &'static [u8], n: u8| Msg { topic: Topic::new(Bytes::from_static(topic)).unwrap(), ..msg(n, 0) };
+    let pushed_to = |out: &[OutEvent], peer: NodeId| {
+        out.iter().filter(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == peer)).count()
+    };
+    // Published here: the unrestricted link gets both messages pushed, the
+    // restricted one neither, and an IHAVE for the topic it may carry only.
+    let out_a = one.on(InEvent::Publish(on(b"a.x", 10)));
+    let out_b = one.on(InEvent::Publish(on(b"b", 11)));
+    assert_eq!((pushed_to(&out_a, node(3).id), pushed_to(&out_b, node(3).id)), (1, 1));
+    assert_eq!((pushed_to(&out_a, node(2).id), pushed_to(&out_b, node(2).id)), (0, 0));
+    assert_eq!(one.swarm.eager(&MsgId([10; 16])), [node(3).id]);
+    let flushed = one.on(InEvent::Timer(Timer::IHave));
+    assert_eq!(sent(&flushed, node(2).id), [&SwarmFrame::IHave(vec![IHave { msg_id: MsgId([10; 16]), hops: 0 }])]);
+    // Its GRAFTs are answered for what it may carry, and do not put it in
+    // the tree.
+    let graft = |n: u8| InEvent::Recv { from: node(2).id, frame: SwarmFrame::Graft(Some(MsgId([n; 16]))) };
+    assert_eq!(pushed_to(&one.on(graft(11)), node(2).id), 0);
+    assert_eq!(pushed_to(&one.on(graft(10)), node(2).id), 1);
+    assert_eq!(one.swarm.eager(&MsgId([10; 16])), [node(3).id]);
+    // A message relayed in from the unrestricted peer: the same.
+    let out = one.on(InEvent::Message { from: node(3).id, msg: Msg { msg_id: MsgId([12; 16]), ..on(b"b", 12) } });
+    assert_eq!(pushed_to(&out, node(2).id), 0);
+    // Lifted (a refreshed grant for every topic): the link is in the trees again.
+    one.on(InEvent::Restrict { peer: node(2).id, topics: Vec::new() });
+    let out = one.on(InEvent::Publish(on(b"b", 13)));
+    assert_eq!(pushed_to(&out, node(2).id), 1);
+}

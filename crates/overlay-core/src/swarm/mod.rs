@@ -234,11 +234,15 @@ impl SwarmDriver {
             }
         }
         tracing::info!(node = %node.id, addr = %node.addr, direction = direction(handle.dialed), "swarm link up");
+        let topics = handle.filter.clone();
         let link = Link { handle, node, since: now };
         if let Some(old) = core.links.insert(node.id, link) {
             old.handle.close.cancel();
         }
         self.step(&mut core, InEvent::LinkUp { node, dialed }, now, &mut Vec::new());
+        if !topics.is_empty() {
+            self.step(&mut core, InEvent::Restrict { peer: node.id, topics }, now, &mut Vec::new());
+        }
         Ok(node)
     }
 
@@ -268,10 +272,11 @@ impl SwarmDriver {
 
     /// The topics the link of `session` to `node` may carry changed (a
     /// refreshed grant).
-    pub(crate) fn set_filter(&self, node: NodeId, session: u64, filter: Vec<Pattern>) {
-        if let Some(link) = self.lock().links.get_mut(&node).filter(|l| l.handle.session == session) {
-            link.handle.filter = filter;
-        }
+    pub(crate) fn set_filter(&self, node: NodeId, session: u64, filter: Vec<Pattern>, now: Instant) {
+        let mut core = self.lock();
+        let Some(link) = core.links.get_mut(&node).filter(|l| l.handle.session == session) else { return };
+        link.handle.filter = filter.clone();
+        self.step(&mut core, InEvent::Restrict { peer: node, topics: filter }, now, &mut Vec::new());
     }
 
     /// Joins through `seed` (kept: an empty active view rejoins through it).

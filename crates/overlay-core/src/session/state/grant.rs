@@ -92,7 +92,7 @@ impl SessionState<'_> {
             }
             // A refreshed grant with other topics: the link carries those.
             (Some(node), Some(filter)) if filter != link.filter => {
-                self.env.swarm.set_filter(node, self.info.id, filter.clone());
+                self.env.swarm.set_filter(node, self.info.id, filter.clone(), now.at);
                 if let Consumer::Swarm(link) = &mut self.consumer {
                     link.filter = filter;
                 }
