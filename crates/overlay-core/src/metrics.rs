@@ -15,7 +15,7 @@ use ron_transport::DisconnectReason;
 /// Every `reason` of `overlay_oap_rejects_total`: the decode errors'
 /// (`DecodeError::reason`), the auth refusals' (`AuthError::reason`), and
 /// the session's own.
-pub(crate) const REJECT_REASONS: [&str; 27] = [
+pub(crate) const REJECT_REASONS: [&str; 28] = [
     // oap-codec DecodeError
     "too_large",
     "empty",
@@ -46,6 +46,7 @@ pub(crate) const REJECT_REASONS: [&str; 27] = [
     "bad_msg_id",
     "no_swarm",
     "bad_node_id",
+    "no_node_cert",
 ];
 
 /// Every `kx_group` a TLS session can report (`TlsInfo::from_group`).

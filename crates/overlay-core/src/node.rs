@@ -28,7 +28,7 @@ use crate::handler::{DataHandler, Echo};
 use crate::metrics::OverlayMetrics;
 use crate::peer;
 use crate::readiness::Sampler;
-use crate::session::{self, Limits, Meta, SessionCtx};
+use crate::session::{self, Dialed, Limits, Meta, SessionCtx};
 use crate::subscription::Subscription;
 use crate::swarm::{self, SwarmDriver, SwarmStatus};
 
@@ -227,13 +227,21 @@ impl Overlay {
             None => None,
         };
         let pq = config.pq();
-        let tls_server = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) if config.tls.enabled => Some(tls::server_config(cert, key, pq)?),
+        // A TLS node with a CA proves its id both ways: the nodes it dials
+        // check its certificate, and it checks theirs (a dialing node
+        // presents its own certificate as a client certificate).
+        let (ca, cert, key) = (config.tls.ca.as_deref(), config.tls.cert.as_deref(), config.tls.key.as_deref());
+        let tls_server = match (cert, key) {
+            (Some(cert), Some(key)) if config.tls.enabled => Some(tls::server_config(cert, key, ca, pq)?),
             _ => None,
         };
-        let tls_client = match &config.tls.ca {
-            Some(ca) => Some(tls::client_config(ca, pq)?),
-            None => None,
+        let node_certs = tls_server.is_some() && ca.is_some();
+        let tls_client = match (ca, cert, key) {
+            (Some(ca), Some(cert), Some(key)) if config.tls.enabled => {
+                Some(tls::client_config_with_cert(ca, cert, key, pq)?)
+            }
+            (Some(ca), _, _) => Some(tls::client_config(ca, pq)?),
+            _ => None,
         };
         let mut gates = vec![gate::LISTENERS_BOUND, gate::METRICS_BOUND, gate::CFG_LOADED, gate::DRAINING];
         gates.extend(Sampler::gates(config.readiness.min_peers as usize, !config.peers.is_empty()));
@@ -301,6 +309,7 @@ impl Overlay {
                 tx_watermark: config.session.tx_watermark as usize,
                 drain_window_ms: u32::try_from(config.drain_timeout_ms).unwrap_or(u32::MAX),
                 publish_stall: config.publish_stall(),
+                node_certs,
             },
             metrics,
             handler,
@@ -325,12 +334,16 @@ impl Overlay {
         let accept = move |conn: ron_transport::Conn| {
             let meta =
                 Meta { id: conn.id(), peer: conn.peer_addr(), opened: conn.opened(), tls: conn.tls(), dialed: false };
+            // A client certificate (a dialing node's) proves the id its
+            // `NODE` must say.
+            let proven = conn.peer_public_key().map(|k| swarm::key_id(&k));
+            let credential = proven.map(|id| Box::new(Dialed { token: None, expect: Some(id) }));
             let ctx = session_ctx.clone();
             // Boxed once here: every async step below that takes the
             // connection by value would otherwise keep its own copy of it
             // (a few hundred bytes each) in the session's future.
             let conn = Box::new(conn);
-            async move { session::run(conn, meta, ctx, None).await.reason }
+            async move { session::run(conn, meta, ctx, credential).await.reason }
         };
         let transport = match spawn_transport_with_cancel(transport_cfg, accept).await {
             Ok(t) => t,

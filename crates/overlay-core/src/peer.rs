@@ -61,7 +61,7 @@ async fn connect_and_serve(
         Some(config) => match secure(stream, config, &peer.tls_name(), ctx.limits.handshake_timeout).await {
             Ok((stream, info)) => {
                 // The peer's id must be the one its certificate proves.
-                let expect = ron_transport::tls::peer_public_key(&stream).map(|k| crate::swarm::key_id(&k));
+                let expect = ron_transport::tls::peer_public_key(stream.get_ref().1).map(|k| crate::swarm::key_id(&k));
                 session::run(stream, Meta { tls: Some(info), ..meta }, ctx.clone(), dialed(token, expect)).await
             }
             Err(e) => {

@@ -203,3 +203,61 @@ async fn a_tls_node_s_id_is_the_hash_of_its_certificate_s_key() {
     cfg.node.id = Some("ab".repeat(32));
     assert_eq!(cfg.validate().unwrap_err().key(), "node.id");
 }
+
+/// Over TLS the acceptor checks the dialer too: a relay link must present
+/// the dialing node's certificate (as a TLS client certificate), and its
+/// `NODE` must carry the id that certificate proves.
+#[tokio::test]
+async fn an_inbound_relay_link_must_prove_its_node_id_with_a_client_certificate() {
+    use oap_codec::{NodeAddr, NodeId, SwarmFrame};
+    let pki = pki();
+    let node = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
+    let caps = Caps::GOSSIP_V1 | Caps::PEER_V1 | Caps::SWARM_V1;
+    let claims = |id: NodeId| Frame::Swarm(SwarmFrame::Node(NodeAddr { id, addr: "127.0.0.1:1".parse().unwrap() }));
+    // The node's own NODE comes first.
+    async fn refused(c: &mut Client) -> (u16, String) {
+        loop {
+            match within(c.recv()).await.unwrap() {
+                Frame::Ctrl(oap_codec::Ctrl::Goaway { code, reason, .. }) => return (code, reason.to_string()),
+                Frame::Swarm(_) => {}
+                other => panic!("expected GOAWAY, got {other:?}"),
+            }
+        }
+    }
+    let link = |config| {
+        let opts =
+            ConnectOptions::new(node.local_addr()).caps(caps).tls(TlsOptions::from_config(config).name("localhost"));
+        async move { Client::connect(&opts).await }
+    };
+    // No certificate: refused, whatever id it claims.
+    let mut anonymous = link(client_config(&pki.ca, PqMode::Prefer).unwrap()).await.unwrap();
+    anonymous.send(&claims(NodeId([7; 32]))).await.unwrap();
+    let (code, reason) = refused(&mut anonymous).await;
+    assert_eq!(code, 403);
+    assert!(reason.contains("certificate"), "{reason}");
+
+    // A certificate of the CA, and a NODE claiming another id: refused.
+    let (cert, key) = pki.leaf();
+    let with_cert = || ron_transport::tls::client_config_with_cert(&pki.ca, &cert, &key, PqMode::Prefer).unwrap();
+    let mut liar = link(with_cert()).await.unwrap();
+    liar.send(&claims(NodeId([7; 32]))).await.unwrap();
+    let (code, reason) = refused(&mut liar).await;
+    assert_eq!(code, 403);
+    assert!(reason.contains("certificate proves"), "{reason}");
+
+    // The id its certificate proves: the swarm takes the link.
+    let key_der = ron_transport::tls::leaf_public_key("tls.cert", &cert).unwrap();
+    let id = {
+        use sha2::Digest as _;
+        NodeId(sha2::Sha256::digest(&key_der).into())
+    };
+    let mut honest = link(with_cert()).await.unwrap();
+    honest.send(&claims(id)).await.unwrap();
+    honest.send(&Frame::Swarm(SwarmFrame::Join)).await.unwrap();
+    wait_links(&node, 1).await;
+    // A client without a certificate is still served as a client.
+    let mut client = tls_client(&node, &pki, PqMode::Prefer).await.unwrap();
+    client.send(&Frame::ping(5)).await.unwrap();
+    assert_eq!(within(client.recv()).await.unwrap(), Frame::pong(5));
+    node.shutdown().await;
+}

@@ -85,6 +85,15 @@ impl Conn<Stream> {
             Stream::Plain(_) => None,
         }
     }
+
+    /// The public key of the certificate the client presented (and the
+    /// handshake verified); `None` on plain TCP or without one.
+    pub fn peer_public_key(&self) -> Option<Vec<u8>> {
+        match &self.io {
+            Stream::Tls(tls) => crate::tls::peer_public_key(tls.get_ref().1),
+            Stream::Plain(_) => None,
+        }
+    }
 }
 
 impl<S> Drop for Conn<S> {

@@ -10,6 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, NamedGroup, RootCertStore, ServerConfig};
 
 /// Which key exchanges a TLS endpoint offers or accepts.
@@ -156,9 +157,11 @@ pub fn leaf_public_key(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsEr
     })
 }
 
-/// The public key of the leaf certificate a client handshake verified.
-pub fn peer_public_key(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Option<Vec<u8>> {
-    stream.get_ref().1.peer_certificates()?.first().and_then(|c| public_key(c))
+/// The public key of the leaf certificate the peer of a handshake (client
+/// or server side) presented and the handshake verified; `None` when it
+/// presented none.
+pub fn peer_public_key(session: &rustls::CommonState) -> Option<Vec<u8>> {
+    session.peer_certificates()?.first().and_then(|c| public_key(c))
 }
 
 /// The aws-lc-rs provider with the key exchange groups `pq` allows.
@@ -177,27 +180,59 @@ pub fn supports_hybrid(provider: &CryptoProvider) -> bool {
 }
 
 /// A TLS 1.3-only server config from a PEM certificate chain and key.
-pub fn server_config(cert: &Path, key: &Path, pq: PqMode) -> Result<Arc<ServerConfig>, TlsError> {
+/// With `clients` (a CA file), a client may present a certificate, which
+/// must then chain to that CA ([`peer_public_key`] gives its key); clients
+/// without one are served as before.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    clients: Option<&Path>,
+    pq: PqMode,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs("tls.cert", cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("tls.key", key, e))?;
-    let config = ServerConfig::builder_with_provider(provider(pq))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider(pq)).with_protocol_versions(&[&rustls::version::TLS13])?;
+    let config = match clients {
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider(pq))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| file_error("tls.ca", ca, e))?;
+            builder.with_client_cert_verifier(verifier).with_single_cert(certs, key)?
+        }
+    };
     Ok(Arc::new(config))
 }
 
 /// A TLS 1.3-only client config trusting the certificates in `ca` (PEM).
 pub fn client_config(ca: &Path, pq: PqMode) -> Result<Arc<ClientConfig>, TlsError> {
+    let config = ClientConfig::builder_with_provider(provider(pq))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// [`client_config`] that also presents a certificate chain and key (a
+/// node dialing another proves its identity with its own certificate).
+pub fn client_config_with_cert(ca: &Path, cert: &Path, key: &Path, pq: PqMode) -> Result<Arc<ClientConfig>, TlsError> {
+    let certs = load_certs("tls.cert", cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("tls.key", key, e))?;
+    let config = ClientConfig::builder_with_provider(provider(pq))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs("tls.ca", ca)? {
         roots.add(cert).map_err(|e| file_error("tls.ca", ca, e))?;
     }
-    let config = ClientConfig::builder_with_provider(provider(pq))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(roots)
 }
 
 fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

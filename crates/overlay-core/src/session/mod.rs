@@ -95,6 +95,9 @@ pub(crate) struct Limits {
     pub(crate) tx_watermark: usize,
     pub(crate) drain_window_ms: u32,
     pub(crate) publish_stall: Duration,
+    /// Inbound relay links must present the dialing node's certificate
+    /// (TLS with a CA): their `NODE` id is checked against it.
+    pub(crate) node_certs: bool,
 }
 
 /// What every session of a node shares.
@@ -146,9 +149,10 @@ impl SessionCtx {
     }
 }
 
-/// What a dialed relay session brings: the `op = relay` token it presents
-/// first, and the node id the peer must say it has (the one its TLS
-/// certificate proves). Boxed: accepted sessions, the many, carry a null
+/// What a session knows of its peer before the hello: on a dialed relay
+/// link the `op = relay` token it presents first; on any link the node id
+/// the peer must say it has (the one its TLS certificate proves, a server
+/// certificate when dialed, a client certificate when accepted). Boxed: accepted sessions, the many, carry a null
 /// pointer for it through every step of their futures.
 #[derive(Debug, Default)]
 pub(crate) struct Dialed {

@@ -328,6 +328,7 @@ mod tests {
             tx_watermark: TX_WATERMARK,
             drain_window_ms: 5000,
             publish_stall: Duration::from_millis(50),
+            node_certs: false,
         };
         let registry = Arc::new(Registry::new(GossipConfig::default(), "test"));
         let me = oap_codec::NodeAddr { id: oap_codec::NodeId([1; 32]), addr: "127.0.0.1:9".parse().unwrap() };

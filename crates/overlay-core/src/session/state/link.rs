@@ -69,6 +69,11 @@ impl SessionState<'_> {
                 let why = "NODE id is not the one the peer's certificate proves";
                 self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
             }
+            (SwarmFrame::Node(_), _) if link.io.expect.is_none() && !self.dialed && self.env.limits.node_certs => {
+                self.env.metrics.reject("no_node_cert");
+                let why = "a relay link to a TLS node needs the dialing node's certificate (TLS client auth)";
+                self.goaway(ErrorCode::Forbidden, 0, why, DisconnectReason::Protocol);
+            }
             (SwarmFrame::Node(node), _) if link.told.is_none() => {
                 link.told = Some(node);
                 self.swarm_up(now);

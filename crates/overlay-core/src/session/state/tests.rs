@@ -59,6 +59,7 @@ impl Node {
             tx_watermark: 32,
             drain_window_ms: 5000,
             publish_stall: Duration::from_millis(50),
+            node_certs: false,
         };
         let registry = Arc::new(Registry::new(GossipConfig { max_frame: 4096, ..GossipConfig::default() }, "test"));
         let me = NodeAddr { id: ME, addr: "127.0.0.1:9".parse().unwrap() };
