@@ -41,9 +41,10 @@ pub struct ServeArgs {
     /// Concurrent sessions (transport.max_conns).
     #[arg(long, value_name = "N")]
     pub max_conns: Option<u32>,
-    /// Overlay nodes to keep relay links to (peers), comma-separated.
+    /// Seeds to join the overlay through (peers), comma-separated: IP:PORT
+    /// or dns:NAME:PORT (every address of the name).
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
-    pub peers: Option<Vec<SocketAddr>>,
+    pub peers: Option<Vec<overlay_core::PeerAddr>>,
     /// Any config key, e.g. --set session.tx_queue=256 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,

@@ -35,6 +35,7 @@ mod metrics;
 mod node;
 mod peer;
 mod readiness;
+mod seeds;
 mod session;
 mod subscription;
 mod swarm;
@@ -43,7 +44,7 @@ mod swarm;
 pub use bytes::Bytes;
 pub use config::{
     AdminSection, AuthSection, ConfigError, DEFAULT_ADDR, DEFAULT_ADMIN_ADDR, GossipSection, OapSection, OverlayConfig,
-    Peer, ReadinessSection, SessionSection, Source, TransportSection, ValidConfig, flatten,
+    Peer, PeerAddr, ReadinessSection, SessionSection, Source, TransportSection, ValidConfig, flatten,
 };
 pub use events::OverlayEvent;
 pub use handler::{DataHandler, Echo, SessionInfo};

@@ -1,7 +1,6 @@
 //! The node: starts the admin plane and the transport, hands each connection
 //! to a session, and runs the shutdown choreography.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,12 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthPolicy, RootKeyError, load_root_key};
-use crate::config::{ConfigError, OverlayConfig, Peer, ValidConfig};
+use crate::config::{ConfigError, OverlayConfig, Peer, PeerAddr, ValidConfig};
 use crate::events::OverlayEvent;
 use crate::handler::{DataHandler, Echo};
 use crate::metrics::OverlayMetrics;
 use crate::peer;
 use crate::readiness::Sampler;
+use crate::seeds::Seeds;
 use crate::session::{self, Dialed, Limits, Meta, SessionCtx};
 use crate::subscription::Subscription;
 use crate::swarm::{self, SwarmDriver, SwarmStatus};
@@ -69,10 +69,10 @@ pub enum PublishError {
 pub enum AddPeerError {
     /// A TLS node dials peers with TLS only, and has no `tls.ca` to check them.
     #[error("not dialing {0}: tls.enabled needs tls.ca to dial peers")]
-    NoTlsTrust(SocketAddr),
+    NoTlsTrust(PeerAddr),
     /// The node is shutting down.
     #[error("not dialing {0}: the node is shutting down")]
-    Draining(SocketAddr),
+    Draining(PeerAddr),
 }
 
 /// What one publish did.
@@ -174,8 +174,6 @@ struct Inner {
     ctx: Arc<SessionCtx>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    /// Seeds (configured peers and `add_peer`s), with what dialing each needs.
-    seeds: Arc<Mutex<HashMap<SocketAddr, Peer>>>,
     outbound_ids: Arc<AtomicU64>,
     tls_client: Option<Arc<ClientConfig>>,
     running: Mutex<Option<Running>>,
@@ -320,6 +318,7 @@ impl Overlay {
             registry,
             events: broadcast::channel(EVENT_CAPACITY).0,
             auth,
+            seeds: Arc::new(Seeds::new(swarm.clone())),
             swarm,
         });
         let transport_cfg = TransportConfig {
@@ -378,17 +377,16 @@ impl Overlay {
             advertised = %ctx.swarm.me().addr,
             "overlay node started"
         );
-        let seeds = Arc::new(Mutex::new(HashMap::new()));
         let outbound_ids = Arc::new(AtomicU64::new(OUTBOUND_IDS));
         let token = config.swarm.token.clone();
-        spawn_swarm(&ctx, dials, seeds.clone(), outbound_ids.clone(), tls_client.clone(), token, config.tls.enabled);
+        spawn_swarm(&ctx, dials, outbound_ids.clone(), tls_client.clone(), token, config.tls.enabled);
+        ctx.tasks.spawn(ctx.seeds.clone().follow(ctx.drain.clone()));
         let node = Overlay {
             inner: Arc::new(Inner {
                 readiness,
                 ctx,
                 local_addr: transport.addr,
                 admin_addr,
-                seeds,
                 outbound_ids,
                 tls_client,
                 running: Mutex::new(Some(Running { transport, admin })),
@@ -474,21 +472,18 @@ impl Overlay {
     /// Adding a seed again changes nothing.
     pub fn add_peer(&self, peer: impl Into<Peer>) -> Result<(), AddPeerError> {
         let peer = peer.into();
-        let addr = peer.addr();
         if self.inner.tls_client.is_none() && self.inner.config.tls.enabled {
             // Never send a relay token or traffic in clear from a TLS node.
-            return Err(AddPeerError::NoTlsTrust(addr));
+            return Err(AddPeerError::NoTlsTrust(peer.addr().clone()));
         }
         if self.inner.ctx.drain.is_cancelled() {
-            return Err(AddPeerError::Draining(addr));
+            return Err(AddPeerError::Draining(peer.addr().clone()));
         }
-        let mut seeds = self.inner.seeds.lock().unwrap_or_else(PoisonError::into_inner);
-        if seeds.contains_key(&addr) {
-            return Ok(());
+        let seeds = self.inner.ctx.seeds.clone();
+        if seeds.add(peer.clone()) {
+            // A name: resolved in the background (and again at each rejoin).
+            self.inner.ctx.tasks.spawn(async move { seeds.resolve(Some(&peer)).await });
         }
-        seeds.insert(addr, peer);
-        drop(seeds);
-        self.inner.ctx.swarm.join(addr, swarm::tokio_now());
         Ok(())
     }
 
@@ -496,19 +491,13 @@ impl Overlay {
     /// keeps it as a passive peer, and a link to it is closed (the swarm
     /// replaces it from its passive view). False when `addr` was no seed.
     pub fn remove_peer(&self, addr: SocketAddr) -> bool {
-        let removed = self.inner.seeds.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr).is_some();
-        if removed {
-            self.inner.ctx.swarm.forget(addr, swarm::tokio_now());
-        }
-        removed
+        self.inner.ctx.seeds.remove(addr)
     }
 
-    /// The seeds: configured peers and [`Overlay::add_peer`]s.
+    /// The seeds' addresses: configured peers and [`Overlay::add_peer`]s
+    /// (a `dns:` seed's, once resolved).
     pub fn peers(&self) -> Vec<SocketAddr> {
-        let mut peers: Vec<_> =
-            self.inner.seeds.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
-        peers.sort();
-        peers
+        self.inner.ctx.seeds.addrs()
     }
 
     /// The swarm now: this node's id, its active and passive views, counts.
@@ -638,7 +627,6 @@ fn configz(config: &ValidConfig, cap: ConnCap) -> serde_json::Value {
 fn spawn_swarm(
     ctx: &Arc<SessionCtx>,
     dials: tokio::sync::mpsc::Receiver<SocketAddr>,
-    seeds: Arc<Mutex<HashMap<SocketAddr, Peer>>>,
     ids: Arc<AtomicU64>,
     tls: Option<Arc<ClientConfig>>,
     token: Option<String>,
@@ -652,9 +640,9 @@ fn spawn_swarm(
             tracing::warn!(%addr, "not dialing: tls.enabled needs tls.ca to dial peers");
             return dialer.swarm.dial_failed(addr, swarm::tokio_now());
         }
-        let seed = seeds.lock().unwrap_or_else(PoisonError::into_inner).get(&addr).cloned();
-        let peer = seed.unwrap_or_else(|| Peer::Detailed { addr, token: token.clone(), name: None });
-        dialer.links.spawn(peer::dial(peer, dialer.clone(), ids.clone(), tls.clone()));
+        let seed = dialer.seeds.get(addr);
+        let peer = seed.unwrap_or_else(|| Peer::Detailed { addr: addr.into(), token: token.clone(), name: None });
+        dialer.links.spawn(peer::dial(addr, peer, dialer.clone(), ids.clone(), tls.clone()));
     };
     ctx.tasks.spawn(ctx.swarm.clone().run(dials, dial, ctx.drain.clone()));
 }

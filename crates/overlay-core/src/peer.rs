@@ -3,6 +3,7 @@
 //! connection attempt, and its outcome goes back to the swarm, which paces
 //! its own retries (repairs, probes).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,21 +22,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Dials `peer` once and serves the link until it ends. A dial that never
 /// brought a link to the swarm (refused, timed out, TLS or hello failed, a
 /// peer without the swarm) is reported to it as failed.
-pub(crate) async fn dial(peer: Peer, ctx: Arc<SessionCtx>, ids: Arc<AtomicU64>, tls: Option<Arc<ClientConfig>>) {
-    let addr = peer.addr();
+pub(crate) async fn dial(
+    addr: SocketAddr,
+    peer: Peer,
+    ctx: Arc<SessionCtx>,
+    ids: Arc<AtomicU64>,
+    tls: Option<Arc<ClientConfig>>,
+) {
     // The session follows the node's drain itself (GOAWAY, flush).
-    if !connect_and_serve(&peer, &ctx, &ids, tls.as_ref()).await {
+    if !connect_and_serve(addr, &peer, &ctx, &ids, tls.as_ref()).await {
         ctx.swarm.dial_failed(addr, crate::swarm::tokio_now());
     }
 }
 
 async fn connect_and_serve(
+    addr: SocketAddr,
     peer: &Peer,
     ctx: &Arc<SessionCtx>,
     ids: &AtomicU64,
     tls: Option<&Arc<ClientConfig>>,
 ) -> bool {
-    let addr = peer.addr();
     let token = peer.token().map(|t| Bytes::copy_from_slice(t.trim().as_bytes()));
     let connected = tokio::select! {
         biased;

@@ -174,8 +174,10 @@ impl Sampler {
             st.peers.sample(&self.readiness, missing, 0.5, &self.service);
         }
         if self.joins {
-            // Observed: 1 while the active view is empty.
-            st.joined.sample(&self.readiness, f64::from(u8::from(active == 0)), 0.5, &self.service);
+            // Observed: 1 while the active view is empty, unless every seed
+            // is this node (a cluster of one).
+            let alone = active == 0 && !self.ctx.swarm.seeds_are_me(&self.ctx.seeds.addrs());
+            st.joined.sample(&self.readiness, f64::from(u8::from(alone)), 0.5, &self.service);
         }
     }
 

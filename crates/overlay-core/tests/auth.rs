@@ -114,7 +114,7 @@ async fn relay_links_present_their_relay_token() {
     let mut at_b = b.subscribe("relayed.>").unwrap();
     let relay = token(&[Op::Relay], &[], None);
     let a = peer_node(vec![], |_| {}).await;
-    a.add_peer(Peer::Detailed { addr: b.local_addr(), token: Some(relay), name: None }).unwrap();
+    a.add_peer(Peer::Detailed { addr: b.local_addr().into(), token: Some(relay), name: None }).unwrap();
     wait_links(&a, 1).await;
     wait_links(&b, 1).await;
     a.publish("relayed.x", "through").unwrap();
@@ -250,7 +250,7 @@ async fn a_node_requiring_tokens_takes_what_its_dialed_peer_relays_back_over_pla
     // OAP-1 section 6: tokens are checked by the side that accepted the link.
     let b = secured(|c| c.admin.enabled = false).await;
     let a = secured(|c| c.admin.enabled = false).await;
-    a.add_peer(Peer::Detailed { addr: b.local_addr(), token: Some(token(&[Op::Relay], &[], None)), name: None })
+    a.add_peer(Peer::Detailed { addr: b.local_addr().into(), token: Some(token(&[Op::Relay], &[], None)), name: None })
         .unwrap();
     wait_links(&a, 1).await;
     wait_links(&b, 1).await;

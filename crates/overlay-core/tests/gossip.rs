@@ -486,7 +486,7 @@ async fn a_peer_that_drops_every_link_after_the_hello_is_not_redialed_in_a_tight
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let node = node(|c| {
-        c.peers = vec![overlay_core::Peer::Addr(addr)];
+        c.peers = vec![overlay_core::Peer::from(addr)];
         c.swarm.repair_ms = 100;
     })
     .await;

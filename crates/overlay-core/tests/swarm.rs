@@ -190,3 +190,58 @@ async fn six_nodes_end_up_a_full_mesh_one_hop_apart() {
         n.shutdown().await;
     }
 }
+
+/// A `dns:NAME:PORT` seed (a Kubernetes headless Service's name): every
+/// address it resolves to is a seed. `localhost` resolves from /etc/hosts.
+#[tokio::test]
+async fn a_node_joins_through_a_dns_seed() {
+    let seed = peer_node(vec![], |_| {}).await;
+    let dns: overlay_core::PeerAddr = format!("dns:localhost:{}", seed.local_addr().port()).parse().unwrap();
+    let joiner = peer_node(vec![], |c| c.peers = vec![overlay_core::Peer::Addr(dns)]).await;
+    wait_joined(&[&seed, &joiner], 1).await;
+    assert!(joiner.peers().contains(&seed.local_addr()), "resolved seeds: {:?}", joiner.peers());
+    let mut sub = seed.subscribe("dns.>").unwrap();
+    joiner.publish("dns.x", "through a name").unwrap();
+    let Some(Delivery::Message(m)) = within(sub.recv()).await else { panic!("no delivery") };
+    assert_eq!(&m.payload[..], b"through a name");
+    for n in [seed, joiner] {
+        n.shutdown().await;
+    }
+}
+
+/// A cluster of one (a StatefulSet of one replica, whose seed name resolves
+/// to the pod alone) is joined: readiness does not wait for a peer that
+/// cannot come. A node whose seed is another node that is down is not.
+#[tokio::test]
+async fn a_node_whose_only_seed_is_itself_is_ready_and_one_with_a_dead_seed_is_not() {
+    use common::{get, node};
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let alone = node(|c| {
+        c.transport.addr = addr;
+        c.readiness.sample_ms = 50;
+        c.peers = vec![addr.into()];
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while get(&alone, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", get(&alone, "/readyz").await.1);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let cut_off = node(|c| {
+        c.readiness.sample_ms = 50;
+        c.peers = vec![dead.into()];
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = get(&cut_off, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("joined"), "{body}");
+    for n in [alone, cut_off] {
+        n.shutdown().await;
+    }
+}

@@ -142,7 +142,8 @@ async fn relay_links_dial_with_tls_and_check_the_peer_name() {
 
     // A name the certificate does not carry: the link never comes up.
     let c = peer_node(vec![], |c| tls_on(c, &pki, "prefer")).await;
-    c.add_peer(Peer::Detailed { addr: b.local_addr(), token: None, name: Some("elsewhere.example".into()) }).unwrap();
+    c.add_peer(Peer::Detailed { addr: b.local_addr().into(), token: None, name: Some("elsewhere.example".into()) })
+        .unwrap();
     // The dial is attempted (B counts the handshake the dialer abandoned) and
     // never links; B keeps exactly the one link from A.
     let rejected = format!("transport_rejected_total{{service=\"{}\",reason=\"tls\"}}", b.config().transport.name);
@@ -182,7 +183,7 @@ async fn a_peer_a_tls_node_cannot_dial_is_refused_and_not_remembered() {
     })
     .await;
     let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-    assert_eq!(node.add_peer(addr), Err(overlay_core::AddPeerError::NoTlsTrust(addr)));
+    assert_eq!(node.add_peer(addr), Err(overlay_core::AddPeerError::NoTlsTrust(addr.into())));
     assert!(node.peers().is_empty(), "a refused peer is not listed as dialed");
     node.shutdown().await;
 }

@@ -138,6 +138,10 @@ impl Membership {
         &self.active
     }
 
+    pub(crate) fn seeds(&self) -> &[SocketAddr] {
+        &self.seeds
+    }
+
     pub(crate) fn passive(&self) -> &[NodeAddr] {
         &self.passive
     }
@@ -447,6 +451,7 @@ impl Membership {
             self.dial_failed(addr, rng, out);
         }
         if self.active.is_empty() && self.passive.is_empty() {
+            out.push_back(OutEvent::Event(SwarmEvent::Alone));
             for seed in self.seeds.clone() {
                 self.dial(seed, Purpose::Join, out);
             }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use oap_codec::{Frame, Msg, MsgId, NodeAddr, NodeId, Topic};
 
-use crate::{Config, InEvent, OutEvent, Rng, Swarm};
+use crate::{Config, InEvent, OutEvent, Rng, Swarm, SwarmEvent};
 
 type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
@@ -467,7 +467,8 @@ impl Sim {
             OutEvent::ScheduleTimer { after, timer } => {
                 self.push(after, Ev::In { to: i, event: InEvent::Timer(timer) })
             }
-            OutEvent::Event(_) => self.membership_changes += 1,
+            OutEvent::Event(SwarmEvent::NeighborUp(_) | SwarmEvent::NeighborDown(_)) => self.membership_changes += 1,
+            OutEvent::Event(SwarmEvent::Alone) => {}
         }
     }
 

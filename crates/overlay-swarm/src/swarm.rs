@@ -112,6 +112,9 @@ pub enum SwarmEvent {
     NeighborUp(NodeAddr),
     /// A peer left the active view.
     NeighborDown(NodeId),
+    /// The node knows no one (both views empty) and rejoins through its
+    /// seeds; a driver whose seeds are names resolves them again now.
+    Alone,
 }
 
 /// The swarm's timers.
@@ -202,6 +205,11 @@ impl Swarm {
     /// The active view: linked peers that carry the broadcast.
     pub fn active(&self) -> &[NodeAddr] {
         self.membership.active()
+    }
+
+    /// The seeds it joins through (given by `Join`, not forgotten).
+    pub fn seeds(&self) -> &[SocketAddr] {
+        self.membership.seeds()
     }
 
     /// The passive view: known addresses to replace lost active peers.

@@ -178,18 +178,90 @@ impl Default for SwarmSection {
     }
 }
 
-/// A relay peer: `"host:port"`, or `{ addr = "host:port", token = "...",
-/// name = "..." }` with the `op = relay` token that node requires and the
-/// name its TLS certificate must carry (default: the address's IP).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a seed is: an address, or `dns:NAME:PORT`, a name every address
+/// of which (A and AAAA records) is a seed, resolved at start and again
+/// each time the node rejoins (a Kubernetes headless Service's name).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A DNS name and the port its addresses listen on.
+    Dns {
+        /// The name.
+        name: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PeerAddr, String> {
+        let Some(rest) = s.strip_prefix("dns:") else {
+            return s.parse().map(PeerAddr::Ip).map_err(|_| format!("{s:?} is not IP:PORT or dns:NAME:PORT"));
+        };
+        let (name, port) = rest.rsplit_once(':').ok_or_else(|| format!("{s:?}: dns:NAME:PORT needs a port"))?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?}: port 1..=65535"))?;
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!("{s:?}: {name:?} is not a DNS name"));
+        }
+        Ok(PeerAddr::Dns { name: name.to_ascii_lowercase(), port })
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Ip(addr) => addr.fmt(f),
+            PeerAddr::Dns { name, port } => write!(f, "dns:{name}:{port}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for PeerAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PeerAddr, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> PeerAddr {
+        PeerAddr::Ip(addr)
+    }
+}
+
+/// A seed: `"host:port"` or `"dns:NAME:PORT"`, or `{ addr = ..., token =
+/// "...", name = "..." }` with the `op = relay` token that node requires and
+/// the name its TLS certificate must carry (default: the DNS name, or the
+/// address's IP).
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Peer {
     /// A peer that needs no token.
-    Addr(SocketAddr),
+    Addr(PeerAddr),
     /// A peer with a token and/or a TLS name.
     Detailed {
         /// Its data-plane address.
-        addr: SocketAddr,
+        addr: PeerAddr,
         /// An `op = relay` token minted with that node's root key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
@@ -199,11 +271,48 @@ pub enum Peer {
     },
 }
 
+impl<'de> Deserialize<'de> for Peer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Peer, D::Error> {
+        d.deserialize_any(PeerVisitor)
+    }
+}
+
+/// Reads a [`Peer`] from either form, naming what is wrong (a bad address,
+/// an unknown key) rather than "no variant matched".
+struct PeerVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PeerVisitor {
+    type Value = Peer;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a seed: \"IP:PORT\", \"dns:NAME:PORT\", or { addr, token, name }")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Peer, E> {
+        v.parse().map(Peer::Addr).map_err(E::custom)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Peer, A::Error> {
+        use serde::de::Error as _;
+        let (mut addr, mut token, mut name) = (None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "addr" => addr = Some(map.next_value::<String>()?.parse().map_err(A::Error::custom)?),
+                "token" => token = Some(map.next_value()?),
+                "name" => name = Some(map.next_value()?),
+                other => return Err(A::Error::unknown_field(other, &["addr", "token", "name"])),
+            }
+        }
+        let addr = addr.ok_or_else(|| A::Error::missing_field("addr"))?;
+        Ok(Peer::Detailed { addr, token, name })
+    }
+}
+
 impl Peer {
     /// The peer's address.
-    pub fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> &PeerAddr {
         match self {
-            Peer::Addr(addr) | Peer::Detailed { addr, .. } => *addr,
+            Peer::Addr(addr) | Peer::Detailed { addr, .. } => addr,
         }
     }
 
@@ -217,10 +326,18 @@ impl Peer {
 
     /// The name its TLS certificate must carry.
     pub fn tls_name(&self) -> String {
-        match self {
-            Peer::Detailed { name: Some(name), .. } => name.clone(),
-            _ => self.addr().ip().to_string(),
+        match (self, self.addr()) {
+            (Peer::Detailed { name: Some(name), .. }, _) => name.clone(),
+            (_, PeerAddr::Dns { name, .. }) => name.clone(),
+            (_, PeerAddr::Ip(addr)) => addr.ip().to_string(),
         }
+    }
+
+    /// This seed at one address its name resolved to: the same token, and
+    /// the same TLS name.
+    pub fn at(&self, addr: SocketAddr) -> Peer {
+        let name = Some(self.tls_name());
+        Peer::Detailed { addr: PeerAddr::Ip(addr), token: self.token().map(str::to_owned), name }
     }
 }
 
@@ -228,7 +345,7 @@ impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let token = self.token().map(|_| "<redacted>");
         f.debug_struct("Peer")
-            .field("addr", &self.addr())
+            .field("addr", self.addr())
             .field("token", &token)
             .field("name", &self.tls_name())
             .finish()
@@ -237,7 +354,7 @@ impl std::fmt::Debug for Peer {
 
 impl From<SocketAddr> for Peer {
     fn from(addr: SocketAddr) -> Peer {
-        Peer::Addr(addr)
+        Peer::Addr(PeerAddr::Ip(addr))
     }
 }
 
@@ -387,5 +504,45 @@ fn millis(d: Duration) -> u64 {
 impl Default for AdminSection {
     fn default() -> AdminSection {
         AdminSection { addr: DEFAULT_ADMIN_ADDR, enabled: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_is_an_address_or_a_dns_name_with_a_port() {
+        let parse = |s: &str| s.parse::<PeerAddr>();
+        assert_eq!(parse("10.0.0.1:9500"), Ok(PeerAddr::Ip("10.0.0.1:9500".parse().unwrap())));
+        let svc = PeerAddr::Dns { name: "svc-overlay.overlay.svc.cluster.local".into(), port: 9500 };
+        assert_eq!(parse("dns:svc-overlay.overlay.svc.cluster.local:9500"), Ok(svc.clone()));
+        assert_eq!(parse("dns:SVC-Overlay.overlay.svc.cluster.local.:9500"), Ok(svc.clone()), "case, root dot");
+        assert_eq!(svc.to_string(), "dns:svc-overlay.overlay.svc.cluster.local:9500");
+        for bad in ["dns:svc", "dns:svc:0", "dns:svc:70000", "dns::9500", "dns:bad_name:9500", "dns:-a.b:1", "svc:9500"]
+        {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn peers_take_dns_seeds_in_both_forms() {
+        #[derive(Deserialize)]
+        struct Peers {
+            peers: Vec<Peer>,
+        }
+        let json =
+            r#"{"peers": ["dns:seeds.local:9500", {"addr": "dns:other.local:9501", "token": "t"}, "10.0.0.1:1"]}"#;
+        let Peers { peers } = serde_json::from_str(json).unwrap();
+        assert_eq!(peers[0].tls_name(), "seeds.local");
+        assert_eq!(peers[1].token(), Some("t"));
+        let at = peers[1].at("10.1.2.3:9501".parse().unwrap());
+        assert_eq!(
+            (at.addr().to_string(), at.token(), at.tls_name()),
+            ("10.1.2.3:9501".into(), Some("t"), "other.local".into())
+        );
+        assert_eq!(peers[2].tls_name(), "10.0.0.1");
+        assert!(serde_json::from_str::<Peers>(r#"{"peers": ["dns:bad_name:1"]}"#).is_err());
     }
 }

@@ -121,6 +121,8 @@ pub(crate) struct SessionCtx {
     pub(crate) auth: Option<AuthPolicy>,
     /// The node's swarm.
     pub(crate) swarm: Arc<SwarmDriver>,
+    /// The seeds it joins through, with what a dial to each presents.
+    pub(crate) seeds: Arc<crate::seeds::Seeds>,
 }
 
 /// What identifies a connection, whichever side opened it.

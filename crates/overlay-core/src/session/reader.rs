@@ -332,6 +332,9 @@ mod tests {
         };
         let registry = Arc::new(Registry::new(GossipConfig::default(), "test"));
         let me = oap_codec::NodeAddr { id: oap_codec::NodeId([1; 32]), addr: "127.0.0.1:9".parse().unwrap() };
+        let config = overlay_swarm::Config::default();
+        let swarm =
+            crate::swarm::SwarmDriver::new(me, config, registry.clone(), 4096, Duration::from_secs(1), "test").0;
         SessionCtx {
             limits,
             metrics: OverlayMetrics::new("test"),
@@ -343,15 +346,8 @@ mod tests {
             registry: registry.clone(),
             events: tokio::sync::broadcast::channel(4).0,
             auth: None,
-            swarm: crate::swarm::SwarmDriver::new(
-                me,
-                overlay_swarm::Config::default(),
-                registry,
-                4096,
-                Duration::from_secs(1),
-                "test",
-            )
-            .0,
+            seeds: Arc::new(crate::seeds::Seeds::new(swarm.clone())),
+            swarm,
         }
     }
 

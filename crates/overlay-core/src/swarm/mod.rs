@@ -46,6 +46,8 @@ pub(crate) const FULL_RETRY_MS: u32 = 1000;
 /// Two links of one pair that came up this close together were dialed at
 /// once (the simultaneous-dial rule applies); an older one is stale.
 const DIAL_RACE: Duration = Duration::from_secs(5);
+/// Addresses found to be this node remembered at most.
+const MAX_MYSELF: usize = 64;
 
 mod dial;
 mod id;
@@ -81,6 +83,8 @@ struct Core {
     /// The swarm's duplicates already added to `gossip_duplicates_total`.
     duplicates: u64,
     dials: DialLimiter,
+    /// Addresses dialed that turned out to be this node.
+    myself: std::collections::BTreeSet<SocketAddr>,
     /// Puts each origin's messages back in publish order before delivery.
     reorder: Reorder,
     /// Every action the swarm asked for, in order (the trace test).
@@ -99,6 +103,9 @@ pub(crate) struct SwarmDriver {
     max_links: usize,
     /// Wakes the driver task: a timer due sooner than the one it waits for.
     wake: Notify,
+    /// Fires when the swarm is alone and rejoins (names among the seeds
+    /// are resolved again).
+    pub(crate) alone: Notify,
     dials: mpsc::Sender<SocketAddr>,
     active: AtomicUsize,
     metrics: SwarmMetrics,
@@ -126,6 +133,7 @@ impl SwarmDriver {
             scratch: Vec::new(),
             duplicates: 0,
             dials: DialLimiter::new(random_u64()),
+            myself: std::collections::BTreeSet::new(),
             #[cfg(test)]
             trace: Vec::new(),
         };
@@ -138,6 +146,7 @@ impl SwarmDriver {
             registry,
             max_frame,
             wake: Notify::new(),
+            alone: Notify::new(),
             dials,
             active: AtomicUsize::new(0),
             metrics: SwarmMetrics::new(service),
@@ -159,6 +168,15 @@ impl SwarmDriver {
     fn reset(&self, addr: SocketAddr, seed: u64) {
         let me = NodeAddr { id: self.id, addr };
         self.lock().swarm = Swarm::new(me, self.config.clone(), seed);
+    }
+
+    /// Every seed turned out to be this node (a one-node cluster whose
+    /// seed list, a DNS name, names only itself): alone, and joined all the
+    /// same.
+    pub(crate) fn seeds_are_me(&self, seeds: &[SocketAddr]) -> bool {
+        let core = self.lock();
+        let me = core.swarm.me().addr;
+        !seeds.is_empty() && seeds.iter().all(|s| *s == me || core.myself.contains(s))
     }
 
     /// Peers in the active view now.
@@ -208,6 +226,11 @@ impl SwarmDriver {
                     addr = %node.addr,
                     "another node says it has this node's id: node.id (or a TLS key) shared by two processes"
                 );
+            }
+            if let Some(addr) = dialed
+                && core.myself.len() < MAX_MYSELF
+            {
+                core.myself.insert(addr);
             }
             drop(core);
             if let Some(addr) = dialed {
@@ -436,6 +459,7 @@ impl SwarmDriver {
                         tracing::debug!(node = %id, "swarm neighbour down");
                         self.active_changed(core);
                     }
+                    OutEvent::Event(SwarmEvent::Alone) => self.alone.notify_one(),
                 }
             }
             // Each failure takes its address out of the passive view, so this

@@ -1,0 +1,141 @@
+//! Seeds: the configured peers and [`Overlay::add_peer`]s, by address, with
+//! what a dial to each presents (its token, its TLS name). A `dns:` seed is
+//! a name: every address it resolves to is a seed, resolved when it is
+//! added and again each time the swarm is alone and rejoins (the pods of a
+//! Kubernetes headless Service come and go).
+//!
+//! [`Overlay::add_peer`]: crate::Overlay::add_peer
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Peer, PeerAddr};
+use crate::swarm::{self, SwarmDriver};
+
+/// Address seeds held at most (a name's addresses included): past it, new
+/// addresses are not added (the swarm remembers 64 itself).
+const MAX_SEEDS: usize = 256;
+/// Names held at most.
+const MAX_NAMES: usize = 64;
+/// Addresses taken from one name's answer at most.
+const MAX_PER_NAME: usize = 64;
+/// Time one resolution may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Table {
+    by_addr: HashMap<SocketAddr, Peer>,
+    names: Vec<Peer>,
+}
+
+pub(crate) struct Seeds {
+    table: Mutex<Table>,
+    swarm: Arc<SwarmDriver>,
+}
+
+impl Seeds {
+    pub(crate) fn new(swarm: Arc<SwarmDriver>) -> Seeds {
+        Seeds { table: Mutex::new(Table::default()), swarm }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a seed: an address is joined through at once; a name is
+    /// remembered, and true means it is new and should be resolved now.
+    pub(crate) fn add(&self, peer: Peer) -> bool {
+        match peer.addr().clone() {
+            PeerAddr::Ip(addr) => {
+                self.add_addr(addr, peer);
+                false
+            }
+            PeerAddr::Dns { .. } => {
+                let mut table = self.lock();
+                let known = table.names.iter().any(|p| p.addr() == peer.addr());
+                if known || table.names.len() >= MAX_NAMES {
+                    if !known {
+                        tracing::warn!(seed = %peer.addr(), "seed name not added: {MAX_NAMES} names at most");
+                    }
+                    return false;
+                }
+                table.names.push(peer);
+                true
+            }
+        }
+    }
+
+    fn add_addr(&self, addr: SocketAddr, peer: Peer) {
+        let mut table = self.lock();
+        if table.by_addr.contains_key(&addr) {
+            return;
+        }
+        if table.by_addr.len() >= MAX_SEEDS {
+            tracing::warn!(%addr, "seed not added: {MAX_SEEDS} seeds at most");
+            return;
+        }
+        table.by_addr.insert(addr, peer);
+        drop(table);
+        self.swarm.join(addr, swarm::tokio_now());
+    }
+
+    /// Forgets the seed `addr`; false when it was none.
+    pub(crate) fn remove(&self, addr: SocketAddr) -> bool {
+        let removed = self.lock().by_addr.remove(&addr).is_some();
+        if removed {
+            self.swarm.forget(addr, swarm::tokio_now());
+        }
+        removed
+    }
+
+    /// The address seeds, sorted.
+    pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<_> = self.lock().by_addr.keys().copied().collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// What a dial to `addr` presents, when it is a seed.
+    pub(crate) fn get(&self, addr: SocketAddr) -> Option<Peer> {
+        self.lock().by_addr.get(&addr).cloned()
+    }
+
+    /// Resolves the name seed `peer` (or every name, `None`) and adds each
+    /// address not yet a seed. A name that does not resolve is logged and
+    /// tried again at the next rejoin.
+    pub(crate) async fn resolve(&self, peer: Option<&Peer>) {
+        let names = match peer {
+            Some(peer) => vec![peer.clone()],
+            None => self.lock().names.clone(),
+        };
+        for peer in names {
+            let PeerAddr::Dns { name, port } = peer.addr() else { continue };
+            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name.as_str(), *port))).await {
+                Ok(Ok(addrs)) => {
+                    let addrs: Vec<SocketAddr> = addrs.take(MAX_PER_NAME).collect();
+                    tracing::debug!(seed = %peer.addr(), ?addrs, "seed name resolved");
+                    for addr in addrs {
+                        self.add_addr(addr, peer.at(addr));
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(seed = %peer.addr(), error = %e, "seed name does not resolve"),
+                Err(_) => tracing::warn!(seed = %peer.addr(), "seed name resolution timed out"),
+            }
+        }
+    }
+
+    /// Resolves every name again each time the swarm is alone, until `stop`.
+    pub(crate) async fn follow(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = self.swarm.alone.notified() => self.resolve(None).await,
+            }
+        }
+    }
+}
