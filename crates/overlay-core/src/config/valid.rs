@@ -40,13 +40,24 @@ pub enum ConfigError {
         /// Dotted key, as in `overlay.toml`.
         key: &'static str,
     },
+    /// A value another setting makes necessary.
+    #[error("{key} must be set: {because}")]
+    Needed {
+        /// Dotted key, as in `overlay.toml`.
+        key: &'static str,
+        /// What makes it necessary.
+        because: &'static str,
+    },
 }
 
 impl ConfigError {
     /// The offending key.
     pub fn key(&self) -> &'static str {
         match self {
-            ConfigError::OutOfRange { key, .. } | ConfigError::Empty { key } | ConfigError::OneOf { key, .. } => key,
+            ConfigError::OutOfRange { key, .. }
+            | ConfigError::Empty { key }
+            | ConfigError::OneOf { key, .. }
+            | ConfigError::Needed { key, .. } => key,
         }
     }
 }
@@ -194,6 +205,24 @@ impl OverlayConfig {
         check("swarm.reorder_ms", w.reorder_ms, 0..=60_000)?;
         if w.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Empty { key: "swarm.token" });
+        }
+        // What a joining node tells the others must be an address they can
+        // dial. (A node without seeds that listens on every interface is
+        // completed by the nodes that dial it, with the address they see.)
+        if let Some(addr) = w.advertise_addr
+            && (addr.ip().is_unspecified() || addr.port() == 0)
+        {
+            return Err(ConfigError::OneOf {
+                key: "swarm.advertise_addr",
+                value: addr.to_string(),
+                allowed: "an address other nodes can dial (not 0.0.0.0 or [::], not port 0)",
+            });
+        }
+        if w.advertise_addr.is_none() && c.transport.addr.ip().is_unspecified() && !c.peers.is_empty() {
+            return Err(ConfigError::Needed {
+                key: "swarm.advertise_addr",
+                because: "transport.addr listens on every interface and peers are set: say where other nodes reach this one",
+            });
         }
         if c.tls.enabled && c.node.id.is_some() {
             return Err(ConfigError::OneOf {
@@ -433,6 +462,12 @@ mod tests {
             ("swarm.cache_ttl_ms", |c| c.swarm.cache_ttl_ms = 999),
             ("swarm.reorder_ms", |c| c.swarm.reorder_ms = 60_001),
             ("swarm.token", |c| c.swarm.token = Some(" ".into())),
+            ("swarm.advertise_addr", |c| c.swarm.advertise_addr = Some("0.0.0.0:9500".parse().unwrap())),
+            ("swarm.advertise_addr", |c| c.swarm.advertise_addr = Some("10.0.0.1:0".parse().unwrap())),
+            ("swarm.advertise_addr", |c| {
+                c.transport.addr = "0.0.0.0:9500".parse().unwrap();
+                c.peers = vec![Peer::Addr("10.0.0.2:9500".parse().unwrap())];
+            }),
             ("node.id", |c| c.node.id = Some("abc".into())),
             ("readiness.sample_ms", |c| c.readiness.sample_ms = 49),
             ("readiness.shed_rate_max", |c| c.readiness.shed_rate_max = 0),
