@@ -153,6 +153,20 @@ async fn a_readable_root_key_file_refuses_to_start() {
     assert!(err.to_string().contains("readable by others"), "{err}");
 }
 
+/// A Kubernetes Secret mounted with `fsGroup` is owned by root, mode 0440:
+/// read by the pod's group is allowed for a file root owns (as PostgreSQL
+/// allows for its key), never write by the group, never any access by
+/// others, and never group read of a file someone else owns.
+#[test]
+fn a_root_owned_key_may_be_read_by_its_group_only() {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = std::fs::metadata(root_key_file(0o600)).unwrap().uid() == 0;
+    for (mode, ok) in [(0o600, true), (0o400, true), (0o440, root), (0o640, root), (0o660, false), (0o604, false)] {
+        let loaded = overlay_core::auth::load_root_key(&root_key_file(mode));
+        assert_eq!(loaded.is_ok(), ok, "mode {mode:o} (running as root: {root}): {loaded:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_swarm_peer_gets_nothing_until_a_relay_grant_and_then_hears_of_its_topics_only() {
     let node = secured(|_| {}).await;

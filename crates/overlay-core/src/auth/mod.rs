@@ -220,7 +220,9 @@ pub enum RootKeyError {
         source: std::io::Error,
     },
     /// Group or others may use it.
-    #[error("auth.root_key_file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "auth.root_key_file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}` (a file root owns may also be 0440)"
+    )]
     WorldReadable {
         /// The file.
         path: PathBuf,
@@ -247,9 +249,15 @@ pub fn load_root_key(path: &Path) -> Result<Vec<u8>, RootKeyError> {
     use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt as _;
     let read = |source| RootKeyError::Read { path: path.to_path_buf(), source };
+    use std::os::unix::fs::MetadataExt as _;
     let mut file = std::fs::File::open(path).map_err(read)?;
-    let mode = file.metadata().map_err(read)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let meta = file.metadata().map_err(read)?;
+    let mode = meta.permissions().mode() & 0o777;
+    // Owner only; or, for a file root owns, also read (not write) by its
+    // group, as PostgreSQL allows for its key: a Kubernetes Secret mounted
+    // with `fsGroup` is root's, mode 0440, readable by the pod's group.
+    let group_read_of_root = meta.uid() == 0 && mode & 0o037 == 0;
+    if mode & 0o077 != 0 && !group_read_of_root {
         return Err(RootKeyError::WorldReadable { path: path.to_path_buf(), mode });
     }
     let mut key = Vec::new();
