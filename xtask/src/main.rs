@@ -9,6 +9,7 @@
 
 mod cluster;
 mod fuzz;
+mod k8s;
 mod node;
 mod sim;
 mod stress;
@@ -31,8 +32,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci                 fmt --check, clippy -D warnings, doc -D warnings, test --workspace, smoke,
-                     soak --secs 30, stress all (short), sim --ci, cluster --nodes 10 --kill 2
-                     (what .ci/run runs)
+                     soak --secs 30, stress all (short), sim --ci, cluster --nodes 10 --kill 2,
+                     k8s (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
                      (or a running one: --addr HOST:PORT --admin HOST:PORT)
@@ -59,6 +60,8 @@ commands:
                      per node and 3 publishers of M messages (100) each: exactly-once delivery
                      and relay sends per publish; then SIGKILL K nodes (N/5) with a seed among
                      them, delivery to every live node 5 s later, restart, rejoin and delivery
+  k8s                deploy/kubernetes validates (kubernetes-validate --strict, from PyPI when
+                     missing), with make-secrets.sh's Secrets; the ConfigMap's config starts
   stress [SCENARIO|all] [--full]
                      wide-fanout, tls-garbage, idle-tls, slowloris, emfile, cgroup
                      against the release binary; a short version of each (in ci),
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Some("stress") => stress::stress(&args[1..]),
         Some("sim") => sim::sim(&args[1..]),
         Some("cluster") => cluster::cluster(&args[1..]),
+        Some("k8s") => k8s::k8s(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -132,6 +136,10 @@ fn ci() -> Result<(), Failure> {
     eprintln!("==> cluster --nodes 10 --kill 2");
     cluster::cluster(&["--nodes".into(), "10".into(), "--kill".into(), "2".into()])?;
     eprintln!("==> cluster: ok in {:.0?}", started.elapsed());
+    let started = Instant::now();
+    eprintln!("==> k8s");
+    k8s::k8s()?;
+    eprintln!("==> k8s: ok in {:.0?}", started.elapsed());
     Ok(())
 }
 

@@ -378,8 +378,7 @@ impl Overlay {
             "overlay node started"
         );
         let outbound_ids = Arc::new(AtomicU64::new(OUTBOUND_IDS));
-        let token = config.swarm.token.clone();
-        spawn_swarm(&ctx, dials, outbound_ids.clone(), tls_client.clone(), token, config.tls.enabled);
+        spawn_swarm(&ctx, dials, outbound_ids.clone(), tls_client.clone(), &config);
         ctx.tasks.spawn(ctx.seeds.clone().follow(ctx.drain.clone()));
         let node = Overlay {
             inner: Arc::new(Inner {
@@ -623,15 +622,15 @@ fn configz(config: &ValidConfig, cap: ConnCap) -> serde_json::Value {
 
 /// Starts the swarm's driver task: it fires the swarm's timers and dials what
 /// the swarm asks for (a seed with its own token and TLS name, any other
-/// address with `swarm.token`), until the drain.
+/// address with `swarm.token` and `tls.peer_name`), until the drain.
 fn spawn_swarm(
     ctx: &Arc<SessionCtx>,
     dials: tokio::sync::mpsc::Receiver<SocketAddr>,
     ids: Arc<AtomicU64>,
     tls: Option<Arc<ClientConfig>>,
-    token: Option<String>,
-    tls_enabled: bool,
+    config: &ValidConfig,
 ) {
+    let (token, name, tls_enabled) = (config.swarm.token.clone(), config.tls.peer_name.clone(), config.tls.enabled);
     let dialer = ctx.clone();
     let dial = move |addr: SocketAddr| {
         if tls_enabled && tls.is_none() {
@@ -640,8 +639,14 @@ fn spawn_swarm(
             tracing::warn!(%addr, "not dialing: tls.enabled needs tls.ca to dial peers");
             return dialer.swarm.dial_failed(addr, swarm::tokio_now());
         }
+        // A seed's own token and TLS name, else the swarm's.
         let seed = dialer.seeds.get(addr);
-        let peer = seed.unwrap_or_else(|| Peer::Detailed { addr: addr.into(), token: token.clone(), name: None });
+        let token = seed.as_ref().and_then(|p| p.token().map(str::to_owned)).or_else(|| token.clone());
+        let name = match &seed {
+            Some(seed) => Some(seed.tls_name()),
+            None => name.clone(),
+        };
+        let peer = Peer::Detailed { addr: addr.into(), token, name };
         dialer.links.spawn(peer::dial(addr, peer, dialer.clone(), ids.clone(), tls.clone()));
     };
     ctx.tasks.spawn(ctx.swarm.clone().run(dials, dial, ctx.drain.clone()));

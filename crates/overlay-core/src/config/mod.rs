@@ -392,11 +392,21 @@ pub struct TlsSection {
     pub ca: Option<std::path::PathBuf>,
     /// Post-quantum posture: `prefer`, `require` or `off`.
     pub pq: String,
+    /// The name checked on the certificate of a node learned from the swarm
+    /// (not a seed); unset: its IP.
+    pub peer_name: Option<String>,
 }
 
 impl Default for TlsSection {
     fn default() -> TlsSection {
-        TlsSection { enabled: false, cert: None, key: None, ca: None, pq: PqMode::default().to_string() }
+        TlsSection {
+            enabled: false,
+            cert: None,
+            key: None,
+            ca: None,
+            pq: PqMode::default().to_string(),
+            peer_name: None,
+        }
     }
 }
 

@@ -250,6 +250,9 @@ impl OverlayConfig {
             value: c.tls.pq.clone(),
             allowed: "prefer, require, off",
         })?;
+        if c.tls.peer_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(ConfigError::Empty { key: "tls.peer_name" });
+        }
         if c.tls.enabled && c.tls.cert.is_none() {
             return Err(ConfigError::Empty { key: "tls.cert" });
         }
@@ -462,6 +465,7 @@ mod tests {
             ("swarm.cache_ttl_ms", |c| c.swarm.cache_ttl_ms = 999),
             ("swarm.reorder_ms", |c| c.swarm.reorder_ms = 60_001),
             ("swarm.token", |c| c.swarm.token = Some(" ".into())),
+            ("tls.peer_name", |c| c.tls.peer_name = Some(String::new())),
             ("swarm.advertise_addr", |c| c.swarm.advertise_addr = Some("0.0.0.0:9500".parse().unwrap())),
             ("swarm.advertise_addr", |c| c.swarm.advertise_addr = Some("10.0.0.1:0".parse().unwrap())),
             ("swarm.advertise_addr", |c| {
