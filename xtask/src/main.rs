@@ -7,6 +7,7 @@
 //! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP]`: throughput, latency, connect rate and memory.
 //! - `cargo xtask sim --scenario NAME | --ci`: the swarm simulator against its targets.
 
+mod chaos;
 mod cluster;
 mod fuzz;
 mod k8s;
@@ -33,7 +34,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci                 fmt --check, clippy -D warnings, doc -D warnings, test --workspace, smoke,
                      soak --secs 30, stress all (short), sim --ci, cluster --nodes 10 --kill 2,
-                     k8s (what .ci/run runs)
+                     chaos --nodes 10 --secs 60, k8s (what .ci/run runs)
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
                      (or a running one: --addr HOST:PORT --admin HOST:PORT)
@@ -60,6 +61,12 @@ commands:
                      per node and 3 publishers of M messages (100) each: exactly-once delivery
                      and relay sends per publish; then SIGKILL K nodes (N/5) with a seed among
                      them, delivery to every live node 5 s later, restart, rejoin and delivery
+  chaos [--nodes N] [--secs S]
+                     N release nodes (10), each in its own network namespace (root, ip, nft,
+                     tc), a subscriber on each and 3 publishers for S seconds (60) while
+                     it SIGKILLs and restarts 20 %, partitions and heals, black-holes a
+                     node and slows links: delivery per phase, relink times; exit 77 when
+                     namespaces are not available
   k8s                deploy/kubernetes validates (kubernetes-validate --strict, from PyPI when
                      missing), with make-secrets.sh's Secrets; the ConfigMap's config starts
   stress [SCENARIO|all] [--full]
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
         Some("sim") => sim::sim(&args[1..]),
         Some("cluster") => cluster::cluster(&args[1..]),
         Some("k8s") => k8s::k8s(),
+        Some("chaos") => chaos::chaos(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -92,7 +100,7 @@ fn main() -> ExitCode {
             if !f.log_tail.is_empty() {
                 eprintln!("--- node log (last lines) ---\n{}", f.log_tail);
             }
-            ExitCode::from(1)
+            ExitCode::from(f.code)
         }
     }
 }
@@ -136,6 +144,10 @@ fn ci() -> Result<(), Failure> {
     eprintln!("==> cluster --nodes 10 --kill 2");
     cluster::cluster(&["--nodes".into(), "10".into(), "--kill".into(), "2".into()])?;
     eprintln!("==> cluster: ok in {:.0?}", started.elapsed());
+    let started = Instant::now();
+    eprintln!("==> chaos --nodes 10 --secs 60");
+    chaos::chaos(&["--nodes".into(), "10".into(), "--secs".into(), "60".into()])?;
+    eprintln!("==> chaos: ok in {:.0?}", started.elapsed());
     let started = Instant::now();
     eprintln!("==> k8s");
     k8s::k8s()?;

@@ -18,11 +18,18 @@ const LOG_TAIL: usize = 40;
 pub(crate) struct Failure {
     pub(crate) what: String,
     pub(crate) log_tail: String,
+    /// The exit code (1 unless a command says otherwise).
+    pub(crate) code: u8,
 }
 
 impl Failure {
     pub(crate) fn new(what: impl Into<String>) -> Failure {
-        Failure { what: what.into(), log_tail: String::new() }
+        Failure { what: what.into(), log_tail: String::new(), code: 1 }
+    }
+
+    /// A failure with its own exit code (77: a prerequisite is missing).
+    pub(crate) fn with_code(what: impl Into<String>, code: u8) -> Failure {
+        Failure { code, ..Failure::new(what) }
     }
 }
 
@@ -110,15 +117,34 @@ impl Node {
     /// [`Node::start`] on a given data-plane address (a restart where
     /// others knew the node).
     pub(crate) fn start_at(bin: &Path, name: &str, addr: &str, extra: &[&str]) -> Result<Node, Failure> {
-        Node::spawn(&[], bin, name, addr, extra)
+        Node::spawn(&[], bin, name, addr, "127.0.0.1:0", extra)
+    }
+
+    /// [`Node::start`] through a wrapper command, on given addresses (a
+    /// node in a network namespace: `ip netns exec NS`).
+    pub(crate) fn start_in(
+        wrapper: &[&str],
+        bin: &Path,
+        name: &str,
+        (addr, admin): (&str, &str),
+        extra: &[&str],
+    ) -> Result<Node, Failure> {
+        Node::spawn(wrapper, bin, name, addr, admin, extra)
     }
 
     /// [`Node::start`] through a wrapper command (`prlimit --nofile=256`).
     pub(crate) fn start_via(wrapper: &[&str], bin: &Path, name: &str, extra: &[&str]) -> Result<Node, Failure> {
-        Node::spawn(wrapper, bin, name, "127.0.0.1:0", extra)
+        Node::spawn(wrapper, bin, name, "127.0.0.1:0", "127.0.0.1:0", extra)
     }
 
-    fn spawn(wrapper: &[&str], bin: &Path, name: &str, addr: &str, extra: &[&str]) -> Result<Node, Failure> {
+    fn spawn(
+        wrapper: &[&str],
+        bin: &Path,
+        name: &str,
+        addr: &str,
+        admin: &str,
+        extra: &[&str],
+    ) -> Result<Node, Failure> {
         let mut command = match wrapper {
             [program, rest @ ..] => {
                 let mut c = Command::new(program);
@@ -128,7 +154,7 @@ impl Node {
             [] => Command::new(bin),
         };
         let mut child = command
-            .args(["--addr", addr, "--admin-addr", "127.0.0.1:0", "--name", name])
+            .args(["--addr", addr, "--admin-addr", admin, "--name", name])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -219,7 +245,7 @@ impl Node {
 
     pub(crate) fn fail(&self, what: impl Into<String>) -> Failure {
         let tail = self.log.lock().map(|l| l[l.len().saturating_sub(LOG_TAIL)..].join("\n")).unwrap_or_default();
-        Failure { what: what.into(), log_tail: tail }
+        Failure { what: what.into(), log_tail: tail, code: 1 }
     }
 
     pub(crate) fn expect(&self, ok: bool, what: &str) -> Result<(), Failure> {
@@ -385,7 +411,8 @@ pub(crate) fn sum(text: &str, name: &str) -> f64 {
 
 /// GET over HTTP/1.1 with `Connection: close`: (status, body).
 pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
+    let to = std::net::ToSocketAddrs::to_socket_addrs(addr).ok()?.next()?;
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
     let mut raw = String::new();
