@@ -481,7 +481,8 @@ impl Overlay {
         let seeds = self.inner.ctx.seeds.clone();
         if seeds.add(peer.clone()) {
             // A name: resolved in the background (and again at each rejoin).
-            self.inner.ctx.tasks.spawn(async move { seeds.resolve(Some(&peer)).await });
+            let stop = self.inner.ctx.drain.clone();
+            self.inner.ctx.tasks.spawn(async move { seeds.resolve(Some(&peer), &stop).await });
         }
         Ok(())
     }

@@ -29,7 +29,10 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Table {
     by_addr: HashMap<SocketAddr, Peer>,
-    names: Vec<Peer>,
+    /// Each name seed and the addresses its last answer gave.
+    names: Vec<(Peer, Vec<SocketAddr>)>,
+    /// Addresses configured (or added) as themselves, not through a name.
+    direct: std::collections::HashSet<SocketAddr>,
 }
 
 pub(crate) struct Seeds {
@@ -51,19 +54,20 @@ impl Seeds {
     pub(crate) fn add(&self, peer: Peer) -> bool {
         match peer.addr().clone() {
             PeerAddr::Ip(addr) => {
+                self.lock().direct.insert(addr);
                 self.add_addr(addr, peer);
                 false
             }
             PeerAddr::Dns { .. } => {
                 let mut table = self.lock();
-                let known = table.names.iter().any(|p| p.addr() == peer.addr());
+                let known = table.names.iter().any(|(p, _)| p.addr() == peer.addr());
                 if known || table.names.len() >= MAX_NAMES {
                     if !known {
                         tracing::warn!(seed = %peer.addr(), "seed name not added: {MAX_NAMES} names at most");
                     }
                     return false;
                 }
-                table.names.push(peer);
+                table.names.push((peer, Vec::new()));
                 true
             }
         }
@@ -71,21 +75,31 @@ impl Seeds {
 
     fn add_addr(&self, addr: SocketAddr, peer: Peer) {
         let mut table = self.lock();
-        if table.by_addr.contains_key(&addr) {
+        if table.by_addr.contains_key(&addr) || !Self::insert(&mut table, addr, peer) {
             return;
         }
-        if table.by_addr.len() >= MAX_SEEDS {
-            tracing::warn!(%addr, "seed not added: {MAX_SEEDS} seeds at most");
-            return;
-        }
-        table.by_addr.insert(addr, peer);
+        // The swarm's lock is never taken under the table's.
         drop(table);
         self.swarm.join(addr, swarm::tokio_now());
     }
 
+    /// Adds `addr` (not yet a seed); false past the bound.
+    fn insert(table: &mut Table, addr: SocketAddr, peer: Peer) -> bool {
+        if table.by_addr.len() >= MAX_SEEDS {
+            tracing::warn!(%addr, "seed not added: {MAX_SEEDS} seeds at most");
+            return false;
+        }
+        table.by_addr.insert(addr, peer);
+        true
+    }
+
     /// Forgets the seed `addr`; false when it was none.
     pub(crate) fn remove(&self, addr: SocketAddr) -> bool {
-        let removed = self.lock().by_addr.remove(&addr).is_some();
+        let removed = {
+            let mut table = self.lock();
+            table.direct.remove(&addr);
+            table.by_addr.remove(&addr).is_some()
+        };
         if removed {
             self.swarm.forget(addr, swarm::tokio_now());
         }
@@ -104,27 +118,62 @@ impl Seeds {
         self.lock().by_addr.get(&addr).cloned()
     }
 
-    /// Resolves the name seed `peer` (or every name, `None`) and adds each
-    /// address not yet a seed. A name that does not resolve is logged and
-    /// tried again at the next rejoin.
-    pub(crate) async fn resolve(&self, peer: Option<&Peer>) {
-        let names = match peer {
+    /// Resolves the name seed `peer` (or every name, `None`): its addresses
+    /// are the seeds now (each joined through again; those it no longer
+    /// gives are forgotten, unless configured as addresses themselves). A
+    /// name that does not resolve is logged and tried again at the next
+    /// rejoin; `stop` ends the resolution early.
+    pub(crate) async fn resolve(&self, peer: Option<&Peer>, stop: &CancellationToken) {
+        let names: Vec<Peer> = match peer {
             Some(peer) => vec![peer.clone()],
-            None => self.lock().names.clone(),
+            None => self.lock().names.iter().map(|(p, _)| p.clone()).collect(),
         };
         for peer in names {
             let PeerAddr::Dns { name, port } = peer.addr() else { continue };
-            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name.as_str(), *port))).await {
+            let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name.as_str(), *port)));
+            let answer = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                answer = lookup => answer,
+            };
+            match answer {
                 Ok(Ok(addrs)) => {
                     let addrs: Vec<SocketAddr> = addrs.take(MAX_PER_NAME).collect();
                     tracing::debug!(seed = %peer.addr(), ?addrs, "seed name resolved");
-                    for addr in addrs {
-                        self.add_addr(addr, peer.at(addr));
-                    }
+                    self.replace(&peer, addrs);
                 }
                 Ok(Err(e)) => tracing::warn!(seed = %peer.addr(), error = %e, "seed name does not resolve"),
                 Err(_) => tracing::warn!(seed = %peer.addr(), "seed name resolution timed out"),
             }
+        }
+    }
+
+    /// The name seed `peer` now gives `addrs`.
+    fn replace(&self, peer: &Peer, addrs: Vec<SocketAddr>) {
+        let (mut forget, mut join) = (Vec::new(), Vec::new());
+        {
+            let mut table = self.lock();
+            let Some(at) = table.names.iter().position(|(p, _)| p.addr() == peer.addr()) else { return };
+            let old = std::mem::replace(&mut table.names[at].1, addrs.clone());
+            for gone in old.into_iter().filter(|a| !addrs.contains(a)) {
+                // Only what names alone gave (a configured address stays).
+                let named = table.names.iter().any(|(_, a)| a.contains(&gone));
+                if !table.direct.contains(&gone) && !named && table.by_addr.remove(&gone).is_some() {
+                    forget.push(gone);
+                }
+            }
+            for addr in addrs {
+                if table.by_addr.contains_key(&addr) || Self::insert(&mut table, addr, peer.at(addr)) {
+                    join.push(addr);
+                }
+            }
+        }
+        let now = swarm::tokio_now();
+        for addr in forget {
+            self.swarm.forget(addr, now);
+        }
+        for addr in join {
+            self.swarm.join(addr, now);
         }
     }
 
@@ -134,7 +183,7 @@ impl Seeds {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                () = self.swarm.alone.notified() => self.resolve(None).await,
+                () = self.swarm.alone.notified() => self.resolve(None, &stop).await,
             }
         }
     }

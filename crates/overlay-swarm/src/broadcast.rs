@@ -179,9 +179,10 @@ impl Broadcast {
         }
     }
 
-    /// Whether the link to `peer` may carry `topic`.
+    /// Whether the link to `peer` may carry `topic`: a grant's topic
+    /// caveats narrow each other, so every one must match.
     fn carries(&self, peer: &NodeId, topic: &Topic) -> bool {
-        self.restricted.get(peer).is_none_or(|topics| topics.iter().any(|p| p.matches(topic)))
+        self.restricted.get(peer).is_none_or(|topics| topics.iter().all(|p| p.matches(topic)))
     }
 
     pub(crate) fn neighbor_down(&mut self, peer: NodeId) {

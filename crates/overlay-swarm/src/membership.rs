@@ -271,7 +271,7 @@ impl Membership {
             return;
         }
         match frame {
-            SwarmFrame::Join | SwarmFrame::Neighbor { .. } if !self.is_active(&from) && !self.admit(from, now) => {
+            SwarmFrame::Join | SwarmFrame::Neighbor { .. } if !self.is_active(&from) && !self.admissible(from, now) => {
                 // Refused: a NEIGHBOR's sender counts us active, so it is
                 // told; a JOIN's sender is not active anywhere yet.
                 self.refused += 1;
@@ -279,9 +279,21 @@ impl Membership {
                     Self::send(from, SwarmFrame::Disconnect { alive: true }, out);
                 }
             }
-            SwarmFrame::Join => self.on_join(from, rng, out),
+            SwarmFrame::Join => {
+                let before = self.is_active(&from);
+                self.on_join(from, rng, out);
+                if !before {
+                    self.admitted_now(from, now);
+                }
+            }
             SwarmFrame::ForwardJoin { ttl, node } => self.on_forward_join(from, ttl, node, rng, out),
-            SwarmFrame::Neighbor { priority } => self.on_neighbor(from, priority, rng, out),
+            SwarmFrame::Neighbor { priority } => {
+                let before = self.is_active(&from);
+                self.on_neighbor(from, priority, rng, out);
+                if !before {
+                    self.admitted_now(from, now);
+                }
+            }
             SwarmFrame::Disconnect { alive } => self.on_disconnect(from, alive, rng, out),
             SwarmFrame::Shuffle { ttl, origin, nodes } => self.on_shuffle(from, ttl, origin, nodes, rng, out),
             SwarmFrame::ShuffleReply { nodes } => self.integrate(nodes, rng),
@@ -291,9 +303,8 @@ impl Membership {
         }
     }
 
-    /// Whether `from` may enter the active view now (`ADMIT_BURST`); counts
-    /// the admission when it may.
-    fn admit(&mut self, from: NodeId, now: Instant) -> bool {
+    /// Whether `from` may enter the active view now (`ADMIT_BURST`).
+    fn admissible(&mut self, from: NodeId, now: Instant) -> bool {
         let fresh = |since: Instant| now.saturating_duration_since(since) < ADMIT_WINDOW;
         if self.admitted.len() >= ADMIT_SOURCES && !self.admitted.contains_key(&from) {
             self.admitted.retain(|_, (since, _)| fresh(*since));
@@ -301,15 +312,20 @@ impl Membership {
                 return false;
             }
         }
+        self.admitted.get(&from).is_none_or(|(since, count)| !fresh(*since) || *count < ADMIT_BURST)
+    }
+
+    /// Counts an admission of `from` when it did enter the active view (a
+    /// request refused for a full view costs the asker nothing).
+    fn admitted_now(&mut self, from: NodeId, now: Instant) {
+        if !self.is_active(&from) {
+            return;
+        }
         let (since, count) = self.admitted.entry(from).or_insert((now, 0));
-        if !fresh(*since) {
+        if now.saturating_duration_since(*since) >= ADMIT_WINDOW {
             (*since, *count) = (now, 0);
         }
-        if *count >= ADMIT_BURST {
-            return false;
-        }
         *count += 1;
-        true
     }
 
     /// A linked peer, with the address its `NODE` frame gave.

@@ -354,3 +354,19 @@ fn a_link_restricted_to_some_topics_is_never_in_a_tree_and_hears_only_of_those()
     let out = one.on(InEvent::Publish(on(b"b", 13)));
     assert_eq!(pushed_to(&out, node(2).id), 1);
 }
+
+#[test]
+fn requests_refused_for_a_full_view_do_not_use_up_a_peers_admissions() {
+    let mut one = One::new(Config { active_view: 2, ..Config::default() });
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    one.on(InEvent::LinkUp { node: node(9), dialed: None });
+    let low = || InEvent::Recv { from: node(9).id, frame: SwarmFrame::Neighbor { priority: Priority::Low } };
+    for _ in 0..6 {
+        assert_eq!(sent(&one.on(low()), node(9).id), [&SwarmFrame::Disconnect { alive: true }]);
+    }
+    // Alone now, it asks with high priority: taken in, not refused by a bound.
+    let high = InEvent::Recv { from: node(9).id, frame: SwarmFrame::Neighbor { priority: Priority::High } };
+    assert!(one.on(high).contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
+    assert_eq!(one.swarm.stats().admissions_refused, 0);
+}

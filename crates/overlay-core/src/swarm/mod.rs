@@ -263,9 +263,9 @@ impl SwarmDriver {
             old.handle.close.cancel();
         }
         self.step(&mut core, InEvent::LinkUp { node, dialed }, now, &mut Vec::new());
-        if !topics.is_empty() {
-            self.step(&mut core, InEvent::Restrict { peer: node.id, topics }, now, &mut Vec::new());
-        }
+        // Always, also empty: a link that replaced a restricted one of the
+        // same peer lifts its restriction.
+        self.step(&mut core, InEvent::Restrict { peer: node.id, topics }, now, &mut Vec::new());
         Ok(node)
     }
 
