@@ -246,15 +246,7 @@ impl Broadcast {
     pub(crate) fn on_message(&mut self, from: Option<NodeId>, msg: Msg, now: Instant, out: &mut VecDeque<OutEvent>) {
         if self.seen.contains_key(&msg.msg_id) {
             if let Some(peer) = from {
-                self.stats.duplicates += 1;
-                // A second path to us: this link leaves the origin's tree.
-                // The PRUNE goes out whether or not we held the link in the
-                // tree (the paper's rule): a peer whose view of the link lags
-                // ours would otherwise push duplicates for good.
-                if self.set_pruned(peer, Some(msg.msg_id), true, true, now) {
-                    self.stats.prunes += 1;
-                    out.push_back(OutEvent::Send { to: peer, frame: SwarmFrame::Prune(Some(msg.msg_id)) });
-                }
+                self.duplicate(peer, msg.msg_id, now, out);
             }
             return;
         }
@@ -305,6 +297,19 @@ impl Broadcast {
             }
         }
         self.keep(msg, now);
+    }
+
+    /// A copy of `id` came from `peer` again (or this node's own message
+    /// came back): a second path to us, so this link leaves the origin's
+    /// tree. The PRUNE goes out whether or not we held the link in the tree
+    /// (the paper's rule): a peer whose view of the link lags ours would
+    /// otherwise push duplicates for good.
+    pub(crate) fn duplicate(&mut self, peer: NodeId, id: MsgId, now: Instant, out: &mut VecDeque<OutEvent>) {
+        self.stats.duplicates += 1;
+        if self.set_pruned(peer, Some(id), true, true, now) {
+            self.stats.prunes += 1;
+            out.push_back(OutEvent::Send { to: peer, frame: SwarmFrame::Prune(Some(id)) });
+        }
     }
 
     fn queue_ihave(&mut self, peer: NodeId, ihave: IHave, out: &mut VecDeque<OutEvent>) {

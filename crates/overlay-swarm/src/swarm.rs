@@ -63,6 +63,15 @@ pub enum InEvent {
         /// The message, with the hops it took to get here.
         msg: Msg,
     },
+    /// A peer sent back a message this node published (checked by the
+    /// driver against what it issued, so neither delivered nor relayed):
+    /// a duplicate, whose link leaves this node's own tree.
+    Echo {
+        /// The sender.
+        from: NodeId,
+        /// The message's id.
+        id: MsgId,
+    },
     /// A message was published on this node (its local subscribers have it).
     Publish(Msg),
     /// A timer the swarm scheduled is due.
@@ -268,6 +277,7 @@ impl Swarm {
             },
             InEvent::Message { from, msg } => b.on_message(Some(from), msg, now, out),
             InEvent::Publish(msg) => b.on_message(None, msg, now, out),
+            InEvent::Echo { from, id } => b.duplicate(from, id, now, out),
             InEvent::Timer(Timer::Shuffle) => m.shuffle(rng, out),
             InEvent::Timer(Timer::Repair) => m.repair(now, rng, out),
             InEvent::Timer(Timer::Probe) => m.probe(now, rng, out),

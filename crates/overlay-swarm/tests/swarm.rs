@@ -370,3 +370,22 @@ fn requests_refused_for_a_full_view_do_not_use_up_a_peers_admissions() {
     assert!(one.on(high).contains(&OutEvent::Event(SwarmEvent::NeighborUp(node(9)))));
     assert_eq!(one.swarm.stats().admissions_refused, 0);
 }
+
+#[test]
+fn a_published_message_sent_back_prunes_the_link_from_this_nodes_tree() {
+    let mut one = One::new(Config::default());
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    let own = |seq: u8| {
+        let mut id = [7u8; 16];
+        id[6] = seq;
+        Msg { msg_id: MsgId(id), ..msg(0, 0) }
+    };
+    let out = one.on(InEvent::Publish(own(1)));
+    assert_eq!(out.iter().filter(|o| matches!(o, OutEvent::SendMsg { .. })).count(), 2, "its own tree starts whole");
+    let out = one.on(InEvent::Echo { from: node(2).id, id: own(1).msg_id });
+    assert_eq!(sent(&out, node(2).id), [&SwarmFrame::Prune(Some(own(1).msg_id))]);
+    let out = one.on(InEvent::Publish(own(2)));
+    assert!(!out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(2).id)));
+    assert!(out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(3).id)));
+}

@@ -324,6 +324,12 @@ impl SwarmDriver {
         self.event(from, session, InEvent::Message { from, msg }, now, batch);
     }
 
+    /// A message this node published came back on the link of `session`
+    /// from `from`: a duplicate (the link leaves this node's tree).
+    pub(crate) fn echo(&self, from: NodeId, session: u64, id: MsgId, now: Instant, batch: &mut PublishBatch) {
+        self.event(from, session, InEvent::Echo { from, id }, now, batch);
+    }
+
     /// A message entered the overlay here (its local subscribers have it);
     /// returns the peers' queues it went to and those that dropped it.
     pub(crate) fn publish(&self, msg: Msg, now: Instant) -> Pushed {

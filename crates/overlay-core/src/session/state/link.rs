@@ -43,6 +43,9 @@ impl SessionState<'_> {
         // This node's own message coming back (or a forgery of one) goes no
         // further (OAP-1 section 5).
         if self.env.registry.issued(&msg.msg_id) {
+            // ...but tells the swarm, which prunes the link from this node's
+            // tree: otherwise the peer would push every message back.
+            self.env.swarm.echo(from, self.info.id, msg.msg_id, now.at, &mut self.batch);
             return None;
         }
         // Checked before the swarm remembers the id: a forged or predicted
