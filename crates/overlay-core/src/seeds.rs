@@ -188,3 +188,28 @@ impl Seeds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_names_answer_replaces_its_addresses_and_a_configured_address_stays() {
+        let registry = Arc::new(overlay_gossip::Registry::new(overlay_gossip::GossipConfig::default(), "seeds"));
+        let me = oap_codec::NodeAddr { id: oap_codec::NodeId([1; 32]), addr: "10.0.0.1:9500".parse().unwrap() };
+        let config = overlay_swarm::Config::default();
+        let (swarm, _dials) = SwarmDriver::new(me, config, registry, 4096, Duration::ZERO, "seeds");
+        let seeds = Seeds::new(swarm);
+        let addr = |n: u8| SocketAddr::from(([10, 0, 0, n], 9500));
+        let name: Peer = Peer::Addr("dns:seeds.local:9500".parse().unwrap());
+        assert!(seeds.add(name.clone()), "a new name is to be resolved");
+        assert!(!seeds.add(name.clone()), "once");
+        seeds.add(Peer::from(addr(2)));
+        seeds.replace(&name, vec![addr(2), addr(3), addr(4)]);
+        assert_eq!(seeds.addrs(), [addr(2), addr(3), addr(4)]);
+        assert_eq!(seeds.get(addr(3)).map(|p| p.tls_name()), Some("seeds.local".into()));
+        // Pods 2 and 3 went away, 5 came: 3 is forgotten, 2 was configured.
+        seeds.replace(&name, vec![addr(4), addr(5)]);
+        assert_eq!(seeds.addrs(), [addr(2), addr(4), addr(5)]);
+    }
+}
