@@ -29,19 +29,23 @@ if [ ! -f "$pki/root.key" ]; then
 fi
 token=$("$bin" token mint --root-key-file "$pki/root.key" --op relay --id svc-overlay-cluster)
 b64() { base64 -w0 < "$1"; }
-svc="$ns.svc"
-cat <<YAML
+# The head of a Secret named $1, up to its data: key.
+secret() {
+    cat <<YAML
 apiVersion: v1
 kind: Secret
 metadata:
-  name: svc-overlay-tls
+  name: $1
   namespace: $ns
   labels:
     app.kubernetes.io/name: svc-overlay
 type: Opaque
 data:
-  ca.pem: $(b64 "$pki/ca.pem")
 YAML
+}
+svc="$ns.svc"
+secret svc-overlay-tls
+printf '  ca.pem: %s\n' "$(b64 "$pki/ca.pem")"
 i=0
 while [ "$i" -lt "$replicas" ]; do
     pod=svc-overlay-$i
@@ -59,17 +63,6 @@ while [ "$i" -lt "$replicas" ]; do
     printf '  %s.pem: %s\n  %s.key: %s\n' "$pod" "$(b64 "$pki/$pod.pem")" "$pod" "$(b64 "$pki/$pod.key")"
     i=$((i + 1))
 done
-cat <<YAML
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: svc-overlay-auth
-  namespace: $ns
-  labels:
-    app.kubernetes.io/name: svc-overlay
-type: Opaque
-data:
-  root.key: $(b64 "$pki/root.key")
-  relay.token: $(printf '%s' "$token" | base64 -w0)
-YAML
+echo ---
+secret svc-overlay-auth
+printf '  root.key: %s\n  relay.token: %s\n' "$(b64 "$pki/root.key")" "$(printf '%s' "$token" | base64 -w0)"

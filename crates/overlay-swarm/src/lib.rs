@@ -21,8 +21,7 @@
 //! let me = NodeAddr { id: NodeId([1; 32]), addr: "10.0.0.1:9500".parse().unwrap() };
 //! let mut swarm = Swarm::new(me, Config::default(), 42);
 //! let seed: SocketAddr = "10.0.0.2:9500".parse().unwrap();
-//! // clock-ok: the driver reads its clock and passes the time in; the crate never does.
-//! let now = Instant::now();
+//! let now = Instant::now(); // clock-ok: the driver reads its clock and passes the time in; the crate never does.
 //! let out: Vec<OutEvent> = swarm.handle(InEvent::Join(seed), now).collect();
 //! assert!(out.contains(&OutEvent::Dial(seed)));
 //! ```

@@ -162,6 +162,15 @@ struct Check {
     must: bool,
 }
 
+impl Check {
+    /// A window after a fault is over: every subscriber must get every
+    /// message published in it.
+    fn quiet(phase: impl Into<String>, what: impl Into<String>, from: u128, to: u128) -> Check {
+        let (phase, what) = (phase.into(), what.into());
+        Check { phase, what, fault: None, from, to, audience: Box::new(|_, _| true), must: true }
+    }
+}
+
 /// The harness inside the hub namespace: `--inner TAG N SECS BIN LOAD`.
 fn inner(args: &[String]) -> Result<(), Failure> {
     let [_, tag, n, secs, bin, load] = args else { return Err(Failure::new("chaos --inner: bad arguments")) };
@@ -189,7 +198,6 @@ fn inner(args: &[String]) -> Result<(), Failure> {
     let mut client = start_client(Path::new(load), n, &pubs, 3 * secs + 60, &log_path)?;
     std::thread::sleep(Duration::from_secs(2));
     let mut checks: Vec<Check> = Vec::new();
-    let everyone = |_: usize, _: usize| true;
 
     // 1. SIGKILL 20 % (seed 0 among them), restart them where they were.
     let f = now_ms();
@@ -219,15 +227,12 @@ fn inner(args: &[String]) -> Result<(), Failure> {
 
     // 2. Two halves (even and odd nodes) for a while, then healed.
     let f = now_ms();
-    checks.push(Check {
-        phase: "after the restart".into(),
-        what: "published 1 s after one component, at every subscriber".into(),
-        fault: None,
-        from: back,
-        to: f - EDGE_MS,
-        audience: Box::new(everyone),
-        must: true,
-    });
+    checks.push(Check::quiet(
+        "after the restart",
+        "published 1 s after one component, at every subscriber",
+        back,
+        f - EDGE_MS,
+    ));
     h.net.partition(|i| i % 2 == 0)?;
     std::thread::sleep(Duration::from_secs(6) + extra);
     h.net.heal()?;
@@ -248,15 +253,12 @@ fn inner(args: &[String]) -> Result<(), Failure> {
 
     // 3. A black hole: only keepalive can tell.
     let f = now_ms();
-    checks.push(Check {
-        phase: "partition healed".into(),
-        what: "published once one component, at every subscriber".into(),
-        fault: None,
-        from: relinked,
-        to: f - EDGE_MS,
-        audience: Box::new(everyone),
-        must: true,
-    });
+    checks.push(Check::quiet(
+        "partition healed",
+        "published once one component, at every subscriber",
+        relinked,
+        f - EDGE_MS,
+    ));
     h.net.black_hole(hole)?;
     std::thread::sleep(Duration::from_millis(IDLE_MS as u64 + 4000) + extra);
     let lifted = now_ms();
@@ -277,15 +279,12 @@ fn inner(args: &[String]) -> Result<(), Failure> {
 
     // 4. Slow links: a third of the nodes at 1 Mbit/s both ways.
     let f = now_ms();
-    checks.push(Check {
-        phase: "black hole lifted".into(),
-        what: "published once one component, at every subscriber".into(),
-        fault: None,
-        from: relinked,
-        to: f - EDGE_MS,
-        audience: Box::new(everyone),
-        must: true,
-    });
+    checks.push(Check::quiet(
+        "black hole lifted",
+        "published once one component, at every subscriber",
+        relinked,
+        f - EDGE_MS,
+    ));
     for &i in &slow {
         h.net.slow(i, "1mbit")?;
     }
@@ -299,7 +298,7 @@ fn inner(args: &[String]) -> Result<(), Failure> {
         fault: Some(f),
         from: f + GRACE_MS,
         to: now_ms(),
-        audience: Box::new(everyone),
+        audience: Box::new(|_, _| true),
         must: true,
     });
 

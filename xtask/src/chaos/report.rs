@@ -55,9 +55,14 @@ impl Log {
                 (Some(&"D"), 5) => {
                     if let (Some(s), Some(p), Some(seq), Some(t)) = (num(1), num(2), num(3), num(4))
                         && let Some(got) = log.got.get_mut(s as usize)
-                        && got.insert((p as usize, seq as u32), t).is_some()
                     {
-                        log.duplicates[s as usize] += 1;
+                        // The first delivery's time is kept; later copies count.
+                        match got.entry((p as usize, seq as u32)) {
+                            std::collections::hash_map::Entry::Occupied(_) => log.duplicates[s as usize] += 1,
+                            std::collections::hash_map::Entry::Vacant(slot) => {
+                                slot.insert(t);
+                            }
+                        }
                     }
                 }
                 _ => return Err(Failure::new(format!("chaos log: bad line {line:?}"))),
