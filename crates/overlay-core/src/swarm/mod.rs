@@ -341,8 +341,8 @@ impl SwarmDriver {
         let mut delivered = Vec::new();
         {
             let mut core = self.lock();
-            if core.links.get(&from).is_none_or(|l| l.handle.session != session) {
-                return; // a link that lost the simultaneous-dial rule
+            if !accepts(&core, from, session, &event) {
+                return;
             }
             self.step(&mut core, event, now, &mut arrived);
             let held = core.reorder.held();
@@ -604,8 +604,25 @@ impl SwarmDriver {
     }
 }
 
-/// The time as the driver's callers take it: the runtime's clock (paused in
-/// tests).
+/// Whether the swarm takes `event`, which arrived on the link of `session`
+/// from `from`. A link that is not the pair's current one (the loser of a
+/// simultaneous dial, or a link replaced while the peer still sends on it)
+/// still brings messages and the tree's frames (`IHAVE`, `GRAFT`, `PRUNE`):
+/// those are about the peer, not the link, and a payload dropped here
+/// would be lost for good (its sender counted it sent, so no `IHAVE`
+/// follows, and no duplicate means no `PRUNE` to stop the next ones).
+/// Membership frames count only on the current link: a `DISCONNECT` on
+/// the old link must not end the new one.
+fn accepts(core: &Core, from: NodeId, session: u64, event: &InEvent) -> bool {
+    match event {
+        InEvent::Message { .. } | InEvent::Echo { .. } => true,
+        InEvent::Recv { frame: SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_), .. } => {
+            core.links.contains_key(&from)
+        }
+        _ => core.links.get(&from).is_some_and(|l| l.handle.session == session),
+    }
+}
+
 /// Takes the first timer out of `core` if it is due by `now` (timers due
 /// at one instant fire in the order they were set).
 fn next_due(core: &mut Core, now: Instant) -> Option<Timer> {
@@ -613,6 +630,8 @@ fn next_due(core: &mut Core, now: Instant) -> Option<Timer> {
     (entry.key().0 <= now).then(|| entry.remove())
 }
 
+/// The time as the driver's callers take it: the runtime's clock (paused in
+/// tests).
 pub(crate) fn tokio_now() -> Instant {
     tokio::time::Instant::now().into_std()
 }

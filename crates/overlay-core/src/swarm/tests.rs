@@ -173,3 +173,46 @@ fn the_driver_asks_for_what_the_simulator_asked_of_the_same_node() {
         recorded.out.get(same)
     );
 }
+
+/// A pair that keeps a newer link (a redial before the old link's end was
+/// noticed) may still be sent to on the old one: messages and the tree's
+/// frames there count, membership frames do not.
+#[test]
+fn a_replaced_link_still_brings_messages_but_not_membership() {
+    use bytes::Bytes;
+    use oap_codec::{Priority, Topic};
+
+    let node = |n: u8| NodeAddr { id: NodeId([n; 32]), addr: SocketAddr::from(([10, 0, 0, n], 9500)) };
+    let registry = Arc::new(Registry::new(overlay_gossip::GossipConfig::default(), "replaced"));
+    let (driver, _dials) = SwarmDriver::new(
+        node(1),
+        overlay_swarm::Config::default(),
+        registry,
+        oap_codec::MAX_FRAME,
+        Duration::ZERO,
+        "replaced",
+    );
+    let t0 = tokio_now();
+    let mut batch = PublishBatch::default();
+    assert!(driver.link_up(node(2), test_link(1, node(2).addr, false), t0).is_ok());
+    let neighbor = SwarmFrame::Neighbor { priority: Priority::High };
+    driver.recv(node(2).id, 1, neighbor.clone(), t0, &mut batch);
+    // Well past the dial race: the new link replaces the old.
+    let later = t0 + DIAL_RACE * 2;
+    assert!(driver.link_up(node(2), test_link(2, node(2).addr, false), later).is_ok());
+    driver.recv(node(2).id, 2, neighbor, later, &mut batch);
+    assert_eq!(driver.lock().swarm.active().len(), 1);
+
+    let msg = Msg {
+        topic: Topic::new(Bytes::from_static(b"t")).unwrap(),
+        msg_id: MsgId([8; 16]),
+        hops: 1,
+        payload: Bytes::from_static(b"x"),
+    };
+    driver.message(node(2).id, 1, msg, later, &mut batch);
+    assert_eq!(driver.lock().swarm.stats().delivered, 1, "the old link's message is delivered");
+    driver.recv(node(2).id, 1, SwarmFrame::Disconnect { alive: true }, later, &mut batch);
+    assert_eq!(driver.lock().swarm.active().len(), 1, "the old link's DISCONNECT does not end the new one");
+    driver.recv(node(2).id, 2, SwarmFrame::Disconnect { alive: true }, later, &mut batch);
+    assert_eq!(driver.lock().swarm.active().len(), 0);
+}

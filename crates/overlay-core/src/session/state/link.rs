@@ -32,8 +32,12 @@ impl SessionState<'_> {
     /// `MSG` over a relay link: to the swarm, which drops what it has seen,
     /// delivers the rest here and passes it on along its tree.
     pub(super) fn relay(&mut self, msg: Msg, now: Now) -> Option<Frame> {
+        // A link the swarm refused (the loser of a simultaneous dial, now
+        // closing) still brings what its peer sent before it heard: the
+        // swarm takes a payload from a known peer on any of its links, so
+        // nothing sent is lost to the race.
         let Some(from) = (match &self.consumer {
-            Consumer::Swarm(link) => link.up,
+            Consumer::Swarm(link) => link.up.or(link.told.filter(|_| link.offered).map(|n| n.id)),
             Consumer::Client(_) => None,
         }) else {
             // On a client: unreachable, since MSG requires PEER_V1, which
