@@ -57,11 +57,13 @@ pub enum Kind {
     Graft = 0x18,
     /// Leave the receiver's tree.
     Prune = 0x19,
+    /// The patterns reachable through the sender, per origin's tree.
+    Interest = 0x1A,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Data,
         Kind::Ctrl,
         Kind::Sub,
@@ -82,6 +84,7 @@ impl Kind {
         Kind::IHave,
         Kind::Graft,
         Kind::Prune,
+        Kind::Interest,
     ];
 
     /// This kind's position in [`Kind::ALL`], for per-kind counters.
@@ -120,6 +123,7 @@ impl Kind {
             0x17 => Kind::IHave,
             0x18 => Kind::Graft,
             0x19 => Kind::Prune,
+            0x1A => Kind::Interest,
             _ => return None,
         })
     }
@@ -147,6 +151,7 @@ impl Kind {
             Kind::IHave => "ihave",
             Kind::Graft => "graft",
             Kind::Prune => "prune",
+            Kind::Interest => "interest",
         }
     }
 }
@@ -174,6 +179,7 @@ impl fmt::Display for Kind {
             Kind::IHave => "IHAVE",
             Kind::Graft => "GRAFT",
             Kind::Prune => "PRUNE",
+            Kind::Interest => "INTEREST",
         })
     }
 }
@@ -630,7 +636,7 @@ impl Reader {
         if self.buf.is_empty() { Ok(None) } else { self.msg_id().map(Some) }
     }
 
-    fn name<T>(&mut self, parse: fn(Bytes) -> Result<T, TopicError>) -> Result<T, DecodeError> {
+    pub(crate) fn name<T>(&mut self, parse: fn(Bytes) -> Result<T, TopicError>) -> Result<T, DecodeError> {
         let n = usize::from(self.u8("needs a topic length")?);
         self.need(n, "topic is shorter than its length byte")?;
         let raw = self.buf.split_to(n);

@@ -31,5 +31,5 @@ pub use codec::{HEADER_LEN, MAX_FRAME, OapCodec};
 pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use frame::{Ack, Ctrl, ErrorFrame, Frame, Kind, MAX_ERROR_REASON, Msg, MsgId, PubAck};
 pub use hello::{Caps, HELLO_LEN, Hello, HelloError, MAGIC, Negotiated, VERSION};
-pub use swarm::{IHave, NODE_ID_LEN, NodeAddr, NodeId, Priority, SwarmFrame};
+pub use swarm::{IHave, NODE_ID_LEN, NodeAddr, NodeId, ORIGIN_LEN, Priority, SwarmFrame};
 pub use topic::{MAX_TOPIC_LEN, Pattern, Topic, TopicError};

@@ -1,6 +1,7 @@
-//! The swarm's frames (OAP-1 section 5, kinds `0x10` to `0x19`, under
-//! `PEER_V1` and `SWARM_V1`): a relay link's identity, HyParView membership
-//! and PlumTree's tree repair. Payloads travel as `MSG` frames.
+//! The swarm's frames (OAP-1 section 5, kinds `0x10` to `0x1A`, under
+//! `PEER_V1` and `SWARM_V1`): a relay link's identity, HyParView membership,
+//! PlumTree's tree repair and the interest summaries that steer it.
+//! Payloads travel as `MSG` frames.
 //!
 //! Every field is fixed-size or counted, so a frame is all "head" (no
 //! trailing body): `encoded_len` is exact and the decoder checks each count
@@ -13,6 +14,7 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use crate::error::DecodeError;
 use crate::frame::{Kind, MsgId, Reader};
+use crate::topic::Pattern;
 
 /// Bytes of a [`NodeId`].
 pub const NODE_ID_LEN: usize = 32;
@@ -111,7 +113,29 @@ pub enum SwarmFrame {
     /// Takes the link out of the broadcast tree of this message's origin
     /// (`None`: of every origin): the sender got the message twice.
     Prune(Option<MsgId>),
+    /// What subscribers are reachable through the sender in the trees of
+    /// these origins (a message id's first [`ORIGIN_LEN`] bytes): send it
+    /// the messages, and `IHAVE`s, whose topic a pattern matches.
+    Interest {
+        /// The origins this summary is for.
+        origins: Vec<[u8; ORIGIN_LEN]>,
+        /// The patterns; `None`: every topic (the summary is too large, or
+        /// not known, or withdrawn).
+        patterns: Option<Vec<Pattern>>,
+        /// The receiver is the sender's parent in these trees (its first
+        /// copies come from it): the receiver keeps the link in them.
+        parent: bool,
+    },
 }
+
+/// `INTEREST` flag: every topic (no pattern list follows).
+const INTEREST_EVERY: u8 = 1;
+/// `INTEREST` flag: the receiver is the sender's parent in these trees.
+const INTEREST_PARENT: u8 = 2;
+
+/// Bytes of a message id that name its origin (the publishing node's
+/// generator), the key of a broadcast tree.
+pub const ORIGIN_LEN: usize = 6;
 
 impl SwarmFrame {
     /// Peers a `SHUFFLE` or `SHUFFLE_REPLY` carries at most (its count byte).
@@ -121,6 +145,10 @@ impl SwarmFrame {
     /// its frame can hold. (A node configured with a `max_frame` below it
     /// needs smaller batches: a note for the node's swarm driver.)
     pub const MAX_IHAVE: usize = 4096;
+    /// Origins an `INTEREST` carries at most (its count is a u16).
+    pub const MAX_ORIGINS: usize = u16::MAX as usize;
+    /// Patterns an `INTEREST` carries at most (its count is a u16).
+    pub const MAX_PATTERNS: usize = u16::MAX as usize;
 
     /// The frame's kind.
     pub fn kind(&self) -> Kind {
@@ -135,6 +163,7 @@ impl SwarmFrame {
             SwarmFrame::IHave(_) => Kind::IHave,
             SwarmFrame::Graft(_) => Kind::Graft,
             SwarmFrame::Prune(_) => Kind::Prune,
+            SwarmFrame::Interest { .. } => Kind::Interest,
         }
     }
 
@@ -149,6 +178,12 @@ impl SwarmFrame {
             SwarmFrame::ShuffleReply { nodes } => nodes_len(nodes),
             SwarmFrame::IHave(ids) => 2 + ids.len().min(Self::MAX_IHAVE) * (16 + 1),
             SwarmFrame::Graft(id) | SwarmFrame::Prune(id) => id.map_or(0, |_| 16),
+            SwarmFrame::Interest { origins, patterns, .. } => {
+                let patterns = patterns.as_deref().map_or(0, |p| {
+                    2 + p.iter().take(Self::MAX_PATTERNS).map(|p| 1 + p.as_bytes().len()).sum::<usize>()
+                });
+                2 + origins.len().min(Self::MAX_ORIGINS) * ORIGIN_LEN + 1 + patterns
+            }
         }
     }
 
@@ -184,6 +219,25 @@ impl SwarmFrame {
                     dst.put_slice(&id.0);
                 }
             }
+            SwarmFrame::Interest { origins, patterns, parent } => {
+                let origins = &origins[..origins.len().min(Self::MAX_ORIGINS)];
+                dst.put_u16(origins.len() as u16);
+                origins.iter().for_each(|o| dst.put_slice(o));
+                let parent = if *parent { INTEREST_PARENT } else { 0 };
+                match patterns {
+                    None => dst.put_u8(INTEREST_EVERY | parent),
+                    Some(patterns) => {
+                        let patterns = &patterns[..patterns.len().min(Self::MAX_PATTERNS)];
+                        dst.put_u8(parent);
+                        dst.put_u16(patterns.len() as u16);
+                        for p in patterns {
+                            // Patterns are 1..=255 bytes (checked when made).
+                            dst.put_u8(p.as_bytes().len() as u8);
+                            dst.put_slice(p.as_bytes());
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -212,6 +266,29 @@ impl SwarmFrame {
             }
             Kind::Graft => SwarmFrame::Graft(r.optional_msg_id()?),
             Kind::Prune => SwarmFrame::Prune(r.optional_msg_id()?),
+            Kind::Interest => {
+                let n = usize::from(r.u16("needs a count")?);
+                r.need(n * ORIGIN_LEN + 1, "fewer origins than its count")?;
+                let mut origins = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let mut o = [0u8; ORIGIN_LEN];
+                    r.buf.copy_to_slice(&mut o);
+                    origins.push(o);
+                }
+                let flags = r.u8("needs flags")?;
+                if flags & !(INTEREST_EVERY | INTEREST_PARENT) != 0 {
+                    return Err(r.malformed("unknown INTEREST flags"));
+                }
+                let patterns = if flags & INTEREST_EVERY != 0 {
+                    None
+                } else {
+                    let n = usize::from(r.u16("needs a pattern count")?);
+                    // Each pattern is at least a length byte and one byte.
+                    r.need(n * 2, "fewer patterns than its count")?;
+                    Some((0..n).map(|_| r.name(Pattern::new)).collect::<Result<_, _>>()?)
+                };
+                SwarmFrame::Interest { origins, patterns, parent: flags & INTEREST_PARENT != 0 }
+            }
             // The frame decoder hands over swarm kinds only.
             _ => return Err(r.malformed("not a swarm kind")),
         };

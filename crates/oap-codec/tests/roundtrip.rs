@@ -61,6 +61,12 @@ fn swarm_frame() -> impl Strategy<Value = SwarmFrame> {
             .prop_map(SwarmFrame::IHave),
         prop::option::of(msg_id()).prop_map(SwarmFrame::Graft),
         prop::option::of(msg_id()).prop_map(SwarmFrame::Prune),
+        (
+            prop::collection::vec(any::<[u8; 6]>(), 0..20),
+            prop::option::of(prop::collection::vec(pattern(), 0..8)),
+            any::<bool>()
+        )
+            .prop_map(|(origins, patterns, parent)| SwarmFrame::Interest { origins, patterns, parent }),
     ]
 }
 

@@ -101,9 +101,42 @@ fn swarm_ihave_graft_prune() {
 }
 
 #[test]
+fn swarm_interest() {
+    // INTEREST for origin 03 x 6: pattern "a.*"; every topic, to the sender's parent
+    let origins = vec![[3; 6]];
+    let cases = [
+        (
+            format!("00 00 00 10 1a 00 01 {} 00 00 01 03 61 2e 2a", "03 ".repeat(6)),
+            SwarmFrame::Interest {
+                origins: origins.clone(),
+                patterns: Some(vec!["a.*".parse().unwrap()]),
+                parent: false,
+            },
+        ),
+        (
+            format!("00 00 00 0a 1a 00 01 {} 03", "03 ".repeat(6)),
+            SwarmFrame::Interest { origins, patterns: None, parent: true },
+        ),
+    ];
+    for (wire, frame) in cases {
+        let wire = hex(&wire);
+        assert_eq!(encode(Frame::Swarm(frame.clone())), wire, "{frame:?}");
+        assert_eq!(decode(&wire), Frame::Swarm(frame));
+    }
+}
+
+#[test]
 fn swarm_counts_beyond_the_frame_are_400_before_any_allocation() {
-    // IHAVE announcing 65535 ids in a 3-byte payload; SHUFFLE_REPLY with 255 nodes and none there
-    for wire in ["00 00 00 03 17 ff ff", "00 00 00 02 16 ff"] {
+    // IHAVE announcing 65535 ids in a 3-byte payload; SHUFFLE_REPLY with 255
+    // nodes and none there; INTEREST with 65535 origins, then with 65535
+    // patterns, and none there; an unknown INTEREST flag (4)
+    for wire in [
+        "00 00 00 03 17 ff ff",
+        "00 00 00 02 16 ff",
+        "00 00 00 03 1a ff ff",
+        "00 00 00 06 1a 00 00 00 ff ff",
+        "00 00 00 04 1a 00 00 04",
+    ] {
         let mut src = BytesMut::from(&hex(wire)[..]);
         let err = OapCodec::new().decode(&mut src).unwrap_err();
         assert_eq!((err.code(), err.is_fatal()), (400, false), "{wire}");

@@ -38,7 +38,7 @@ pub mod sim;
 mod swarm;
 
 pub use config::Config;
-pub use oap_codec::{IHave, NodeAddr, NodeId, Priority, SwarmFrame};
+pub use oap_codec::{IHave, MsgId, NodeAddr, NodeId, Pattern, Priority, SwarmFrame, Topic};
 pub use reorder::Reorder;
 pub use rng::Rng;
 pub use swarm::{CacheUsage, InEvent, OutEvent, Stats, Swarm, SwarmEvent, Timer, keeps_dial_of};

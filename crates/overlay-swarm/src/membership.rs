@@ -299,7 +299,11 @@ impl Membership {
             SwarmFrame::ShuffleReply { nodes } => self.integrate(nodes, rng),
             // Identity is the driver's (before `LinkUp`); tree frames are the
             // broadcast's.
-            SwarmFrame::Node(_) | SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_) => {}
+            SwarmFrame::Node(_)
+            | SwarmFrame::IHave(_)
+            | SwarmFrame::Graft(_)
+            | SwarmFrame::Prune(_)
+            | SwarmFrame::Interest { .. } => {}
         }
     }
 

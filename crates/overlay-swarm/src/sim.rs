@@ -116,6 +116,8 @@ pub struct Sim {
     published: Vec<(MsgId, usize, Duration)>,
     /// Payload frames sent per message.
     sends: Map<MsgId, u64>,
+    /// Every payload frame sent (message, from, to), while kept.
+    send_log: Option<Vec<(MsgId, usize, usize)>>,
     /// Hops of each message's deepest first delivery.
     depth: Map<MsgId, u8>,
     /// Swarm (control) frames sent.
@@ -159,6 +161,7 @@ impl Sim {
             seed,
             published: Vec::new(),
             sends: Map::default(),
+            send_log: None,
             depth: Map::default(),
             control_sent: 0,
             payload_sent: 0,
@@ -259,8 +262,13 @@ impl Sim {
         self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::Join(addr) });
     }
 
-    /// Node `i` publishes a message now; returns its id.
+    /// Node `i` publishes a message on topic `sim` now; returns its id.
     pub fn publish(&mut self, i: usize) -> MsgId {
+        self.publish_on(i, Topic::new(Bytes::from_static(b"sim")).unwrap_or_else(|_| unreachable!("a valid topic")))
+    }
+
+    /// Node `i` publishes a message on `topic` now; returns its id.
+    pub fn publish_on(&mut self, i: usize, topic: Topic) -> MsgId {
         let n = self.published.len() as u64;
         // Laid out as the node's ids are: the origin (6 bytes, here the
         // node's index), a sequence number rising per origin (5 bytes, here
@@ -269,7 +277,7 @@ impl Sim {
         id[..6].copy_from_slice(&(i as u64).to_be_bytes()[2..]);
         id[6..11].copy_from_slice(&n.to_be_bytes()[3..]);
         let msg = Msg {
-            topic: Topic::new(Bytes::from_static(b"sim")).unwrap_or_else(|_| unreachable!("a valid topic")),
+            topic,
             msg_id: MsgId(id),
             hops: 0,
             payload: Bytes::from(vec![0u8; 64]),
@@ -277,6 +285,32 @@ impl Sim {
         self.published.push((msg.msg_id, i, self.now));
         self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::Publish(msg) });
         MsgId(id)
+    }
+
+    /// Node `i`'s own subscriptions are now `patterns` (`None`: every
+    /// topic, what a node starts with here).
+    pub fn set_interest(&mut self, i: usize, patterns: Option<Vec<oap_codec::Pattern>>) {
+        self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::Interest(patterns) });
+    }
+
+    /// Keeps every payload frame sent from now on, as (message, from, to).
+    pub fn log_sends(&mut self) {
+        self.send_log = Some(Vec::new());
+    }
+
+    /// The payload frames logged since [`Sim::log_sends`] (the log goes on).
+    pub fn take_sends(&mut self) -> Vec<(MsgId, usize, usize)> {
+        self.send_log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The node with this id.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// When node `i` got message `id` (its first copy), if it did.
+    pub fn got(&self, i: usize, id: &MsgId) -> Option<Duration> {
+        self.nodes[i].got.get(id).copied()
     }
 
     /// Crashes node `i`: its links go down (the far ends notice after one
@@ -424,7 +458,16 @@ impl Sim {
             }
             _ => None,
         };
+        let dbg = std::env::var("SIM_TRACE_NODE").ok().and_then(|v| v.parse::<usize>().ok()) == Some(i);
+        if dbg {
+            eprintln!("{:?} node {i} <- {:?}", self.now, event);
+        }
         let out: Vec<OutEvent> = self.nodes[i].swarm.handle(event, now).collect();
+        if dbg {
+            for o in &out {
+                eprintln!("{:?} node {i} -> {:?}", self.now, o);
+            }
+        }
         if let Some(recording) = recorded {
             recording.out.extend(out.iter().cloned());
         }
@@ -442,6 +485,9 @@ impl Sim {
             OutEvent::SendMsg { to, msg } => {
                 self.payload_sent += 1;
                 *self.sends.entry(msg.msg_id).or_default() += 1;
+                if let (Some(log), Some(&j)) = (&mut self.send_log, self.by_id.get(&to)) {
+                    log.push((msg.msg_id, i, j));
+                }
                 self.send(i, to, Frame::Msg(msg));
             }
             OutEvent::Deliver(msg) => {

@@ -76,6 +76,11 @@ pub enum InEvent {
     Publish(Msg),
     /// A timer the swarm scheduled is due.
     Timer(Timer),
+    /// This node's own subscriptions now (local subscribers and in-process
+    /// ones; `None`: every topic, the default). The swarm tells its tree
+    /// neighbours what is reachable through it, and sends a payload or an
+    /// `IHAVE` only to neighbours whose summary matches the topic.
+    Interest(Option<Vec<Pattern>>),
     /// Leave the swarm: every active peer is told (`DISCONNECT`).
     Leave,
 }
@@ -140,6 +145,8 @@ pub enum Timer {
     IHave,
     /// Ask for a message announced but not received.
     Graft(MsgId),
+    /// Send the interest summaries that changed.
+    Interest,
 }
 
 /// Bytes the `GRAFT` cache holds.
@@ -160,6 +167,14 @@ pub struct Stats {
     pub duplicates: u64,
     /// `MSG` frames sent.
     pub payload_sent: u64,
+    /// Of those, sent to a peer whose summary is not known or says every
+    /// topic (the rest went where a summary matched, or answered a
+    /// `GRAFT`).
+    pub payload_flood: u64,
+    /// `INTEREST` frames sent.
+    pub interest_sent: u64,
+    /// The largest summary computed, in bytes of patterns on the wire.
+    pub max_summary_bytes: u64,
     /// Swarm frames sent.
     pub control_sent: u64,
     /// `GRAFT`s sent.
@@ -232,6 +247,22 @@ impl Swarm {
         self.broadcast.eager(id)
     }
 
+    /// Active links that are a tree child here with no summary from them
+    /// yet (everything is sent over them).
+    pub fn flood_edges(&self) -> usize {
+        self.broadcast.flood_edges()
+    }
+
+    /// TEMP debug.
+    pub fn debug_up(&self, id: &MsgId) -> Option<NodeId> {
+        self.broadcast.debug_up(id)
+    }
+
+    /// TEMP debug.
+    pub fn debug_tree(&self, id: &MsgId) -> String {
+        self.broadcast.debug_tree(id)
+    }
+
     /// What the `GRAFT` cache holds.
     pub fn cache_usage(&self) -> CacheUsage {
         self.broadcast.cache_usage()
@@ -273,6 +304,7 @@ impl Swarm {
                 SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),
                 SwarmFrame::Graft(id) => b.on_graft(from, id, now, out),
                 SwarmFrame::Prune(id) => b.on_prune(from, id, now),
+                SwarmFrame::Interest { origins, patterns, parent } => b.on_interest(from, origins, patterns, parent),
                 frame => m.on_frame(from, frame, now, rng, out),
             },
             InEvent::Message { from, msg } => b.on_message(Some(from), msg, now, out),
@@ -283,18 +315,31 @@ impl Swarm {
             InEvent::Timer(Timer::Probe) => m.probe(now, rng, out),
             InEvent::Timer(Timer::IHave) => b.flush_ihaves(out),
             InEvent::Timer(Timer::Graft(id)) => b.on_graft_timer(id, now, out),
+            InEvent::Timer(Timer::Interest) => b.flush_interest(now, out),
+            InEvent::Interest(patterns) => b.set_local(patterns),
             InEvent::Leave => m.leave(out),
         }
         // Membership changes shape the tree: a new active peer is eager
         // until a duplicate prunes it, a lost one leaves both sets.
-        for i in from..self.out.len() {
-            match &self.out[i] {
-                OutEvent::Event(SwarmEvent::NeighborUp(n)) => self.broadcast.neighbor_up(n.id),
-                OutEvent::Event(SwarmEvent::NeighborDown(id)) => self.broadcast.neighbor_down(*id),
-                OutEvent::Send { .. } => self.broadcast.stats.control_sent += 1,
-                _ => {}
+        let changes: Vec<(NodeId, bool)> = self
+            .out
+            .range(from..)
+            .filter_map(|o| match o {
+                OutEvent::Event(SwarmEvent::NeighborUp(n)) => Some((n.id, true)),
+                OutEvent::Event(SwarmEvent::NeighborDown(id)) => Some((*id, false)),
+                _ => None,
+            })
+            .collect();
+        for (peer, up) in changes {
+            if up {
+                self.broadcast.neighbor_up(peer, now, &mut self.out);
+            } else {
+                self.broadcast.neighbor_down(peer);
             }
         }
+        self.broadcast.arm_interest(&mut self.out);
+        let sent = self.out.range(from..).filter(|o| matches!(o, OutEvent::Send { .. })).count();
+        self.broadcast.stats.control_sent += sent as u64;
         self.out.drain(..)
     }
 }

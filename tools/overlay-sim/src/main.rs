@@ -8,6 +8,8 @@
 //! three as `peers`), one every `JOIN_SPACING`, then the network settles for
 //! `SETTLE`.
 
+mod interest;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,7 @@ fn live_heap() -> usize {
 }
 
 /// Every scenario, by name.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "stable-single",
     "stable-random",
     "burst",
@@ -46,6 +48,7 @@ const SCENARIOS: [&str; 9] = [
     "partition-heal",
     "churn",
     "cost",
+    "interest",
 ];
 
 struct Args {
@@ -83,6 +86,8 @@ struct Outcome {
     /// partition-heal: deliveries missed inside the publisher's half while
     /// split, of how many expected.
     split: Option<(u64, u64)>,
+    /// interest: its own fields, appended to the line.
+    extra: String,
 }
 
 /// How long a cut link goes unnoticed: the node's default idle timeout
@@ -103,7 +108,7 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let default_nodes = match args.scenario.as_str() {
-        "stable-single" | "stable-random" | "kill-50" | "kill-50-silent" | "kill-80" | "cost" => 10_000,
+        "stable-single" | "stable-random" | "kill-50" | "kill-50-silent" | "kill-80" | "cost" | "interest" => 10_000,
         "burst" | "partition-heal" | "churn" => 1_000,
         other => {
             eprintln!("sim: unknown scenario {other}");
@@ -123,6 +128,14 @@ fn main() -> ExitCode {
         "kill-50-silent" => kill(&mut sim, 50, Some(KEEPALIVE)),
         "churn" => churn(&mut sim, args.secs),
         "partition-heal" => partition_heal(&mut sim),
+        "interest" => {
+            let f = interest::interest(&mut sim, args.seed);
+            let extra = format!(
+                r#","sends_over_oracle":{:.3},"wasted_sends_pct":{:.3},"flood_sends_pct":{:.3},"max_summary_bytes":{},"interest_frames":{}"#,
+                f.sends_over_oracle, f.wasted_sends_pct, f.flood_sends_pct, f.max_summary_bytes, f.interest_frames
+            );
+            Outcome { report: f.report, extra, ..Outcome::default() }
+        }
         _ => kill(&mut sim, 80, None),
     };
     let (components, isolated) = sim.components();
@@ -147,7 +160,7 @@ fn main() -> ExitCode {
             r#""latency_ms":{{"p50":{},"p99":{},"max":{}}},"control_per_payload":{:.3},"components":{},"#,
             r#""isolated":{},"recovery_ms":{},"split_missed":{},"split_expected":{},"decode_errors":{},"#,
             r#""state_bytes_per_node":{},"cache_bytes_per_node":{},"wall_s":{:.1},"#,
-            r#""trace_hash":"{:016x}"}}"#
+            r#""trace_hash":"{:016x}"{}}}"#
         ),
         args.scenario,
         n,
@@ -176,6 +189,7 @@ fn main() -> ExitCode {
         cache_bytes_per_node,
         started.elapsed().as_secs_f64(),
         trace_hash,
+        outcome.extra,
     );
     ExitCode::SUCCESS
 }

@@ -26,10 +26,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
-use oap_codec::{IHave, Msg, MsgId, NodeId, Pattern, SwarmFrame, Topic};
+use oap_codec::{IHave, Msg, MsgId, NodeId, ORIGIN_LEN, Pattern, SwarmFrame, Topic};
 
 use crate::config::Config;
 use crate::swarm::{CacheUsage, OutEvent, Stats, Timer};
+
+mod interest;
+
+use interest::{Route, Summary};
 
 /// A map with a fixed hasher: lookups only, never iterated, so a
 /// simulation does not depend on a per-process random seed.
@@ -48,17 +52,48 @@ const GRAFT_REPLIES_PER_SEC: u32 = 4096;
 /// Peers whose GRAFT replies are counted at most (past it, the windows
 /// that ended are forgotten).
 const MAX_GRAFTERS: usize = 128;
-/// Bytes of a message id naming its origin.
-const ORIGIN_LEN: usize = 6;
-
 type Origin = [u8; ORIGIN_LEN];
 
-/// One origin's broadcast tree here: which active links are out of it.
-#[derive(Clone, Copy)]
+/// One origin's broadcast tree here: which active links are out of it,
+/// and what is reachable through each (the `interest` module).
 struct Tree {
     /// Bit `s` set: the active peer in slot `s` is lazy for this origin.
     pruned: u64,
     last: Instant,
+    /// The slot the latest first copy came over: this node's parent.
+    up: Option<u8>,
+    /// Summaries heard, per slot (a slot absent: not known, so every
+    /// topic goes to it).
+    heard: Vec<(u8, Summary)>,
+    /// Summaries told, per slot (absent: none, or every topic).
+    told: Vec<(u8, Summary)>,
+    /// The slot last told it is this node's parent here.
+    told_up: Option<u8>,
+    /// Slots whose summary goes out again even if unchanged.
+    resend: u64,
+    /// Its summary may have changed since the last batch.
+    dirty: bool,
+    /// The origin is this node (it has no parent here).
+    own: bool,
+    /// With no parent, its lazy peers were asked to take this node in.
+    asked: bool,
+}
+
+impl Tree {
+    fn new(pruned: u64, now: Instant) -> Tree {
+        Tree {
+            pruned,
+            last: now,
+            up: None,
+            heard: Vec::new(),
+            told: Vec::new(),
+            told_up: None,
+            resend: 0,
+            dirty: false,
+            own: false,
+            asked: false,
+        }
+    }
 }
 
 fn origin(id: &MsgId) -> Origin {
@@ -105,6 +140,16 @@ pub(crate) struct Broadcast {
     graft_timeout: Duration,
     graft_retry: Duration,
     max_hops: u8,
+    /// This node's own subscriptions.
+    local: Summary,
+    /// Trees forgotten whose summary a peer holds: it is told every topic.
+    withdrawn: Vec<(NodeId, Origin)>,
+    /// Summaries to send: a batch is due.
+    interest_due: bool,
+    /// Slots linked within the grace, and when it ends: not known yet, but
+    /// not counted as every topic either.
+    young: Vec<(u8, Instant)>,
+    interest_armed: bool,
     pub(crate) stats: Stats,
 }
 
@@ -135,6 +180,11 @@ impl Broadcast {
             graft_timeout: c.graft_timeout,
             graft_retry: c.graft_retry,
             max_hops: c.max_hops,
+            local: Summary::All,
+            withdrawn: Vec::new(),
+            interest_due: false,
+            young: Vec::new(),
+            interest_armed: false,
             stats: Stats::default(),
         }
     }
@@ -152,7 +202,7 @@ impl Broadcast {
         self.active.iter().filter(|(_, s)| pruned & (1 << **s) == 0).map(|(p, _)| *p).collect()
     }
 
-    pub(crate) fn neighbor_up(&mut self, peer: NodeId) {
+    pub(crate) fn neighbor_up(&mut self, peer: NodeId, now: Instant, out: &mut VecDeque<OutEvent>) {
         if self.active.contains_key(&peer) || self.slots == u64::MAX {
             return; // (64 slots: more than any active view holds)
         }
@@ -165,6 +215,11 @@ impl Broadcast {
         if self.restricted.contains_key(&peer) {
             self.lazy_only |= 1 << slot;
         }
+        // A child in every tree whose summary is not known yet: it is sent
+        // everything, and this node's own summaries widen to every topic
+        // if its summary does not come within a grace (the `interest`
+        // module).
+        self.linked(slot, now, out);
     }
 
     /// The link to `peer` may carry only `topics` (empty: every topic).
@@ -177,6 +232,7 @@ impl Broadcast {
             self.restricted.insert(peer, topics);
             self.lazy_only |= slot;
         }
+        self.all_dirty();
     }
 
     /// Whether the link to `peer` may carry `topic`: a grant's topic
@@ -189,12 +245,16 @@ impl Broadcast {
         if let Some(slot) = self.active.remove(&peer) {
             self.slots &= !(1 << slot);
             self.lazy_only &= !(1 << slot);
+            self.young.retain(|(s, _)| *s != slot);
             for tree in self.trees.values_mut() {
                 tree.pruned &= !(1 << slot);
+                tree.forget(slot);
             }
             self.shared &= !(1 << slot);
+            self.interest_due = true;
         }
         self.ihaves.remove(&peer);
+        self.withdrawn.retain(|(p, _)| *p != peer);
     }
 
     fn is_active(&self, peer: &NodeId) -> bool {
@@ -208,23 +268,41 @@ impl Broadcast {
     /// made-up ids cannot push real trees out.
     fn set_pruned(&mut self, peer: NodeId, id: Option<MsgId>, pruned: bool, make: bool, now: Instant) -> bool {
         let Some(&slot) = self.active.get(&peer) else { return false };
-        let set = |mask: &mut u64| {
+        let bit = 1u64 << slot;
+        // A link that changes sides changes the tree's summary.
+        let mut changed = false;
+        let mut set = |tree: &mut Tree| {
+            let before = tree.pruned;
             if pruned {
-                *mask |= 1 << slot;
+                tree.pruned |= bit;
             } else {
-                *mask &= !(1 << slot);
+                tree.pruned &= !bit;
+            }
+            if tree.pruned != before {
+                // A parent pruned from the tree is a parent no more.
+                if pruned && tree.up == Some(slot) {
+                    tree.up = None;
+                    tree.asked = false;
+                }
+                tree.dirty = true;
+                changed = true;
             }
         };
         match id {
-            Some(id) if make => set(&mut self.tree(origin(&id), now).pruned),
+            Some(id) if make => set(self.tree(origin(&id), now)),
             Some(id) => {
                 if let Some(tree) = self.trees.get_mut(&origin(&id)) {
-                    set(&mut tree.pruned);
+                    set(tree);
                 }
             }
-            None => self.trees.values_mut().for_each(|t| set(&mut t.pruned)),
+            None => self.trees.values_mut().for_each(set),
         }
-        set(&mut self.shared);
+        self.interest_due |= changed;
+        if pruned {
+            self.shared |= bit;
+        } else {
+            self.shared &= !bit;
+        }
         true
     }
 
@@ -233,11 +311,11 @@ impl Broadcast {
     fn tree(&mut self, origin: Origin, now: Instant) -> &mut Tree {
         if !self.trees.contains_key(&origin) && self.trees.len() >= MAX_TREES {
             let oldest = self.trees.iter().min_by_key(|(o, t)| (t.last, **o)).map(|(o, _)| *o);
-            if let Some(o) = oldest {
-                self.trees.remove(&o);
+            if let Some(gone) = oldest.and_then(|o| self.trees.remove(&o).map(|t| (o, t))) {
+                self.withdraw(gone.0, &gone.1);
             }
         }
-        let tree = self.trees.entry(origin).or_insert(Tree { pruned: self.shared, last: now });
+        let tree = self.trees.entry(origin).or_insert_with(|| Tree::new(self.shared, now));
         tree.last = now;
         tree
     }
@@ -262,6 +340,23 @@ impl Broadcast {
             self.set_pruned(peer, Some(msg.msg_id), false, true, now);
             // Announcements of it need no GRAFT any more.
             self.missing.remove(&msg.msg_id);
+            // It is this node's parent in the tree now: the one told what
+            // is reachable through here.
+            // (A copy over a link outside the active view leaves it with no
+            // parent: a parent kept from before could be below it now.)
+            let slot = self.active.get(&peer).copied();
+            let mut due = false;
+            let tree = self.tree(origin(&msg.msg_id), now);
+            if tree.up != slot {
+                tree.up = slot;
+                tree.asked = false;
+                tree.dirty = true;
+                due = true;
+            }
+            if let Some(slot) = slot {
+                Broadcast::check_told(tree, slot, &msg.topic, &mut due);
+            }
+            self.interest_due |= due;
         }
         // The publisher's own tree starts with every link in it: its first
         // hop reaches every active peer (their duplicates prune it down). A
@@ -269,9 +364,12 @@ impl Broadcast {
         // left at all, and then every peer would hear of the message only by
         // IHAVE, a GRAFT timeout late.
         if from.is_none() && !self.trees.contains_key(&origin(&msg.msg_id)) {
-            self.tree(origin(&msg.msg_id), now).pruned = 0;
+            let tree = self.tree(origin(&msg.msg_id), now);
+            tree.pruned = 0;
+            tree.own = true;
         }
         let pruned = self.tree(origin(&msg.msg_id), now).pruned | self.lazy_only;
+        let tree = &self.trees[&origin(&msg.msg_id)];
         // The seen-cache stops loops; `max_hops` bounds how deep a payload is
         // pushed. At the bound the message is still announced to every other
         // active peer, so a node behind it asks for it (GRAFT) instead of
@@ -282,17 +380,22 @@ impl Broadcast {
         }
         let next = Msg { hops: msg.hops.saturating_add(1), ..msg.clone() };
         let ihave = IHave { msg_id: msg.msg_id, hops: msg.hops };
-        let peers: Vec<(NodeId, bool)> = self
+        // Only peers whose summary matches the topic, or is not known, get
+        // the payload or the announcement (the `interest` module).
+        let peers: Vec<(NodeId, bool, Route)> = self
             .active
             .iter()
             .filter(|(p, _)| Some(**p) != from && self.carries(p, &msg.topic))
-            .map(|(p, s)| (*p, at_bound || pruned & (1 << *s) != 0))
+            .filter_map(|(p, s)| Some((*p, at_bound || pruned & (1 << *s) != 0, tree.route(*s, &msg.topic)?)))
             .collect();
-        for (peer, lazy) in peers {
+        for (peer, lazy, route) in peers {
             if lazy {
                 self.queue_ihave(peer, ihave, out);
             } else {
                 self.stats.payload_sent += 1;
+                if route == Route::Flood {
+                    self.stats.payload_flood += 1;
+                }
                 out.push_back(OutEvent::SendMsg { to: peer, msg: next.clone() });
             }
         }
@@ -306,6 +409,9 @@ impl Broadcast {
     /// otherwise push duplicates for good.
     pub(crate) fn duplicate(&mut self, peer: NodeId, id: MsgId, now: Instant, out: &mut VecDeque<OutEvent>) {
         self.stats.duplicates += 1;
+        if self.adopted_by(peer, &id) {
+            return;
+        }
         if self.set_pruned(peer, Some(id), true, true, now) {
             self.stats.prunes += 1;
             out.push_back(OutEvent::Send { to: peer, frame: SwarmFrame::Prune(Some(id)) });
