@@ -41,6 +41,9 @@ const BATCH: Duration = Duration::from_millis(10);
 /// refused a moment later (a `NEIGHBOR` answered `DISCONNECT`) or that
 /// tells its summary within a few round trips costs the tree above nothing.
 const GRACE: Duration = Duration::from_millis(250);
+/// How long a node with no parent in a tree waits for a first copy after
+/// asking its peers to take it in, before it asks again.
+const ADOPT_RETRY: Duration = Duration::from_secs(3);
 
 /// The topics reachable through a link in one origin's tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,7 +161,7 @@ impl Tree {
         self.resend &= !(1 << slot);
         if self.up == Some(slot) {
             self.up = None;
-            self.asked = false;
+            self.asked = None;
         }
         if self.told_up == Some(slot) {
             self.told_up = None;
@@ -235,7 +238,7 @@ impl Broadcast {
             let mut changed = set(&mut tree.heard, slot, summary.clone());
             if parent && tree.up == Some(slot) {
                 tree.up = None;
-                tree.asked = false;
+                tree.asked = None;
                 changed = true;
             }
             if parent && tree.pruned & bit != 0 {
@@ -281,17 +284,26 @@ impl Broadcast {
     }
 
     /// A tree in which this node has no parent (the link to it went, or
-    /// the tree was made by a duplicate) but wants something: it asks its
-    /// lazy peers there to take it in (`GRAFT` with an id of the origin).
-    /// With interest routing they may not get the tree's messages
-    /// themselves, so waiting for their `IHAVE`s, as PlumTree repairs,
-    /// could wait for good; a peer so asked that has no parent either asks
-    /// its own in turn. (A node that wants every topic, the default,
-    /// repairs as PlumTree does.)
-    fn adopt(&mut self, origin: Origin, out: &mut VecDeque<OutEvent>) {
+    /// the tree was made by a duplicate) but wants something: it asks
+    /// every active peer there to take it in (`GRAFT` with an id of the
+    /// origin). With interest routing its lazy peers may not get the
+    /// tree's messages themselves, so waiting for their `IHAVE`s, as
+    /// PlumTree repairs, could wait for good. A child so asked by its
+    /// parent has no parent either ([`Broadcast::asked_by`]) and asks its
+    /// own peers in turn, so an orphaned subtree reattaches through
+    /// whichever of its nodes has a link outside it; the first copies then
+    /// rebuild it and duplicates prune it down. (A node that wants every
+    /// topic, the default, repairs as PlumTree does.)
+    fn adopt(&mut self, origin: Origin, now: Instant, out: &mut VecDeque<OutEvent>) {
         let Some(tree) = self.trees.get_mut(&origin) else { return };
-        tree.asked = true;
-        let lazy = tree.pruned & self.slots & !self.lazy_only;
+        tree.asked = Some(now);
+        // Asked again while nothing comes (the peers asked may have been
+        // below it, or orphans too).
+        out.push_back(OutEvent::ScheduleTimer { after: ADOPT_RETRY, timer: Timer::Interest });
+        // Its lazy peers, or when it has none, its children (which then
+        // look for a parent of their own).
+        let usable = self.slots & !self.lazy_only;
+        let lazy = if tree.pruned & usable != 0 { tree.pruned & usable } else { usable };
         tree.pruned &= !lazy;
         // An id of the origin that names no message (the sequence number
         // and digest all ones): the GRAFT moves the link into the tree and
@@ -301,6 +313,20 @@ impl Broadcast {
         for (peer, _) in self.active.iter().filter(|(_, s)| lazy & (1 << **s) != 0) {
             self.stats.grafts += 1;
             out.push_back(OutEvent::Send { to: *peer, frame: SwarmFrame::Graft(Some(MsgId(id))) });
+        }
+    }
+
+    /// `peer` asked to be taken into the tree of `id`'s origin (`GRAFT`).
+    /// When it is this node's parent there, it gets nothing to pass on:
+    /// this node is an orphan now.
+    pub(super) fn asked_by(&mut self, peer: NodeId, id: &MsgId) {
+        let Some(&slot) = self.active.get(&peer) else { return };
+        let Some(tree) = self.trees.get_mut(&super::origin(id)) else { return };
+        if tree.up == Some(slot) {
+            tree.up = None;
+            tree.asked = None;
+            tree.dirty = true;
+            self.interest_due = true;
         }
     }
 
@@ -317,7 +343,7 @@ impl Broadcast {
         }
         tree.up = Some(slot);
         tree.pruned &= !(1 << slot);
-        tree.asked = false;
+        tree.asked = None;
         tree.dirty = true;
         self.interest_due = true;
         true
@@ -340,6 +366,11 @@ impl Broadcast {
             self.young.retain(|(_, until)| *until > now);
             self.all_dirty();
             self.interest_due = false;
+        }
+        for tree in self.trees.values_mut() {
+            if tree.up.is_none() && tree.asked.is_some_and(|at| at + ADOPT_RETRY <= now) {
+                tree.dirty = true;
+            }
         }
         type Groups = Vec<((Summary, bool), Vec<Origin>)>;
         let mut frames: BTreeMap<NodeId, Groups> = BTreeMap::new();
@@ -370,8 +401,9 @@ impl Broadcast {
                 })
                 .collect();
             self.stats.max_summary_bytes = self.stats.max_summary_bytes.max(whole.bytes() as u64);
-            if tree.up.is_none() && !tree.own && !tree.asked && self.local != Summary::All && !whole.is_empty() {
-                self.adopt(origin, out);
+            let retry = tree.asked.is_none_or(|at| at + ADOPT_RETRY <= now);
+            if tree.up.is_none() && !tree.own && retry && self.local != Summary::All && !whole.is_empty() {
+                self.adopt(origin, now, out);
             }
             let Some(tree) = self.trees.get_mut(&origin) else { continue };
             tree.dirty = false;

@@ -75,8 +75,8 @@ struct Tree {
     dirty: bool,
     /// The origin is this node (it has no parent here).
     own: bool,
-    /// With no parent, its lazy peers were asked to take this node in.
-    asked: bool,
+    /// With no parent, when its peers were last asked to take this node in.
+    asked: Option<Instant>,
 }
 
 impl Tree {
@@ -91,7 +91,7 @@ impl Tree {
             resend: 0,
             dirty: false,
             own: false,
-            asked: false,
+            asked: None,
         }
     }
 }
@@ -282,7 +282,7 @@ impl Broadcast {
                 // A parent pruned from the tree is a parent no more.
                 if pruned && tree.up == Some(slot) {
                     tree.up = None;
-                    tree.asked = false;
+                    tree.asked = None;
                 }
                 tree.dirty = true;
                 changed = true;
@@ -349,7 +349,7 @@ impl Broadcast {
             let tree = self.tree(origin(&msg.msg_id), now);
             if tree.up != slot {
                 tree.up = slot;
-                tree.asked = false;
+                tree.asked = None;
                 tree.dirty = true;
                 due = true;
             }
@@ -496,6 +496,9 @@ impl Broadcast {
         // differ for a round trip) still gets what we announced to it; only
         // an active one joins the tree.
         self.set_pruned(from, id, false, false, now);
+        if let Some(id) = &id {
+            self.asked_by(from, id);
+        }
         let Some(msg) = id.and_then(|id| self.cache.get(&id)) else { return };
         if !self.carries(&from, &msg.topic) {
             return;
