@@ -332,7 +332,7 @@ impl Swarm {
             .collect();
         for (peer, up) in changes {
             if up {
-                self.broadcast.neighbor_up(peer, now, &mut self.out);
+                self.broadcast.neighbor_up(peer);
             } else {
                 self.broadcast.neighbor_down(peer);
             }

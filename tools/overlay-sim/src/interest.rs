@@ -149,6 +149,17 @@ pub(crate) fn interest(sim: &mut Sim, seed: u64) -> Figures {
         sent += edges.len() as u64;
         oracle_edges += oracle.edges;
         wasted += wasted_sends(&edges, &oracle.interested);
+        if std::env::var("SIM_WASTE").is_ok() {
+            let mut seen = HashSet::new();
+            let dups = edges.iter().filter(|(_, to)| !seen.insert(*to)).count();
+            let w = wasted_sends(&edges, &oracle.interested);
+            eprintln!("WASTE k={} sends {} dups {} wasted {} oracle {} interested {}", measured.iter().position(|m| m.0 == *id).unwrap(), edges.len(), dups, w, oracle.edges, oracle.interested.len());
+            if w > 100 {
+                for (f, t) in edges.iter().take(40) {
+                    eprintln!("   {f} -> {t} [{}] interested {} : {}", &sim.swarm(*t).me().id.to_string()[..6], oracle.interested.contains(t), sim.swarm(*f).debug_tree(id));
+                }
+            }
+        }
     }
     report.payload_sent = sent;
     report.duplicates = after.duplicates - before.duplicates;

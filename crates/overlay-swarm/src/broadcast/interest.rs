@@ -1,21 +1,37 @@
-//! Interest routing along each origin's tree (OAP-1 section 5.2): a node
-//! tells the peers of a tree that are not its children there (its parent,
-//! the link its latest first copy came over, and its lazy peers) which
-//! patterns are reachable through it: its own subscriptions and what its
-//! children told it, aggregated (a pattern another covers is dropped; past
-//! [`MAX_PATTERNS`] or [`MAX_BYTES`] it says every topic). A payload goes
-//! to a child, and an `IHAVE` to a lazy peer, only when that peer's summary
-//! matches the topic; a peer whose summary is not known (a new link, a
-//! graft, a tree just made or forgotten on either side) is sent everything,
-//! so delivery stays exactly once while summaries settle.
+//! Interest routing along each origin's tree (OAP-1 section 5.2).
+//!
+//! In each origin's tree a node's parent is the link its latest first copy
+//! came over, and the node says so: it tells every active peer which
+//! patterns are reachable through it there (`INTEREST`), and tells its
+//! parent that it is one (the frame's parent flag). A node's children are
+//! the peers that said so (or asked to be taken in, `GRAFT`), so the
+//! relation is one the two ends agree on, and it has no cycles for a
+//! summary to go round. What is reachable through a node is its own
+//! subscriptions and its children's summaries, aggregated (a pattern
+//! another covers is dropped; past [`MAX_PATTERNS`] or [`MAX_BYTES`] it
+//! says every topic). A peer that has no tree for an origin yet (a new
+//! node) is counted by its default summary, its own subscriptions, which
+//! every node tells each peer (`INTEREST` with no origin).
+//!
+//! A payload goes to a tree peer, and an `IHAVE` to a lazy peer, only when
+//! that peer's summary (or default) matches the topic; a peer whose summary
+//! is not known (a new link) is sent everything, so delivery stays exactly
+//! once while summaries settle.
 //!
 //! Summaries are full state, not deltas, on an ordered link: the last one
 //! sent is the one in force, a new link starts unknown, and a link's end
-//! forgets what was heard and told over it. What this node was told stays
-//! right by itself: a payload that arrives from a peer although the summary
-//! this node last told it does not match the topic (the peer forgot it, or
-//! never got it) makes the summary be sent again. A forgotten tree is
-//! withdrawn (every topic) from the peers it was told to.
+//! forgets what was heard and told over it. A payload that arrives from a
+//! peer although the summary this node told it does not match makes the
+//! summary be sent again (the peer forgot it or never got it). A forgotten
+//! tree is withdrawn (every topic) from the peers it was told to.
+//!
+//! A node left with no parent in a tree it wants something of (its parent
+//! went, pruned it, or asked it for a message) asks its lazy peers there to
+//! take it in, or when it has none, its children, which then look for a
+//! parent of their own: with interest routing its lazy peers may not get
+//! the tree's messages, so PlumTree's repair by `IHAVE` cannot be relied
+//! on. A node that wants every topic (the default, before a driver tells it
+//! its subscriptions) sends no summary and repairs as PlumTree does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -32,15 +48,8 @@ pub(crate) const MAX_PATTERNS: usize = 64;
 /// length byte); a larger one says every topic.
 pub(crate) const MAX_BYTES: usize = 2048;
 /// How long changes are gathered before summaries go out: one frame per
-/// peer carries every tree's change, and a subscription's change reaches
-/// the origin in a few of these per hop.
+/// peer carries every tree's change.
 const BATCH: Duration = Duration::from_millis(10);
-/// How long a new link's summary is waited for before this node's own
-/// summaries count it as wanting every topic. A new link is sent
-/// everything at once; only the widening upstream waits, so a link that is
-/// refused a moment later (a `NEIGHBOR` answered `DISCONNECT`) or that
-/// tells its summary within a few round trips costs the tree above nothing.
-const GRACE: Duration = Duration::from_millis(250);
 /// How long a node with no parent in a tree waits for a first copy after
 /// asking its peers to take it in, before it asks again.
 const ADOPT_RETRY: Duration = Duration::from_secs(3);
@@ -109,26 +118,26 @@ impl Summary {
     }
 }
 
-/// A slot's entry in a tree's per-link list (absent: every topic).
-fn get(list: &[(u8, Summary)], slot: u8) -> &Summary {
-    list.iter().find(|(s, _)| *s == slot).map_or(&Summary::All, |(_, summary)| summary)
+/// A slot's entry in a per-link list.
+fn find(list: &[(u8, Summary)], slot: u8) -> Option<&Summary> {
+    list.iter().find(|(s, _)| *s == slot).map(|(_, summary)| summary)
 }
 
-/// Sets a slot's entry; returns whether it changed.
-fn set(list: &mut Vec<(u8, Summary)>, slot: u8, summary: Summary) -> bool {
+/// Sets a slot's entry (`None` removes it); returns whether it changed.
+fn set(list: &mut Vec<(u8, Summary)>, slot: u8, summary: Option<Summary>) -> bool {
     let at = list.iter().position(|(s, _)| *s == slot);
     match (at, summary) {
-        (None, Summary::All) => false,
-        (Some(i), Summary::All) => {
+        (None, None) => false,
+        (Some(i), None) => {
             list.swap_remove(i);
             true
         }
-        (Some(i), summary) if list[i].1 == summary => false,
-        (Some(i), summary) => {
+        (Some(i), Some(summary)) if list[i].1 == summary => false,
+        (Some(i), Some(summary)) => {
             list[i].1 = summary;
             true
         }
-        (None, summary) => {
+        (None, Some(summary)) => {
             list.push((slot, summary));
             true
         }
@@ -145,37 +154,62 @@ pub(crate) enum Route {
 }
 
 impl Tree {
-    /// Whether a message on `topic` goes to the peer in `slot`, and why.
-    pub(super) fn route(&self, slot: u8, topic: &Topic) -> Option<Route> {
-        match get(&self.heard, slot) {
-            Summary::All => Some(Route::Flood),
-            summary if summary.matches(topic) => Some(Route::Interest),
-            Summary::Only(_) => None,
-        }
-    }
-
     /// Forgets what was heard and told over the link in `slot`.
     pub(super) fn forget(&mut self, slot: u8) {
-        set(&mut self.heard, slot, Summary::All);
-        set(&mut self.told, slot, Summary::All);
+        set(&mut self.heard, slot, None);
+        set(&mut self.told, slot, None);
         self.resend &= !(1 << slot);
+        self.kids &= !(1 << slot);
         if self.up == Some(slot) {
             self.up = None;
             self.asked = None;
         }
-        if self.told_up == Some(slot) {
-            self.told_up = None;
+        self.told_parent &= !(1 << slot);
+        self.asking &= !(1 << slot);
+        self.dirty = true;
+    }
+
+    /// The peer in `slot` is this node's parent now.
+    pub(super) fn set_up(&mut self, slot: Option<u8>) -> bool {
+        if self.up == slot {
+            return false;
+        }
+        self.up = slot;
+        self.asked = None;
+        self.asking = 0;
+        if let Some(slot) = slot {
+            // A child that became the parent is a child no more.
+            self.kids &= !(1 << slot);
         }
         self.dirty = true;
+        true
     }
 }
 
 impl Broadcast {
+    /// Whether a message on `topic` goes to the peer in `slot` in `tree`,
+    /// why, and whether as an announcement only (a peer that told its
+    /// summary without naming this node its parent gets its copies from
+    /// its parent: at most an `IHAVE` from here). A peer's default only
+    /// pulls its own topics toward it: where it has said nothing of the
+    /// tree, everything goes to it, which is how a node new to an origin
+    /// hears of it at all.
+    pub(super) fn route(tree: &Tree, slot: u8, topic: &Topic) -> Option<(bool, Route)> {
+        let lazy = tree.kids & (1 << slot) == 0;
+        match find(&tree.heard, slot) {
+            None => Some((false, Route::Flood)),
+            Some(Summary::All) => Some((lazy, Route::Flood)),
+            Some(summary) if summary.matches(topic) => Some((lazy, Route::Interest)),
+            Some(_) => None,
+        }
+    }
+
     /// This node's own subscriptions (`None`: every topic).
     pub(crate) fn set_local(&mut self, patterns: Option<Vec<Pattern>>) {
         let local = patterns.map_or(Summary::All, Summary::of);
         if local != self.local {
             self.local = local;
+            self.default_due = self.slots;
             self.all_dirty();
         }
     }
@@ -186,16 +220,27 @@ impl Broadcast {
         self.interest_due = true;
     }
 
-    /// Slots that are `tree`'s children here: in it, not its parent.
-    fn children(&self, tree: &Tree) -> u64 {
-        let up = tree.up.map_or(0, |s| 1u64 << s);
-        self.slots & !(tree.pruned | self.lazy_only | up)
+    /// A link entered the active view in `slot`: it is told this node's
+    /// default and every tree's summary in the next batch.
+    pub(super) fn linked(&mut self, slot: u8) {
+        self.default_due |= 1 << slot;
+        self.all_dirty();
     }
 
-    /// What is reachable through this node in `tree` for a peer other
-    /// than the child in slot `except`: its own subscriptions and its other
-    /// children's summaries.
-    fn summary(&self, tree: &Tree, except: Option<u8>) -> Summary {
+    /// The link in `slot` left the active view.
+    pub(super) fn unlinked(&mut self, slot: u8) {
+        self.defaults.remove(&slot);
+        self.default_due &= !(1 << slot);
+        for tree in self.trees.values_mut() {
+            tree.forget(slot);
+        }
+        self.interest_due = true;
+    }
+
+    /// What is reachable through this node in `tree` for the peer in
+    /// `to`: its own subscriptions, its children's summaries other than
+    /// that peer's, and the defaults of peers with no tree for the origin.
+    fn summary(&self, tree: &Tree, to: Option<u8>) -> Summary {
         if self.local == Summary::All {
             return Summary::All;
         }
@@ -208,42 +253,57 @@ impl Broadcast {
             }
         };
         add(&self.local);
-        let children = self.children(tree) & !except.map_or(0, |s| 1u64 << s);
-        for slot in (0..64u8).filter(|s| children & (1 << s) != 0) {
-            let young = || self.young.iter().any(|(s, _)| *s == slot);
-            match tree.heard.iter().find(|(s, _)| *s == slot) {
-                Some((_, summary)) if add(summary) => {}
-                // Not heard yet from a link in its grace: counted once it ends.
-                None if young() => {}
-                _ => return Summary::All,
+        let others = !to.map_or(0, |s| 1u64 << s) & !tree.up.map_or(0, |s| 1u64 << s);
+        for slot in (0..64u8).filter(|s| self.slots & others & (1 << s) != 0) {
+            let kid = tree.kids & (1 << slot) != 0;
+            let counted = match find(&tree.heard, slot) {
+                Some(summary) if kid => Some(summary),
+                // A peer with no tree for the origin: its own subscriptions.
+                None if false && self.lazy_only & (1 << slot) == 0 => self.defaults.get(&slot),
+                _ => None,
+            };
+            if let Some(summary) = counted
+                && !add(summary)
+            {
+                return Summary::All;
             }
         }
         Summary::of(patterns)
     }
 
-    /// A peer's summary for some origins' trees (trees not held here are
-    /// not made for it).
-    ///
-    /// A peer that names this node its parent there is kept in the tree
-    /// (a `PRUNE` it did not see, or crossed, must not cut it off); one
-    /// that does while this node names it its own parent is a loop with
-    /// no way to the origin, so this node's parent is given up (and the
-    /// peer's, on its side), and both ask their lazy peers.
-    pub(crate) fn on_interest(&mut self, from: NodeId, origins: Vec<[u8; ORIGIN_LEN]>, patterns: Option<Vec<Pattern>>, parent: bool) {
+    /// A peer's summary for some origins' trees (none: its default), and
+    /// whether it names this node its parent there. Trees not held here
+    /// are not made for it.
+    pub(crate) fn on_interest(
+        &mut self,
+        from: NodeId,
+        origins: Vec<[u8; ORIGIN_LEN]>,
+        patterns: Option<Vec<Pattern>>,
+        parent: bool,
+    ) {
         let Some(&slot) = self.active.get(&from) else { return };
         let summary = patterns.map_or(Summary::All, Summary::of);
+        if origins.is_empty() {
+            if self.defaults.insert(slot, summary.clone()) != Some(summary) {
+                self.all_dirty();
+            }
+            return;
+        }
         let bit = 1u64 << slot;
         for origin in origins {
             let Some(tree) = self.trees.get_mut(&origin) else { continue };
-            let mut changed = set(&mut tree.heard, slot, summary.clone());
-            if parent && tree.up == Some(slot) {
-                tree.up = None;
-                tree.asked = None;
-                changed = true;
-            }
-            if parent && tree.pruned & bit != 0 {
+            let mut changed = set(&mut tree.heard, slot, Some(summary.clone()));
+            let kids = if parent { tree.kids | bit } else { tree.kids & !bit };
+            changed |= kids != tree.kids;
+            tree.kids = kids;
+            if parent {
+                // Named the parent by its own parent: a loop with no way
+                // to the origin; both give their parent up.
+                if tree.up == Some(slot) {
+                    tree.set_up(None);
+                }
+                // Kept in the tree (a PRUNE it did not see, or crossed).
                 tree.pruned &= !bit;
-                changed = true;
             }
             if changed {
                 tree.dirty = true;
@@ -256,7 +316,7 @@ impl Broadcast {
     /// `slot`: when the summary told it does not match, the peer does not
     /// hold it (forgot, or never got it), so it is sent again.
     pub(super) fn check_told(tree: &mut Tree, slot: u8, topic: &Topic, due: &mut bool) {
-        if !get(&tree.told, slot).matches(topic) {
+        if find(&tree.told, slot).is_some_and(|s| !s.matches(topic)) {
             tree.resend |= 1 << slot;
             tree.dirty = true;
             *due = true;
@@ -274,77 +334,69 @@ impl Broadcast {
         self.interest_due |= !tree.told.is_empty();
     }
 
-    /// A link entered the active view in `slot`: it is told every tree's
-    /// summary in the next batch; its own is waited for [`GRACE`].
-    pub(super) fn linked(&mut self, slot: u8, now: Instant, out: &mut VecDeque<OutEvent>) {
-        self.young.retain(|(s, _)| *s != slot);
-        self.young.push((slot, now + GRACE));
-        out.push_back(OutEvent::ScheduleTimer { after: GRACE, timer: Timer::Interest });
-        self.all_dirty();
-    }
-
-    /// A tree in which this node has no parent (the link to it went, or
-    /// the tree was made by a duplicate) but wants something: it asks
-    /// every active peer there to take it in (`GRAFT` with an id of the
-    /// origin). With interest routing its lazy peers may not get the
-    /// tree's messages themselves, so waiting for their `IHAVE`s, as
-    /// PlumTree repairs, could wait for good. A child so asked by its
-    /// parent has no parent either ([`Broadcast::asked_by`]) and asks its
-    /// own peers in turn, so an orphaned subtree reattaches through
-    /// whichever of its nodes has a link outside it; the first copies then
-    /// rebuild it and duplicates prune it down. (A node that wants every
-    /// topic, the default, repairs as PlumTree does.)
+    /// Asks the peers of a tree in which this node has no parent to take
+    /// it in (`GRAFT` with an id of the origin that names no message): its
+    /// lazy peers, or its children when it has none.
     fn adopt(&mut self, origin: Origin, now: Instant, out: &mut VecDeque<OutEvent>) {
         let Some(tree) = self.trees.get_mut(&origin) else { return };
         tree.asked = Some(now);
-        // Asked again while nothing comes (the peers asked may have been
-        // below it, or orphans too).
         out.push_back(OutEvent::ScheduleTimer { after: ADOPT_RETRY, timer: Timer::Interest });
-        // Its lazy peers, or when it has none, its children (which then
-        // look for a parent of their own).
         let usable = self.slots & !self.lazy_only;
-        let lazy = if tree.pruned & usable != 0 { tree.pruned & usable } else { usable };
-        tree.pruned &= !lazy;
-        // An id of the origin that names no message (the sequence number
-        // and digest all ones): the GRAFT moves the link into the tree and
-        // asks for nothing.
+        let asked = if tree.pruned & usable != 0 { tree.pruned & usable } else { usable };
+        tree.pruned &= !asked;
+        // Told they are its parent (a GRAFT makes it their child; its
+        // summary must not take that back) until a first copy picks one.
+        tree.asking = asked;
+        tree.dirty = true;
         let mut id = [0xff; 16];
         id[..ORIGIN_LEN].copy_from_slice(&origin);
-        for (peer, _) in self.active.iter().filter(|(_, s)| lazy & (1 << **s) != 0) {
+        for (peer, _) in self.active.iter().filter(|(_, s)| asked & (1 << **s) != 0) {
             self.stats.grafts += 1;
             out.push_back(OutEvent::Send { to: *peer, frame: SwarmFrame::Graft(Some(MsgId(id))) });
         }
     }
 
-    /// `peer` asked to be taken into the tree of `id`'s origin (`GRAFT`).
-    /// When it is this node's parent there, it gets nothing to pass on:
-    /// this node is an orphan now.
+    /// `peer` asked to be taken into the tree of `id`'s origin (`GRAFT`):
+    /// it is a child there until it names another parent. When it was this
+    /// node's parent, it gets nothing to pass on: this node is an orphan.
     pub(super) fn asked_by(&mut self, peer: NodeId, id: &MsgId) {
         let Some(&slot) = self.active.get(&peer) else { return };
         let Some(tree) = self.trees.get_mut(&super::origin(id)) else { return };
-        if tree.up == Some(slot) {
-            tree.up = None;
-            tree.asked = None;
-            tree.dirty = true;
-            self.interest_due = true;
+        tree.set_up(if tree.up == Some(slot) { None } else { tree.up });
+        tree.kids |= 1 << slot;
+        tree.dirty = true;
+        self.interest_due = true;
+    }
+
+    /// `peer` pruned this node from the tree of `id`'s origin (or every
+    /// tree): this node is not its parent.
+    pub(super) fn pruned_by(&mut self, peer: NodeId, id: Option<MsgId>) {
+        let Some(&slot) = self.active.get(&peer) else { return };
+        let unkid = |tree: &mut Tree| {
+            if tree.kids & (1 << slot) != 0 {
+                tree.kids &= !(1 << slot);
+                tree.dirty = true;
+            }
+        };
+        match id {
+            Some(id) => self.trees.get_mut(&super::origin(&id)).into_iter().for_each(unkid),
+            None => self.trees.values_mut().for_each(unkid),
         }
+        self.interest_due = true;
     }
 
     /// A copy of a message this node has came from `peer`. Where the
-    /// node has no parent in the message's tree (it asked to be taken in,
-    /// or its first copy came over a link outside the active view), the
-    /// link is its parent now rather than pruned: pruning every link that
-    /// answers would leave it without one.
+    /// node has no parent in the message's tree, the link is its parent
+    /// now rather than pruned: pruning every link that answers its
+    /// `GRAFT`s would leave it without one.
     pub(super) fn adopted_by(&mut self, peer: NodeId, id: &MsgId) -> bool {
         let Some(&slot) = self.active.get(&peer) else { return false };
         let Some(tree) = self.trees.get_mut(&super::origin(id)) else { return false };
         if tree.up.is_some() || tree.own || self.local == Summary::All {
             return false;
         }
-        tree.up = Some(slot);
+        tree.set_up(Some(slot));
         tree.pruned &= !(1 << slot);
-        tree.asked = None;
-        tree.dirty = true;
         self.interest_due = true;
         true
     }
@@ -358,14 +410,16 @@ impl Broadcast {
     }
 
     /// Sends the summaries that changed: per peer, one frame per distinct
-    /// summary, naming every origin it is for.
+    /// summary and parent flag, naming every origin it is for; and asks to
+    /// be taken in where this node has no parent.
     pub(crate) fn flush_interest(&mut self, now: Instant, out: &mut VecDeque<OutEvent>) {
         self.interest_armed = false;
         self.interest_due = false;
-        if self.young.iter().any(|(_, until)| *until <= now) {
-            self.young.retain(|(_, until)| *until > now);
-            self.all_dirty();
-            self.interest_due = false;
+        if self.local == Summary::All && self.withdrawn.is_empty() && self.trees.values().all(|t| t.told.is_empty()) {
+            // Wants every topic and never said otherwise: nothing to tell.
+            self.trees.values_mut().for_each(|t| t.dirty = false);
+            self.default_due = 0;
+            return;
         }
         for tree in self.trees.values_mut() {
             if tree.up.is_none() && tree.asked.is_some_and(|at| at + ADOPT_RETRY <= now) {
@@ -384,22 +438,18 @@ impl Broadcast {
         for (peer, origin) in std::mem::take(&mut self.withdrawn) {
             add(peer, (Summary::All, false), origin);
         }
-        let origins: Vec<Origin> = self.trees.iter().filter(|(_, t)| t.dirty).map(|(o, _)| *o).collect();
-        for origin in origins {
+        let defaults = std::mem::take(&mut self.default_due);
+        for (peer, _) in self.active.iter().filter(|(_, s)| defaults & (1 << **s) != 0) {
+            self.stats.interest_sent += 1;
+            let frame = SwarmFrame::Interest { origins: Vec::new(), patterns: self.local.patterns(), parent: false };
+            out.push_back(OutEvent::Send { to: *peer, frame });
+        }
+        let dirty: Vec<Origin> = self.trees.iter().filter(|(_, t)| t.dirty).map(|(o, _)| *o).collect();
+        for origin in dirty {
             let Some(tree) = self.trees.get(&origin) else { continue };
-            // Every active peer is told, children too (what is reachable
-            // here without them: split horizon), so a link that changes
-            // sides later already holds the summary it needs.
             let whole = self.summary(tree, None);
-            let children = self.children(tree);
-            let targets: Vec<(NodeId, u8, Summary)> = self
-                .active
-                .iter()
-                .map(|(p, &s)| {
-                    let summary = if children & (1 << s) != 0 { self.summary(tree, Some(s)) } else { whole.clone() };
-                    (*p, s, summary)
-                })
-                .collect();
+            let targets: Vec<(NodeId, u8, Summary)> =
+                self.active.iter().map(|(p, &s)| (*p, s, self.summary(tree, Some(s)))).collect();
             self.stats.max_summary_bytes = self.stats.max_summary_bytes.max(whole.bytes() as u64);
             let retry = tree.asked.is_none_or(|at| at + ADOPT_RETRY <= now);
             if tree.up.is_none() && !tree.own && retry && self.local != Summary::All && !whole.is_empty() {
@@ -410,13 +460,16 @@ impl Broadcast {
             for (peer, slot, summary) in targets {
                 let resend = tree.resend & (1 << slot) != 0;
                 // The parent is told it is one, once per parent.
-                let parent = tree.up == Some(slot);
-                let new_parent = parent && tree.told_up != Some(slot);
-                if set(&mut tree.told, slot, summary.clone()) || resend || new_parent {
-                    add(peer, (summary.clone(), parent), origin);
+                let bit = 1u64 << slot;
+                let parent = tree.up == Some(slot) || (tree.up.is_none() && tree.asking & bit != 0);
+                let flag_changed = parent != (tree.told_parent & bit != 0);
+                let told = find(&tree.told, slot).cloned().unwrap_or(Summary::All);
+                if told != summary || resend || flag_changed {
+                    tree.told_parent = if parent { tree.told_parent | bit } else { tree.told_parent & !bit };
+                    set(&mut tree.told, slot, Some(summary.clone()));
+                    add(peer, (summary, parent), origin);
                 }
             }
-            tree.told_up = tree.up;
             tree.resend = 0;
         }
         for (peer, groups) in frames {
@@ -431,16 +484,22 @@ impl Broadcast {
         }
     }
 
-    /// Links that are a child in some tree with no summary from them yet:
+    /// Links in some tree with no summary from them yet (nor a default):
     /// everything goes over them.
     pub(crate) fn flood_edges(&self) -> usize {
+        if self.local == Summary::All {
+            return 0;
+        }
         let mut unknown = 0u64;
         for tree in self.trees.values() {
-            let mut children = self.children(tree);
+            let mut eager = self.slots & !(tree.pruned | self.lazy_only);
             for (slot, _) in &tree.heard {
-                children &= !(1 << slot);
+                eager &= !(1 << slot);
             }
-            unknown |= children;
+            unknown |= eager;
+        }
+        for slot in self.defaults.keys() {
+            unknown &= !(1 << slot);
         }
         unknown.count_ones() as usize
     }
@@ -451,11 +510,12 @@ impl Broadcast {
     pub(crate) fn debug_tree(&self, id: &MsgId) -> String {
         let Some(tree) = self.trees.get(&super::origin(id)) else { return "no tree".into() };
         let slots: Vec<(String, u8)> = self.active.iter().map(|(p, s)| (p.to_string()[..6].to_string(), *s)).collect();
-        format!("local {:?} up {:?} pruned {:b} slots {:?} heard {:?} told {:?} young {:?}", self.local, tree.up, tree.pruned, slots, tree.heard, tree.told, self.young)
+        format!(
+            "local {:?} up {:?} kids {:b} pruned {:b} slots {:?} heard {:?} told {:?}",
+            self.local, tree.up, tree.kids, tree.pruned, slots, tree.heard, tree.told
+        )
     }
-}
 
-impl Broadcast {
     /// TEMP debug.
     pub(crate) fn debug_up(&self, id: &MsgId) -> Option<NodeId> {
         let up = self.trees.get(&super::origin(id))?.up?;

@@ -67,8 +67,14 @@ struct Tree {
     heard: Vec<(u8, Summary)>,
     /// Summaries told, per slot (absent: none, or every topic).
     told: Vec<(u8, Summary)>,
-    /// The slot last told it is this node's parent here.
-    told_up: Option<u8>,
+    /// Slots last told they are this node's parent here (its parent, or
+    /// while it has none, the peers it asked to take it in).
+    told_parent: u64,
+    /// With no parent: the peers asked to take it in.
+    asking: u64,
+    /// Slots that named this node their parent here (or asked to be taken
+    /// in): its children, whose summaries its own includes.
+    kids: u64,
     /// Slots whose summary goes out again even if unchanged.
     resend: u64,
     /// Its summary may have changed since the last batch.
@@ -87,7 +93,9 @@ impl Tree {
             up: None,
             heard: Vec::new(),
             told: Vec::new(),
-            told_up: None,
+            told_parent: 0,
+            asking: 0,
+            kids: 0,
             resend: 0,
             dirty: false,
             own: false,
@@ -146,9 +154,11 @@ pub(crate) struct Broadcast {
     withdrawn: Vec<(NodeId, Origin)>,
     /// Summaries to send: a batch is due.
     interest_due: bool,
-    /// Slots linked within the grace, and when it ends: not known yet, but
-    /// not counted as every topic either.
-    young: Vec<(u8, Instant)>,
+    /// Each active peer's default summary: its own subscriptions, which
+    /// count for the trees it holds none of (a new node).
+    defaults: BTreeMap<u8, Summary>,
+    /// Slots this node's default is due to.
+    default_due: u64,
     interest_armed: bool,
     pub(crate) stats: Stats,
 }
@@ -183,7 +193,8 @@ impl Broadcast {
             local: Summary::All,
             withdrawn: Vec::new(),
             interest_due: false,
-            young: Vec::new(),
+            defaults: BTreeMap::new(),
+            default_due: 0,
             interest_armed: false,
             stats: Stats::default(),
         }
@@ -202,7 +213,7 @@ impl Broadcast {
         self.active.iter().filter(|(_, s)| pruned & (1 << **s) == 0).map(|(p, _)| *p).collect()
     }
 
-    pub(crate) fn neighbor_up(&mut self, peer: NodeId, now: Instant, out: &mut VecDeque<OutEvent>) {
+    pub(crate) fn neighbor_up(&mut self, peer: NodeId) {
         if self.active.contains_key(&peer) || self.slots == u64::MAX {
             return; // (64 slots: more than any active view holds)
         }
@@ -215,11 +226,8 @@ impl Broadcast {
         if self.restricted.contains_key(&peer) {
             self.lazy_only |= 1 << slot;
         }
-        // A child in every tree whose summary is not known yet: it is sent
-        // everything, and this node's own summaries widen to every topic
-        // if its summary does not come within a grace (the `interest`
-        // module).
-        self.linked(slot, now, out);
+        // Sent everything until its summaries come (the `interest` module).
+        self.linked(slot);
     }
 
     /// The link to `peer` may carry only `topics` (empty: every topic).
@@ -245,13 +253,11 @@ impl Broadcast {
         if let Some(slot) = self.active.remove(&peer) {
             self.slots &= !(1 << slot);
             self.lazy_only &= !(1 << slot);
-            self.young.retain(|(s, _)| *s != slot);
             for tree in self.trees.values_mut() {
                 tree.pruned &= !(1 << slot);
-                tree.forget(slot);
             }
+            self.unlinked(slot);
             self.shared &= !(1 << slot);
-            self.interest_due = true;
         }
         self.ihaves.remove(&peer);
         self.withdrawn.retain(|(p, _)| *p != peer);
@@ -281,8 +287,7 @@ impl Broadcast {
             if tree.pruned != before {
                 // A parent pruned from the tree is a parent no more.
                 if pruned && tree.up == Some(slot) {
-                    tree.up = None;
-                    tree.asked = None;
+                    tree.set_up(None);
                 }
                 tree.dirty = true;
                 changed = true;
@@ -345,14 +350,8 @@ impl Broadcast {
             // (A copy over a link outside the active view leaves it with no
             // parent: a parent kept from before could be below it now.)
             let slot = self.active.get(&peer).copied();
-            let mut due = false;
             let tree = self.tree(origin(&msg.msg_id), now);
-            if tree.up != slot {
-                tree.up = slot;
-                tree.asked = None;
-                tree.dirty = true;
-                due = true;
-            }
+            let mut due = tree.set_up(slot);
             if let Some(slot) = slot {
                 Broadcast::check_told(tree, slot, &msg.topic, &mut due);
             }
@@ -386,7 +385,10 @@ impl Broadcast {
             .active
             .iter()
             .filter(|(p, _)| Some(**p) != from && self.carries(p, &msg.topic))
-            .filter_map(|(p, s)| Some((*p, at_bound || pruned & (1 << *s) != 0, tree.route(*s, &msg.topic)?)))
+            .filter_map(|(p, s)| {
+                let (lazy, route) = Broadcast::route(tree, *s, &msg.topic)?;
+                Some((*p, at_bound || lazy || pruned & (1 << *s) != 0, route))
+            })
             .collect();
         for (peer, lazy, route) in peers {
             if lazy {
@@ -527,6 +529,7 @@ impl Broadcast {
 
     pub(crate) fn on_prune(&mut self, from: NodeId, id: Option<MsgId>, now: Instant) {
         self.set_pruned(from, id, true, false, now);
+        self.pruned_by(from, id);
     }
 
     fn remember(&mut self, id: MsgId, now: Instant) {
