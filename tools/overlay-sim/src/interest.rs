@@ -88,18 +88,6 @@ pub(crate) fn interest(sim: &mut Sim, seed: u64) -> Figures {
         let oracle = oracle(sim, p, &id, &interested);
         measured.push((id, p, topic, at, oracle));
         sim.run_for(EVERY);
-        if let Ok(spec) = std::env::var("SIM_DEBUG") {
-            let mut it = spec.split(',').map(|x| x.parse::<usize>().unwrap_or(usize::MAX));
-            if let (Some(k), Some(node)) = (it.next(), it.next()) && k + 1 == measured.len() {
-                let mut at = node;
-                for _ in 0..20 {
-                    eprintln!("node {at} [{}] got {:?}: {}", &sim.swarm(at).me().id.to_string()[..6], sim.got(at, &id), sim.swarm(at).debug_tree(&id));
-                    let Some(up) = sim.swarm(at).debug_up(&id) else { break };
-                    at = sim.index_of(&up).unwrap();
-                }
-                eprintln!("publisher {p}");
-            }
-        }
         if sim.now() >= next_churn {
             next_churn += CHURN_EVERY;
             let live: Vec<usize> = (0..subs.len()).filter(|&k| subs[k].until.is_none()).collect();
@@ -140,29 +128,17 @@ pub(crate) fn interest(sim: &mut Sim, seed: u64) -> Figures {
             if let Some(got) = sim.got(i, id).filter(|&g| g <= *at + DEADLINE) {
                 report.delivered += 1;
                 latencies.push((got - *at).as_millis() as u64);
-            } else if std::env::var("SIM_DEBUG").is_ok() {
-                let k = measured.iter().position(|m| m.0 == *id).unwrap();
-                eprintln!("MISS k={k} node {i} at {at:?} topic {topic}");
             }
         }
         let edges = by_msg.remove(id).unwrap_or_default();
         sent += edges.len() as u64;
         oracle_edges += oracle.edges;
         wasted += wasted_sends(&edges, &oracle.interested);
-        if std::env::var("SIM_WASTE").is_ok() {
-            let mut seen = HashSet::new();
-            let dups = edges.iter().filter(|(_, to)| !seen.insert(*to)).count();
-            let w = wasted_sends(&edges, &oracle.interested);
-            eprintln!("WASTE k={} sends {} dups {} wasted {} oracle {} interested {}", measured.iter().position(|m| m.0 == *id).unwrap(), edges.len(), dups, w, oracle.edges, oracle.interested.len());
-            if w > 100 {
-                for (f, t) in edges.iter().take(40) {
-                    eprintln!("   {f} -> {t} [{}] interested {} : {}", &sim.swarm(*t).me().id.to_string()[..6], oracle.interested.contains(t), sim.swarm(*f).debug_tree(id));
-                }
-            }
-        }
     }
     report.payload_sent = sent;
-    report.duplicates = after.duplicates - before.duplicates;
+    // Copies delivered twice to one node (must be 0), as every scenario
+    // reports it.
+    report.duplicates = sim.report(0).duplicates;
     latencies.sort_unstable();
     let pct = |p: usize| latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1))).copied();
     report.latency_p50_ms = pct(50).unwrap_or(0);
@@ -191,7 +167,6 @@ struct Totals {
     payload: u64,
     flood: u64,
     interest: u64,
-    duplicates: u64,
     max_summary_bytes: u64,
 }
 
@@ -200,7 +175,6 @@ fn totals(sim: &Sim) -> Totals {
         payload: t.payload + s.payload_sent,
         flood: t.flood + s.payload_flood,
         interest: t.interest + s.interest_sent,
-        duplicates: t.duplicates + s.duplicates,
         max_summary_bytes: t.max_summary_bytes.max(s.max_summary_bytes),
     })
 }

@@ -259,7 +259,7 @@ impl Broadcast {
             let counted = match find(&tree.heard, slot) {
                 Some(summary) if kid => Some(summary),
                 // A peer with no tree for the origin: its own subscriptions.
-                None if false && self.lazy_only & (1 << slot) == 0 => self.defaults.get(&slot),
+                None if (tree.pruned | self.lazy_only) & (1 << slot) == 0 => self.defaults.get(&slot),
                 _ => None,
             };
             if let Some(summary) = counted
@@ -505,20 +505,32 @@ impl Broadcast {
     }
 }
 
-impl Broadcast {
-    /// TEMP debug.
-    pub(crate) fn debug_tree(&self, id: &MsgId) -> String {
-        let Some(tree) = self.trees.get(&super::origin(id)) else { return "no tree".into() };
-        let slots: Vec<(String, u8)> = self.active.iter().map(|(p, s)| (p.to_string()[..6].to_string(), *s)).collect();
-        format!(
-            "local {:?} up {:?} kids {:b} pruned {:b} slots {:?} heard {:?} told {:?}",
-            self.local, tree.up, tree.kids, tree.pruned, slots, tree.heard, tree.told
-        )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(p: &[&str]) -> Summary {
+        Summary::of(p.iter().map(|p| p.parse().unwrap()).collect())
     }
 
-    /// TEMP debug.
-    pub(crate) fn debug_up(&self, id: &MsgId) -> Option<NodeId> {
-        let up = self.trees.get(&super::origin(id))?.up?;
-        self.active.iter().find(|(_, s)| **s == up).map(|(p, _)| *p)
+    #[test]
+    fn a_summary_drops_what_another_pattern_covers() {
+        assert_eq!(of(&["a.b", "a.*", "a.>", "b.c", "a.b"]), of(&["a.>", "b.c"]));
+        assert_eq!(of(&["a.*.c", "a.b.c", "a.*.d"]), of(&["a.*.c", "a.*.d"]));
+        assert!(of(&["a.>"]).matches(&"a.b.c".parse().unwrap()));
+        assert!(!of(&["a.>"]).matches(&"b".parse().unwrap()));
+        assert!(of(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_summary_past_its_bounds_says_every_topic() {
+        assert_eq!(of(&["x", ">"]), Summary::All);
+        let many: Vec<String> = (0..=MAX_PATTERNS).map(|i| format!("t.{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(of(&many), Summary::All);
+        assert_ne!(of(&many[..MAX_PATTERNS]), Summary::All);
+        let long: Vec<String> = (0..16).map(|i| format!("{i}.{}", "x".repeat(200))).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(of(&long), Summary::All, "over {MAX_BYTES} bytes");
     }
 }
