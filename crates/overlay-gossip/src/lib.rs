@@ -13,4 +13,6 @@ mod trie;
 pub use msgid::{MsgIdGen, PREFIX_LEN, binds};
 pub use oap_codec::{Msg, MsgId, Pattern, Topic};
 pub use queue::{Budget, Charged, DeliveryQueue, DropReason, Offer, Taken, settle_releases};
-pub use registry::{Fanout, GossipConfig, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId};
+pub use registry::{
+    Fanout, GossipConfig, MAX_INTEREST, PublishBatch, PublishError, Registry, SubscribeError, SubscriberId,
+};

@@ -157,13 +157,44 @@ thread_local! {
 #[derive(Default)]
 struct Index {
     trie: Trie,
+    /// Distinct patterns held, with how many subscribers hold each: what
+    /// the node tells its swarm it is interested in.
+    interest: HashMap<Pattern, u32>,
+    /// Bumped each time `interest` gains or loses a pattern.
+    interest_epoch: u64,
     subscribers: HashMap<SubscriberId, Subscriber, BuildHasherDefault<IdHasher>>,
+}
+
+impl Index {
+    /// One more subscriber holds `p`; whether the set of patterns grew.
+    fn gain(&mut self, p: &Pattern) -> bool {
+        let n = self.interest.entry(p.clone()).or_insert(0);
+        *n += 1;
+        let new = *n == 1;
+        self.interest_epoch += u64::from(new);
+        new
+    }
+
+    /// One less subscriber holds `p`; whether the set of patterns shrank.
+    fn lose(&mut self, p: &Pattern) -> bool {
+        let Some(n) = self.interest.get_mut(p) else { return false };
+        *n -= 1;
+        if *n > 0 {
+            return false;
+        }
+        self.interest.remove(p);
+        self.interest_epoch += 1;
+        true
+    }
 }
 
 struct Subscriber {
     queue: Arc<DeliveryQueue>,
     patterns: Vec<Pattern>,
 }
+
+/// Distinct patterns a node tells its swarm at most: past it, every topic.
+pub const MAX_INTEREST: usize = 256;
 
 /// Topic registry and fanout. Shared behind an `Arc`; its locks are held
 /// only for in-memory work, never across `.await`.
@@ -177,6 +208,8 @@ pub struct Registry {
     dropped: AtomicU64,
     /// The node has swarm peers: what is published here leaves it.
     relaying: AtomicBool,
+    /// Called (outside the lock) when the set of distinct patterns changed.
+    on_interest: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Registry {
@@ -190,6 +223,7 @@ impl Registry {
             metrics: GossipMetrics::new(service),
             dropped: AtomicU64::new(0),
             relaying: AtomicBool::new(false),
+            on_interest: std::sync::OnceLock::new(),
             cfg,
         }
     }
@@ -219,13 +253,17 @@ impl Registry {
     /// Removes a subscriber and all its patterns; its queue is closed.
     pub fn detach(&self, id: SubscriberId) {
         let mut index = self.write();
+        let mut changed = false;
         if let Some(sub) = index.subscribers.remove(&id) {
             for p in &sub.patterns {
                 index.trie.remove(p, id);
+                changed |= index.lose(p);
             }
             self.metrics.subscribers.set(index.trie.len() as f64);
             sub.queue.close();
         }
+        drop(index);
+        self.interest_changed(changed);
     }
 
     /// Adds `pattern` for `id`; `Ok(false)` when it already held it.
@@ -242,6 +280,9 @@ impl Registry {
         sub.patterns.push(pattern.clone());
         trie.insert(pattern, id);
         self.metrics.subscribers.set(trie.len() as f64);
+        let changed = index.gain(pattern);
+        drop(index);
+        self.interest_changed(changed);
         Ok(true)
     }
 
@@ -254,7 +295,32 @@ impl Registry {
         sub.patterns.swap_remove(at);
         trie.remove(pattern, id);
         self.metrics.subscribers.set(trie.len() as f64);
+        let changed = index.lose(pattern);
+        drop(index);
+        self.interest_changed(changed);
         true
+    }
+
+    /// The distinct patterns this node's subscribers hold, with a number
+    /// that changes each time that set does; `None` for the patterns when
+    /// there are more than [`MAX_INTEREST`] (the swarm then says every
+    /// topic).
+    pub fn interest(&self) -> (u64, Option<Vec<Pattern>>) {
+        let index = self.read();
+        let patterns = (index.interest.len() <= MAX_INTEREST).then(|| index.interest.keys().cloned().collect());
+        (index.interest_epoch, patterns)
+    }
+
+    /// Calls `f` (without the registry's lock held) each time the set of
+    /// distinct patterns changes; one callback per registry, the first set.
+    pub fn on_interest_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_interest.set(Box::new(f));
+    }
+
+    fn interest_changed(&self, changed: bool) {
+        if let Some(f) = self.on_interest.get().filter(|_| changed) {
+            f();
+        }
     }
 
     /// Patterns `id` holds.

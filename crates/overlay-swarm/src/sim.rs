@@ -473,7 +473,7 @@ impl Sim {
                 self.control_sent += 1;
                 self.send(i, to, Frame::Swarm(frame));
             }
-            OutEvent::SendMsg { to, msg } => {
+            OutEvent::SendMsg { to, msg, .. } => {
                 self.payload_sent += 1;
                 *self.sends.entry(msg.msg_id).or_default() += 1;
                 if let (Some(log), Some(&j)) = (&mut self.send_log, self.by_id.get(&to)) {

@@ -101,6 +101,10 @@ pub enum OutEvent {
         to: NodeId,
         /// The message.
         msg: Msg,
+        /// Sent because the peer's interest summary is not known or says
+        /// every topic (a node that wants every topic, a new link), not
+        /// because a summary matched or the peer asked for it.
+        flood: bool,
     },
     /// Deliver a message that arrived from the swarm to local subscribers.
     Deliver(Msg),

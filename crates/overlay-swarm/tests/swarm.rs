@@ -127,7 +127,7 @@ fn a_duplicate_prunes_its_link_and_an_announced_message_is_grafted_after_the_tim
     // First copy from 2: delivered and pushed on to 3 (eager), hops + 1.
     let out = one.on(InEvent::Message { from: node(2).id, msg: msg(1, 1) });
     assert!(out.contains(&OutEvent::Deliver(msg(1, 1))));
-    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2) }));
+    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2), flood: true }));
     // The same message from 3: a duplicate, so the 3 link leaves the tree.
     let out = one.on(InEvent::Message { from: node(3).id, msg: msg(1, 2) });
     assert_eq!(sent(&out, node(3).id), [&SwarmFrame::Prune(Some(msg(1, 1).msg_id))]);
@@ -167,7 +167,7 @@ fn a_graft_is_answered_from_the_cache_and_messages_at_max_hops_are_relayed_no_fu
     one.neighbor(node(3));
     one.on(InEvent::Message { from: node(2).id, msg: msg(1, 1) });
     let out = one.on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Graft(Some(MsgId([1; 16]))) });
-    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2) }));
+    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2), flood: true }));
 
     for (n, hops) in [(2, 4), (3, 9)] {
         let out = one.on(InEvent::Message { from: node(2).id, msg: msg(n, hops) });

@@ -606,7 +606,8 @@ fn required_cap(kind: Kind) -> Option<(Caps, &'static str)> {
         | Kind::ShuffleReply
         | Kind::IHave
         | Kind::Graft
-        | Kind::Prune => Some((Caps::SWARM_V1, "SWARM_V1")),
+        | Kind::Prune
+        | Kind::Interest => Some((Caps::SWARM_V1, "SWARM_V1")),
     }
 }
 

@@ -7,7 +7,13 @@ use oap_codec::Kind;
 pub(crate) struct SwarmMetrics {
     pub(crate) active: Gauge,
     pub(crate) passive: Gauge,
-    pub(crate) payload_sent: Counter,
+    /// `overlay_relay_payload_sent_total` by mode: sent where a peer's
+    /// interest summary matched (or it asked), or flooded (its summary not
+    /// known, or every topic).
+    pub(crate) payload_interest: Counter,
+    pub(crate) payload_flood: Counter,
+    /// Links in some broadcast tree whose summary is not known yet.
+    pub(crate) flood_edges: Gauge,
     /// `overlay_swarm_control_sent_total` by frame kind (the swarm's kinds only).
     control_sent: [Option<Counter>; Kind::ALL.len()],
     pub(crate) grafts: Counter,
@@ -26,7 +32,14 @@ impl SwarmMetrics {
             "Peers in the swarm's active view (linked, carrying the broadcast)."
         );
         describe_gauge!("overlay_swarm_passive_peers", "Addresses in the swarm's passive view.");
-        describe_counter!("overlay_relay_payload_sent_total", "Payload-carrying frames (MSG) queued to other nodes.");
+        describe_counter!(
+            "overlay_relay_payload_sent_total",
+            "Payload-carrying frames (MSG) queued to other nodes (mode: interest, where a summary matched; flood, where none is known)."
+        );
+        describe_gauge!(
+            "overlay_swarm_flood_edges",
+            "Active links in some broadcast tree whose interest summary is not known yet: sent every message."
+        );
         describe_counter!("overlay_swarm_control_sent_total", "Swarm frames queued to other nodes, by kind.");
         describe_counter!("overlay_swarm_grafts_total", "GRAFTs sent: messages announced and asked for.");
         describe_counter!("overlay_swarm_prunes_total", "PRUNEs sent: links that left the broadcast tree.");
@@ -42,7 +55,9 @@ impl SwarmMetrics {
         SwarmMetrics {
             active: gauge!("overlay_swarm_active_peers", "service" => s()),
             passive: gauge!("overlay_swarm_passive_peers", "service" => s()),
-            payload_sent: counter!("overlay_relay_payload_sent_total", "service" => s()),
+            payload_interest: counter!("overlay_relay_payload_sent_total", "service" => s(), "mode" => "interest"),
+            payload_flood: counter!("overlay_relay_payload_sent_total", "service" => s(), "mode" => "flood"),
+            flood_edges: gauge!("overlay_swarm_flood_edges", "service" => s()),
             control_sent: Kind::ALL.map(|k| {
                 k.is_swarm()
                     .then(|| counter!("overlay_swarm_control_sent_total", "service" => s(), "kind" => k.label()))

@@ -87,6 +87,8 @@ struct Core {
     myself: std::collections::BTreeSet<SocketAddr>,
     /// Puts each origin's messages back in publish order before delivery.
     reorder: Reorder,
+    /// The registry's interest epoch the swarm was last told.
+    fed_interest: Option<u64>,
     /// Every action the swarm asked for, in order (the trace test).
     #[cfg(test)]
     trace: Vec<OutEvent>,
@@ -134,6 +136,7 @@ impl SwarmDriver {
             duplicates: 0,
             dials: DialLimiter::new(random_u64()),
             myself: std::collections::BTreeSet::new(),
+            fed_interest: None,
             #[cfg(test)]
             trace: Vec::new(),
         };
@@ -151,7 +154,29 @@ impl SwarmDriver {
             active: AtomicUsize::new(0),
             metrics: SwarmMetrics::new(service),
         };
-        (Arc::new(driver), rx)
+        let driver = Arc::new(driver);
+        // A subscription that changes what the node wants wakes the driver
+        // task, which tells the swarm (`feed_interest`).
+        let weak = Arc::downgrade(&driver);
+        driver.registry.on_interest_change(move || {
+            if let Some(driver) = weak.upgrade() {
+                driver.wake.notify_one();
+            }
+        });
+        (driver, rx)
+    }
+
+    /// Tells the swarm what this node's subscribers (sessions' and
+    /// in-process) want, when that changed since it was last told.
+    fn feed_interest(&self, now: Instant) {
+        // Read before the swarm lock is taken (lock order: swarm, then
+        // registry; the registry's is not held here).
+        let (epoch, patterns) = self.registry.interest();
+        let mut core = self.lock();
+        if core.fed_interest != Some(epoch) {
+            core.fed_interest = Some(epoch);
+            self.step(&mut core, InEvent::Interest(patterns), now, &mut Vec::new());
+        }
     }
 
     /// This node, as its `NODE` frames say.
@@ -167,7 +192,9 @@ impl SwarmDriver {
 
     fn reset(&self, addr: SocketAddr, seed: u64) {
         let me = NodeAddr { id: self.id, addr };
-        self.lock().swarm = Swarm::new(me, self.config.clone(), seed);
+        let mut core = self.lock();
+        core.swarm = Swarm::new(me, self.config.clone(), seed);
+        core.fed_interest = None;
     }
 
     /// Every seed turned out to be this node (a one-node cluster whose
@@ -386,6 +413,7 @@ impl SwarmDriver {
         let stats = core.swarm.stats();
         let duplicates = stats.duplicates.saturating_sub(std::mem::replace(&mut core.duplicates, stats.duplicates));
         self.metrics.passive.set(core.swarm.passive().len() as f64);
+        self.metrics.flood_edges.set(core.swarm.flood_edges() as f64);
         // Messages held for order whose gap was given up: under the lock, as
         // in `event`.
         let mut batch = PublishBatch::default();
@@ -430,7 +458,7 @@ impl SwarmDriver {
             for action in out.drain(..) {
                 match action {
                     OutEvent::Send { to, frame } => self.send_frame(core, to, frame, now),
-                    OutEvent::SendMsg { to, msg } => match self.send_msg(core, to, &msg, now) {
+                    OutEvent::SendMsg { to, msg, flood } => match self.send_msg(core, to, &msg, flood, now) {
                         Some(true) => pushed.queued += 1,
                         Some(false) => pushed.dropped += 1,
                         None => {}
@@ -515,7 +543,7 @@ impl SwarmDriver {
     /// Offers `msg` to the link of `to`: whether it was queued, or `None`
     /// when it is not for that peer (no link, or a topic its grant does not
     /// cover).
-    fn send_msg(&self, core: &mut Core, to: NodeId, msg: &Msg, now: Instant) -> Option<bool> {
+    fn send_msg(&self, core: &mut Core, to: NodeId, msg: &Msg, flood: bool, now: Instant) -> Option<bool> {
         let link = core.links.get(&to)?;
         if !link.handle.filter.iter().all(|p| p.matches(&msg.topic)) {
             return None;
@@ -528,7 +556,8 @@ impl SwarmDriver {
         }
         match core.encoded.as_ref().and_then(|(_, _, c)| c.share()).map(|frame| queue.offer(frame, now)) {
             Some(Offer::Queued | Offer::Congested { .. }) => {
-                self.metrics.payload_sent.increment(1);
+                let sent = if flood { &self.metrics.payload_flood } else { &self.metrics.payload_interest };
+                sent.increment(1);
                 Some(true)
             }
             Some(Offer::Dropped(reason)) => {
@@ -586,6 +615,7 @@ impl SwarmDriver {
         stop: CancellationToken,
     ) {
         loop {
+            self.feed_interest(tokio_now());
             let next = self.fire(tokio_now());
             let sleep = async {
                 match next {
@@ -607,7 +637,8 @@ impl SwarmDriver {
 /// Whether the swarm takes `event`, which arrived on the link of `session`
 /// from `from`. A link that is not the pair's current one (the loser of a
 /// simultaneous dial, or a link replaced while the peer still sends on it)
-/// still brings messages and the tree's frames (`IHAVE`, `GRAFT`, `PRUNE`):
+/// still brings messages and the tree's frames (`IHAVE`, `GRAFT`, `PRUNE`,
+/// `INTEREST`):
 /// those are about the peer, not the link, and a payload dropped here
 /// would be lost for good (its sender counted it sent, so no `IHAVE`
 /// follows, and no duplicate means no `PRUNE` to stop the next ones).
@@ -616,7 +647,10 @@ impl SwarmDriver {
 fn accepts(core: &Core, from: NodeId, session: u64, event: &InEvent) -> bool {
     match event {
         InEvent::Message { .. } | InEvent::Echo { .. } => true,
-        InEvent::Recv { frame: SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_), .. } => {
+        InEvent::Recv {
+            frame: SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_) | SwarmFrame::Interest { .. },
+            ..
+        } => {
             core.links.contains_key(&from)
         }
         _ => core.links.get(&from).is_some_and(|l| l.handle.session == session),

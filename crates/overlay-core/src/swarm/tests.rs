@@ -87,8 +87,10 @@ fn the_driver_asks_for_what_the_bare_swarm_asks_for() {
     let ihave = SwarmFrame::IHave(vec![IHave { msg_id: MsgId([7; 16]), hops: 2 }]);
     driver.recv(node(3).id, 2, ihave.clone(), at(7), &mut batch);
     bare_on(InEvent::Recv { from: node(3).id, frame: ihave }, at(7));
-    // Due by 300 ms: the IHAVE batch (55 ms), then the GRAFT (207 ms).
+    // Due by 300 ms: the interest batch (12 ms; a node that wants every
+    // topic sends none), the IHAVE batch (55 ms), then the GRAFT (207 ms).
     driver.fire(at(300));
+    bare_on(InEvent::Timer(Timer::Interest), at(300));
     bare_on(InEvent::Timer(Timer::IHave), at(300));
     bare_on(InEvent::Timer(Timer::Graft(MsgId([7; 16]))), at(300));
     driver.link_down(node(3).id, 2, at(301));

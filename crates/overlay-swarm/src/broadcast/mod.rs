@@ -233,6 +233,7 @@ impl Broadcast {
     /// The link to `peer` may carry only `topics` (empty: every topic).
     pub(crate) fn restrict(&mut self, peer: NodeId, topics: Vec<Pattern>) {
         let slot = self.active.get(&peer).map_or(0, |s| 1 << s);
+        let before = self.lazy_only;
         if topics.is_empty() {
             self.restricted.remove(&peer);
             self.lazy_only &= !slot;
@@ -240,7 +241,9 @@ impl Broadcast {
             self.restricted.insert(peer, topics);
             self.lazy_only |= slot;
         }
-        self.all_dirty();
+        if self.lazy_only != before {
+            self.all_dirty();
+        }
     }
 
     /// Whether the link to `peer` may carry `topic`: a grant's topic
@@ -394,11 +397,10 @@ impl Broadcast {
             if lazy {
                 self.queue_ihave(peer, ihave, out);
             } else {
+                let flood = route == Route::Flood;
                 self.stats.payload_sent += 1;
-                if route == Route::Flood {
-                    self.stats.payload_flood += 1;
-                }
-                out.push_back(OutEvent::SendMsg { to: peer, msg: next.clone() });
+                self.stats.payload_flood += u64::from(flood);
+                out.push_back(OutEvent::SendMsg { to: peer, msg: next.clone(), flood });
             }
         }
         self.keep(msg, now);
@@ -524,7 +526,8 @@ impl Broadcast {
         }
         *count += 1;
         self.stats.payload_sent += 1;
-        out.push_back(OutEvent::SendMsg { to: from, msg: Msg { hops: msg.hops.saturating_add(1), ..msg.clone() } });
+        let msg = Msg { hops: msg.hops.saturating_add(1), ..msg.clone() };
+        out.push_back(OutEvent::SendMsg { to: from, msg, flood: false });
     }
 
     pub(crate) fn on_prune(&mut self, from: NodeId, id: Option<MsgId>, now: Instant) {
