@@ -331,7 +331,7 @@ impl Swarm {
                 self.broadcast.neighbor_down(peer);
             }
         }
-        self.broadcast.arm_interest(&mut self.out);
+        self.broadcast.arm_interest(now, &mut self.out);
         let sent = self.out.range(from..).filter(|o| matches!(o, OutEvent::Send { .. })).count();
         self.broadcast.stats.control_sent += sent as u64;
         self.out.drain(..)

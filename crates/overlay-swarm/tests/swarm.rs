@@ -167,7 +167,7 @@ fn a_graft_is_answered_from_the_cache_and_messages_at_max_hops_are_relayed_no_fu
     one.neighbor(node(3));
     one.on(InEvent::Message { from: node(2).id, msg: msg(1, 1) });
     let out = one.on(InEvent::Recv { from: node(3).id, frame: SwarmFrame::Graft(Some(MsgId([1; 16]))) });
-    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2), flood: true }));
+    assert!(out.contains(&OutEvent::SendMsg { to: node(3).id, msg: msg(1, 2), flood: false }));
 
     for (n, hops) in [(2, 4), (3, 9)] {
         let out = one.on(InEvent::Message { from: node(2).id, msg: msg(n, hops) });

@@ -155,12 +155,14 @@ impl SwarmDriver {
             metrics: SwarmMetrics::new(service),
         };
         let driver = Arc::new(driver);
-        // A subscription that changes what the node wants wakes the driver
-        // task, which tells the swarm (`feed_interest`).
+        // A subscription that changes what the node wants is told to the
+        // swarm at once, on the subscribing thread (no lock held there), so
+        // a widened summary is queued to the peers before the `SUB`'s `ACK`
+        // is written; the driver task also checks (`run`).
         let weak = Arc::downgrade(&driver);
         driver.registry.on_interest_change(move || {
             if let Some(driver) = weak.upgrade() {
-                driver.wake.notify_one();
+                driver.feed_interest(tokio_now());
             }
         });
         (driver, rx)

@@ -97,6 +97,15 @@ impl Summary {
         }
     }
 
+    /// Whether every topic `other` matches, this matches too.
+    pub(crate) fn covers(&self, other: &Summary) -> bool {
+        match (self, other) {
+            (Summary::All, _) => true,
+            (Summary::Only(_), Summary::All) => false,
+            (Summary::Only(ours), Summary::Only(theirs)) => theirs.iter().all(|p| ours.iter().any(|q| q.covers(p))),
+        }
+    }
+
     /// Nothing reachable.
     pub(crate) fn is_empty(&self) -> bool {
         matches!(self, Summary::Only(patterns) if patterns.is_empty())
@@ -208,6 +217,7 @@ impl Broadcast {
     pub(crate) fn set_local(&mut self, patterns: Option<Vec<Pattern>>) {
         let local = patterns.map_or(Summary::All, Summary::of);
         if local != self.local {
+            self.widened |= !self.local.covers(&local);
             self.local = local;
             self.default_due = self.slots;
             self.all_dirty();
@@ -292,6 +302,8 @@ impl Broadcast {
         let bit = 1u64 << slot;
         for origin in origins {
             let Some(tree) = self.trees.get_mut(&origin) else { continue };
+            let widens = parent && (tree.kids & bit == 0 || !find(&tree.heard, slot).is_some_and(|h| h.covers(&summary)));
+            self.widened |= widens;
             let mut changed = set(&mut tree.heard, slot, Some(summary.clone()));
             let kids = if parent { tree.kids | bit } else { tree.kids & !bit };
             changed |= kids != tree.kids;
@@ -402,8 +414,10 @@ impl Broadcast {
     }
 
     /// Schedules the next batch of summaries when something changed.
-    pub(crate) fn arm_interest(&mut self, out: &mut VecDeque<OutEvent>) {
-        if self.interest_due && !self.interest_armed {
+    pub(crate) fn arm_interest(&mut self, now: Instant, out: &mut VecDeque<OutEvent>) {
+        if std::mem::take(&mut self.widened) && self.interest_due {
+            self.flush_interest(now, out);
+        } else if self.interest_due && !self.interest_armed {
             self.interest_armed = true;
             out.push_back(OutEvent::ScheduleTimer { after: BATCH, timer: Timer::Interest });
         }

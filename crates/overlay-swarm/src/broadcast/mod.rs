@@ -160,6 +160,11 @@ pub(crate) struct Broadcast {
     /// Slots this node's default is due to.
     default_due: u64,
     interest_armed: bool,
+    /// Something this node wants, or a child wants, is new: its summaries
+    /// go out at once rather than with the next batch (a subscription
+    /// should take effect across the overlay as soon as it can; a
+    /// narrowing waits, so summaries cannot chase each other round).
+    widened: bool,
     pub(crate) stats: Stats,
 }
 
@@ -196,6 +201,7 @@ impl Broadcast {
             defaults: BTreeMap::new(),
             default_due: 0,
             interest_armed: false,
+            widened: false,
             stats: Stats::default(),
         }
     }
