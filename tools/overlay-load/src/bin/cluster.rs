@@ -1,7 +1,8 @@
 //! The client side of `cargo xtask cluster`: one subscriber per node on
-//! `bench.>`, publishers on some of the nodes, each message paced; then
-//! every subscriber must hold every message exactly once, in each
-//! publisher's order. Prints one `key=value` line for xtask to check.
+//! `PREFIX.>` (`--prefix`, default `bench`), publishers on some of the
+//! nodes on `PREFIX.pN`, each message paced; then every subscriber must
+//! hold every message exactly once, in each publisher's order. Prints one
+//! `key=value` line for xtask to check.
 //!
 //! ```sh
 //! cargo run -p overlay-load --bin cluster -- --subs 127.0.0.1:9501,127.0.0.1:9502 \
@@ -45,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pubs = addrs("--pubs")?;
     let messages: u32 = arg("--messages").map(|s| s.parse()).transpose()?.unwrap_or(100);
     let gap = Duration::from_millis(arg("--gap-ms").map(|s| s.parse()).transpose()?.unwrap_or(10));
-    let pattern: Pattern = "bench.>".parse()?;
+    let prefix = arg("--prefix").unwrap_or_else(|| "bench".to_string());
+    let pattern: Pattern = format!("{prefix}.>").parse()?;
     let expected = u64::from(messages) * pubs.len() as u64;
 
     // Subscribed everywhere before the first publish.
@@ -58,9 +60,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut publishers = Vec::new();
     for (p, addr) in pubs.iter().enumerate() {
         let addr = *addr;
+        let topic: Topic = format!("{prefix}.p{p}").parse()?;
         publishers.push(tokio::spawn(async move {
             let mut c = Client::connect(&ConnectOptions::new(addr)).await?;
-            let topic: Topic = format!("bench.p{p}").parse()?;
             for seq in 0..messages {
                 c.publish(&topic, Bytes::from(seq.to_be_bytes().to_vec())).await?;
                 tokio::time::sleep(gap).await;
