@@ -68,11 +68,7 @@ pub(crate) fn cluster(args: &[String]) -> Result<(), Failure> {
 
     // 1b. Interest: 3 subscribers on `rare.>`, 3 publishers on other nodes;
     //     payloads go only along the paths to the subscribers.
-    let rare = Load {
-        subs: vec![n / 4, n / 2, 3 * n / 4],
-        pubs: vec![1, n / 3 + 1, 2 * n / 3 + 1],
-        prefix: "rare",
-    };
+    let rare = Load { subs: vec![n / 4, n / 2, 3 * n / 4], pubs: vec![1, n / 3 + 1, 2 * n / 3 + 1], prefix: "rare" };
     phase("interest, first round", &load, &nodes, &addrs, &rare, messages, false)?;
     let report = phase("interest", &load, &nodes, &addrs, &rare, messages, true)?;
     let per_publish = report.payload_sent as f64 / publishes as f64;

@@ -276,12 +276,7 @@ impl Sim {
         let mut id = [0u8; 16];
         id[..6].copy_from_slice(&(i as u64).to_be_bytes()[2..]);
         id[6..11].copy_from_slice(&n.to_be_bytes()[3..]);
-        let msg = Msg {
-            topic,
-            msg_id: MsgId(id),
-            hops: 0,
-            payload: Bytes::from(vec![0u8; 64]),
-        };
+        let msg = Msg { topic, msg_id: MsgId(id), hops: 0, payload: Bytes::from(vec![0u8; 64]) };
         self.published.push((msg.msg_id, i, self.now));
         self.push(Duration::ZERO, Ev::In { to: i, event: InEvent::Publish(msg) });
         MsgId(id)

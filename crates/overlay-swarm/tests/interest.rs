@@ -2,6 +2,7 @@
 //! a new subscriber and a node that joins late are reached, an
 //! unsubscribed node stops getting messages, and a node that wants every
 //! topic (no subscriptions told) behaves as plain PlumTree.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -240,8 +240,8 @@ fn leads_to_interest(
         let children = out.get(&i).map_or(&[][..], |v| &v[..]);
         if let Some(&c) = children.get(next) {
             stack.push((i, next + 1));
-            if !useful.contains_key(&c) {
-                useful.insert(c, interested.contains(&c));
+            if let std::collections::hash_map::Entry::Vacant(e) = useful.entry(c) {
+                e.insert(interested.contains(&c));
                 stack.push((c, 0));
             }
         } else if useful[&i] {

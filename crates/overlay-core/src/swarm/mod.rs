@@ -652,9 +652,7 @@ fn accepts(core: &Core, from: NodeId, session: u64, event: &InEvent) -> bool {
         InEvent::Recv {
             frame: SwarmFrame::IHave(_) | SwarmFrame::Graft(_) | SwarmFrame::Prune(_) | SwarmFrame::Interest { .. },
             ..
-        } => {
-            core.links.contains_key(&from)
-        }
+        } => core.links.contains_key(&from),
         _ => core.links.get(&from).is_some_and(|l| l.handle.session == session),
     }
 }

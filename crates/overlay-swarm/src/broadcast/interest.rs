@@ -302,7 +302,8 @@ impl Broadcast {
         let bit = 1u64 << slot;
         for origin in origins {
             let Some(tree) = self.trees.get_mut(&origin) else { continue };
-            let widens = parent && (tree.kids & bit == 0 || !find(&tree.heard, slot).is_some_and(|h| h.covers(&summary)));
+            let widens =
+                parent && (tree.kids & bit == 0 || !find(&tree.heard, slot).is_some_and(|h| h.covers(&summary)));
             self.widened |= widens;
             let mut changed = set(&mut tree.heard, slot, Some(summary.clone()));
             let kids = if parent { tree.kids | bit } else { tree.kids & !bit };
