@@ -104,9 +104,9 @@ pub(crate) fn cluster(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A node's flags: fast readiness samples, and its seeds.
+/// A node's flags: fast readiness samples, interest routing, and its seeds.
 fn node_args(seeds: &[String]) -> Vec<String> {
-    let mut args = vec!["--set".to_string(), "readiness.sample_ms=100".to_string()];
+    let mut args = ["--set", "readiness.sample_ms=100", "--set", "swarm.interest=true"].map(String::from).to_vec();
     if !seeds.is_empty() {
         args.extend(["--peers".to_string(), seeds.join(",")]);
     }

@@ -268,6 +268,9 @@ impl Overlay {
             config.reorder_window(),
             &service,
         );
+        if config.swarm.interest {
+            swarm.route_by_interest();
+        }
         let admin = if config.admin.enabled {
             let status = Arc::downgrade(&swarm);
             let state = AdminState {

@@ -154,6 +154,11 @@ pub struct SwarmSection {
     pub reorder_ms: u64,
     /// How long a payload is kept to answer `GRAFT`s.
     pub cache_ttl_ms: u64,
+    /// Route by interest: tell peers which patterns this node's
+    /// subscribers hold, and send payloads only toward subscribers
+    /// (OAP-1 section 5.2). A subscription then reaches other nodes'
+    /// publishers within the link delays after its `ACK`.
+    pub interest: bool,
 }
 
 impl Default for SwarmSection {
@@ -174,6 +179,7 @@ impl Default for SwarmSection {
             cache_bytes: c.cache_bytes as u64,
             cache_ttl_ms: millis(c.cache_ttl),
             reorder_ms: 1000,
+            interest: false,
         }
     }
 }

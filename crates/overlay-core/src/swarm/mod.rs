@@ -154,18 +154,24 @@ impl SwarmDriver {
             active: AtomicUsize::new(0),
             metrics: SwarmMetrics::new(service),
         };
-        let driver = Arc::new(driver);
+        (Arc::new(driver), rx)
+    }
+
+    /// Routes by interest (`swarm.interest`): the swarm is told what this
+    /// node's subscribers want and tells its peers (OAP-1 section 5.2).
+    /// Until then it wants every topic, and the broadcast is PlumTree's.
+    pub(crate) fn route_by_interest(self: &Arc<SwarmDriver>) {
         // A subscription that changes what the node wants is told to the
         // swarm at once, on the subscribing thread (no lock held there), so
         // a widened summary is queued to the peers before the `SUB`'s `ACK`
-        // is written; the driver task also checks (`run`).
-        let weak = Arc::downgrade(&driver);
-        driver.registry.on_interest_change(move || {
+        // is written.
+        let weak = Arc::downgrade(self);
+        self.registry.on_interest_change(move || {
             if let Some(driver) = weak.upgrade() {
                 driver.feed_interest(tokio_now());
             }
         });
-        (driver, rx)
+        self.feed_interest(tokio_now());
     }
 
     /// Tells the swarm what this node's subscribers (sessions' and
@@ -617,7 +623,6 @@ impl SwarmDriver {
         stop: CancellationToken,
     ) {
         loop {
-            self.feed_interest(tokio_now());
             let next = self.fire(tokio_now());
             let sleep = async {
                 match next {
