@@ -245,3 +245,52 @@ async fn a_node_whose_only_seed_is_itself_is_ready_and_one_with_a_dead_seed_is_n
         n.shutdown().await;
     }
 }
+
+/// `swarm.interest`: a node tells its peers what its subscribers hold, and
+/// a message travels only toward them. Ten nodes, one subscriber: a topic
+/// nobody holds costs no relay send at all, one the subscriber holds a
+/// path's worth, and the subscriber gets every message once.
+#[tokio::test]
+async fn with_interest_routing_a_message_goes_only_toward_its_subscribers() {
+    let seed = peer_node(vec![], |c| c.swarm.interest = true).await;
+    let mut others = Vec::new();
+    for _ in 1..10 {
+        others.push(peer_node(vec![seed.local_addr()], |c| c.swarm.interest = true).await);
+    }
+    let nodes: Vec<&Overlay> = std::iter::once(&seed).chain(others.iter()).collect();
+    wait_joined(&nodes, 2).await;
+    let mut sub = others[8].subscribe("rare.>").unwrap();
+    let publisher = nodes[2];
+    // The origin's first messages go everywhere (no summary is known for
+    // its tree yet); once summaries settle, only the path is taken.
+    for _ in 0..5 {
+        publisher.publish("rare.x", "warm").unwrap();
+        expect(&mut sub, b"warm").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = payload_sent(&nodes);
+    for _ in 0..20 {
+        publisher.publish("nobody.x", "lost to no one").unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(payload_sent(&nodes), before, "relay sends for a topic no node subscribes to");
+    let before = payload_sent(&nodes);
+    for _ in 0..20 {
+        publisher.publish("rare.x", "found").unwrap();
+        expect(&mut sub, b"found").await;
+    }
+    // A path between two of ten nodes: fewer hops than the 9 of a tree.
+    let per_publish = (payload_sent(&nodes) - before) as f64 / 20.0;
+    assert!(per_publish <= 5.0, "{per_publish} relay sends per publish toward one subscriber among 10");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// The next delivery is a message carrying `want`.
+async fn expect(sub: &mut overlay_core::Subscription, want: &[u8]) {
+    match within(sub.recv()).await {
+        Some(Delivery::Message(m)) => assert_eq!(&m.payload[..], want),
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,8 @@ pub(crate) struct SwarmDriver {
     dials: mpsc::Sender<SocketAddr>,
     active: AtomicUsize,
     metrics: SwarmMetrics,
+    /// The swarm is told this node's subscriptions (`swarm.interest`).
+    interest: AtomicBool,
 }
 
 impl SwarmDriver {
@@ -153,6 +155,7 @@ impl SwarmDriver {
             dials,
             active: AtomicUsize::new(0),
             metrics: SwarmMetrics::new(service),
+            interest: AtomicBool::new(false),
         };
         (Arc::new(driver), rx)
     }
@@ -171,12 +174,16 @@ impl SwarmDriver {
                 driver.feed_interest(tokio_now());
             }
         });
+        self.interest.store(true, Ordering::Relaxed);
         self.feed_interest(tokio_now());
     }
 
     /// Tells the swarm what this node's subscribers (sessions' and
     /// in-process) want, when that changed since it was last told.
     fn feed_interest(&self, now: Instant) {
+        if !self.interest.load(Ordering::Relaxed) {
+            return;
+        }
         // Read before the swarm lock is taken (lock order: swarm, then
         // registry; the registry's is not held here).
         let (epoch, patterns) = self.registry.interest();
@@ -203,6 +210,9 @@ impl SwarmDriver {
         let mut core = self.lock();
         core.swarm = Swarm::new(me, self.config.clone(), seed);
         core.fed_interest = None;
+        drop(core);
+        // A fresh swarm wants every topic until told otherwise.
+        self.feed_interest(tokio_now());
     }
 
     /// Every seed turned out to be this node (a one-node cluster whose
