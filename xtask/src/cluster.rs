@@ -13,6 +13,10 @@ use crate::node::{self, Failure, Node};
 const SEEDS: usize = 3;
 /// Time between two messages of one publisher.
 const GAP_MS: &str = "20";
+/// Time between the subscriptions' ACKs and the first publish: with
+/// interest routing a subscription reaches the other nodes within the link
+/// delays after its ACK (OAP-1 section 5.2).
+const SUB_SETTLE_MS: &str = "200";
 /// After the SIGKILLs, messages published this much later must reach every
 /// live subscriber.
 const AFTER_KILL: Duration = Duration::from_secs(5);
@@ -190,6 +194,7 @@ fn phase(
     let list = |idx: &[usize]| idx.iter().map(|i| addrs[*i].as_str()).collect::<Vec<_>>().join(",");
     let out = Command::new(load)
         .args(["--subs", &list(subs), "--pubs", &list(pubs), "--prefix", who.prefix])
+        .args(["--settle-ms", SUB_SETTLE_MS])
         .args(["--messages", &messages.to_string(), "--gap-ms", GAP_MS])
         .output()
         .map_err(|e| Failure::new(format!("cannot run the cluster load client: {e}")))?;

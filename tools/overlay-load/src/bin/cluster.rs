@@ -46,6 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pubs = addrs("--pubs")?;
     let messages: u32 = arg("--messages").map(|s| s.parse()).transpose()?.unwrap_or(100);
     let gap = Duration::from_millis(arg("--gap-ms").map(|s| s.parse()).transpose()?.unwrap_or(10));
+    // With interest routing, a subscription reaches other nodes' publishers
+    // within the link delays after its ACK: wait this long before publishing.
+    let settle = Duration::from_millis(arg("--settle-ms").map(|s| s.parse()).transpose()?.unwrap_or(0));
     let prefix = arg("--prefix").unwrap_or_else(|| "bench".to_string());
     let pattern: Pattern = format!("{prefix}.>").parse()?;
     let expected = u64::from(messages) * pubs.len() as u64;
@@ -57,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.subscribe(&pattern).await?;
         subscribers.push(tokio::spawn(collect(c, pubs.len(), expected)));
     }
+    tokio::time::sleep(settle).await;
     let mut publishers = Vec::new();
     for (p, addr) in pubs.iter().enumerate() {
         let addr = *addr;
