@@ -11,8 +11,9 @@
 //! batch, so the session whose link brought the message stalls for
 //! congested subscribers, as any publisher does.
 //!
-//! Beside it: `dial` (pacing), `link` (what a link shares with the driver,
-//! and the status it reports), `id` (node ids), `metrics`.
+//! Beside it: `outbox` (frames and messages onto the links' queues), `dial`
+//! (pacing), `link` (what a link shares with the driver, and the status it
+//! reports), `id` (node ids), `metrics`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,9 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use oap_codec::{Frame, HEADER_LEN, Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
-use overlay_gossip::{Charged, DropReason, Offer, PublishBatch, Registry};
+use oap_codec::{Msg, MsgId, NodeAddr, NodeId, Pattern, SwarmFrame};
+use overlay_gossip::{Charged, PublishBatch, Registry};
 use overlay_swarm::{InEvent, OutEvent, Reorder, Swarm, SwarmEvent, Timer, keeps_dial_of};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,7 @@ mod dial;
 mod id;
 mod link;
 mod metrics;
+mod outbox;
 #[cfg(test)]
 mod tests;
 
@@ -63,6 +64,8 @@ pub use link::{PeerInfo, SwarmStatus};
 use dial::{BACKOFF_MAX, DialLimiter};
 use id::random_u64;
 use metrics::SwarmMetrics;
+#[cfg(test)]
+use outbox::fit;
 
 struct Link {
     handle: LinkHandle,
@@ -539,56 +542,6 @@ impl SwarmDriver {
         self.registry.set_relaying(n > 0);
     }
 
-    fn send_frame(&self, core: &Core, to: NodeId, frame: SwarmFrame, now: Instant) {
-        let Some(link) = core.links.get(&to) else { return };
-        for frame in fit(frame, self.max_frame) {
-            let kind = frame.kind();
-            let mut buf = BytesMut::with_capacity(frame.encoded_len());
-            frame.encode_into(&mut buf);
-            let charged = self.registry.budget().charge(buf.freeze());
-            match charged.map(|c| link.handle.control.offer(c, now)) {
-                Some(Offer::Queued | Offer::Congested { .. }) => {
-                    if let Some(sent) = self.metrics.control_sent(kind) {
-                        sent.increment(1);
-                    }
-                }
-                Some(Offer::Dropped(reason)) => self.registry.note_drop("control", reason),
-                None => self.registry.note_drop("control", DropReason::Budget),
-            }
-        }
-    }
-
-    /// Offers `msg` to the link of `to`: whether it was queued, or `None`
-    /// when it is not for that peer (no link, or a topic its grant does not
-    /// cover).
-    fn send_msg(&self, core: &mut Core, to: NodeId, msg: &Msg, flood: bool, now: Instant) -> Option<bool> {
-        let link = core.links.get(&to)?;
-        if !link.handle.filter.iter().all(|p| p.matches(&msg.topic)) {
-            return None;
-        }
-        let queue = link.handle.payload.clone();
-        let fresh = !matches!(&core.encoded, Some((id, hops, _)) if *id == msg.msg_id && *hops == msg.hops);
-        if fresh {
-            core.encoded =
-                self.registry.budget().charge(msg.encode_as(msg.hops)).map(|c| (msg.msg_id, msg.hops, c.into_shared()));
-        }
-        match core.encoded.as_ref().and_then(|(_, _, c)| c.share()).map(|frame| queue.offer(frame, now)) {
-            Some(Offer::Queued | Offer::Congested { .. }) => {
-                let sent = if flood { &self.metrics.payload_flood } else { &self.metrics.payload_interest };
-                sent.increment(1);
-                Some(true)
-            }
-            Some(Offer::Dropped(reason)) => {
-                self.registry.note_drop("relay", reason);
-                Some(false)
-            }
-            None => {
-                self.registry.note_drop("relay", DropReason::Budget);
-                Some(false)
-            }
-        }
-    }
-
     /// The swarm's views and counts now.
     pub(crate) fn status(&self, now: Instant) -> SwarmStatus {
         let core = self.lock();
@@ -687,28 +640,4 @@ pub(crate) fn tokio_now() -> Instant {
 
 fn direction(dialed: bool) -> &'static str {
     if dialed { "out" } else { "in" }
-}
-
-/// A frame as one or more frames that each fit `max_frame`: an `IHAVE`
-/// batch is split in halves until its parts fit (the swarm builds batches
-/// for the largest frame; a node may be configured with 1 KiB ones).
-fn fit(frame: SwarmFrame, max_frame: u32) -> Vec<Frame> {
-    let frame = Frame::Swarm(frame);
-    if frame.encoded_len() - HEADER_LEN <= max_frame as usize {
-        return vec![frame];
-    }
-    match frame {
-        Frame::Swarm(SwarmFrame::IHave(mut ids)) if ids.len() > 1 => {
-            let rest = ids.split_off(ids.len() / 2);
-            let mut parts = fit(SwarmFrame::IHave(ids), max_frame);
-            parts.extend(fit(SwarmFrame::IHave(rest), max_frame));
-            parts
-        }
-        other => {
-            // A SHUFFLE of 255 IPv6 peers is under 13 KiB: never reached
-            // with max_frame >= 1 KiB and the default sample sizes.
-            tracing::warn!(kind = %other.kind(), len = other.encoded_len(), "swarm frame over max_frame not sent");
-            Vec::new()
-        }
-    }
 }

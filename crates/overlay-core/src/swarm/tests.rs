@@ -1,5 +1,6 @@
 //! The driver against the bare swarm and the simulator, and frames fitted to `max_frame`.
 
+use oap_codec::{Frame, HEADER_LEN};
 use overlay_gossip::DeliveryQueue;
 
 use super::*;
@@ -22,6 +23,33 @@ fn ihave_batches_are_split_to_fit_a_small_max_frame() {
         total += ids.len();
     }
     assert_eq!(total, 4096);
+}
+
+#[test]
+fn interest_frames_are_split_to_fit_a_small_max_frame() {
+    let origins: Vec<[u8; 6]> =
+        (0..4096u32).map(|i| [0, 0, (i >> 24) as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8]).collect();
+    let pattern: Pattern = "a.>".parse().unwrap();
+    let frame = SwarmFrame::Interest { origins: origins.clone(), patterns: Some(vec![pattern]), parent: true };
+    let parts = fit(frame, 1024);
+    assert!(parts.len() > 16, "{}", parts.len());
+    let mut seen = Vec::new();
+    for p in &parts {
+        assert!(p.encoded_len() - HEADER_LEN <= 1024);
+        let Frame::Swarm(SwarmFrame::Interest { origins, patterns: Some(_), parent: true }) = p else {
+            panic!("not the same summary: {p:?}")
+        };
+        seen.extend_from_slice(origins);
+    }
+    assert_eq!(seen, origins);
+    // One origin with a summary larger than the frame: "every topic", which
+    // a peer assumes anyway without one.
+    let long: Vec<Pattern> = (0..8).map(|i| format!("{i}.{}", "x".repeat(200)).parse().unwrap()).collect();
+    let parts = fit(SwarmFrame::Interest { origins: vec![[7; 6]], patterns: Some(long), parent: false }, 1024);
+    assert_eq!(
+        parts,
+        vec![Frame::Swarm(SwarmFrame::Interest { origins: vec![[7; 6]], patterns: None, parent: false })]
+    );
 }
 
 /// A link whose queues nobody drains (they hold what a trace sends).

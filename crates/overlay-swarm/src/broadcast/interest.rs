@@ -66,12 +66,13 @@ pub(crate) enum Summary {
 impl Summary {
     /// `patterns`, aggregated and bounded.
     pub(crate) fn of(mut patterns: Vec<Pattern>) -> Summary {
-        // Bounds the covering pass below (quadratic) before it runs.
-        if patterns.len() > MAX_PATTERNS * 16 {
-            return Summary::All;
-        }
         patterns.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         patterns.dedup();
+        // Bounds the covering pass below (quadratic: at most 65,536 pattern
+        // comparisons, whatever a peer sends) before it runs.
+        if patterns.len() > MAX_PATTERNS * 4 {
+            return Summary::All;
+        }
         // `>` matches every topic (a topic has one token at least).
         if patterns.iter().any(|p| p.as_bytes() == b">") {
             return Summary::All;
@@ -265,7 +266,9 @@ impl Broadcast {
         add(&self.local);
         let others = !to.map_or(0, |s| 1u64 << s) & !tree.up.map_or(0, |s| 1u64 << s);
         for slot in (0..64u8).filter(|s| self.slots & others & (1 << s) != 0) {
-            let kid = tree.kids & (1 << slot) != 0;
+            // A link a relay grant restricts is never a child: what it
+            // says is reachable through it pulls nothing toward this node.
+            let kid = tree.kids & !self.lazy_only & (1 << slot) != 0;
             let counted = match find(&tree.heard, slot) {
                 Some(summary) if kid => Some(summary),
                 // A peer with no tree for the origin: its own subscriptions.
