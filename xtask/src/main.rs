@@ -56,7 +56,8 @@ commands:
                      burst, kill-50, kill-50-silent, kill-80, partition-heal, churn (--secs),
                      cost (30 rounds; state_bytes_per_node), interest (1 % subscribed,
                      subscribers coming and going: sends_over_oracle, wasted_sends_pct);
-                     --ci runs 1,000-node versions (burst and churn: 300; churn 120 s)
+                     --ci runs 1,000-node versions (burst and churn: 300; churn 120 s;
+                     interest: 10,000)
   cluster [--nodes N] [--kill K] [--messages M]
                      N release nodes (30) on loopback joined through 3 seeds; one subscriber
                      per node and 3 publishers of M messages (100) each: exactly-once delivery

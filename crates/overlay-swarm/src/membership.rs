@@ -95,6 +95,12 @@ pub(crate) struct Membership {
     /// full): not asked again until the next periodic shuffle, so a node
     /// whose view cannot fill does not churn the tree trying.
     full: Vec<NodeId>,
+    /// Peers asked to take this node in with low priority, not answered
+    /// yet (with when a repair first saw the request, as for dials): such
+    /// a peer enters the active view when it accepts (its `NEIGHBOR`), not
+    /// before, so a refusal costs no link in the view for a round trip
+    /// (every broadcast tree would push to it meanwhile).
+    asking: Vec<(NodeId, Option<Instant>)>,
     /// Admissions per asking peer in the current window (`ADMIT_BURST`).
     admitted: BTreeMap<NodeId, (Instant, u8)>,
     /// Requests to enter the active view refused by that bound.
@@ -125,6 +131,7 @@ impl Membership {
             lost: Vec::new(),
             lost_ttl: c.lost_ttl,
             probe_period: c.probe_period,
+            asking: Vec::new(),
             admitted: BTreeMap::new(),
             refused: 0,
         }
@@ -220,7 +227,7 @@ impl Membership {
         for purpose in purposes {
             match purpose {
                 Purpose::Join => Self::send(node.id, SwarmFrame::Join, out),
-                Purpose::Neighbor(priority) => self.add_active(node, priority, rng, out),
+                Purpose::Neighbor(priority) => self.neighbor(node, priority, rng, out),
                 Purpose::ShuffleReply(nodes) => Self::send(node.id, SwarmFrame::ShuffleReply { nodes }, out),
                 Purpose::Probe => {
                     // Back: a link across what was cut. High priority, so
@@ -235,6 +242,7 @@ impl Membership {
 
     pub(crate) fn link_down(&mut self, peer: NodeId, now: Instant, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
         let node = self.links.remove(&peer).map(|l| l.node);
+        self.asking.retain(|(id, _)| *id != peer);
         if let Some(node) = node.filter(|_| self.is_active(&peer)) {
             if self.lost.len() >= MAX_LOST {
                 self.lost.remove(0);
@@ -272,9 +280,11 @@ impl Membership {
         }
         match frame {
             SwarmFrame::Join | SwarmFrame::Neighbor { .. } if !self.is_active(&from) && !self.admissible(from, now) => {
-                // Refused: a NEIGHBOR's sender counts us active, so it is
-                // told; a JOIN's sender is not active anywhere yet.
+                // Refused: a NEIGHBOR's sender counts us active or waits
+                // for an answer, so it is told; a JOIN's sender is not
+                // active anywhere yet.
                 self.refused += 1;
+                self.asking.retain(|(id, _)| *id != from);
                 if matches!(frame, SwarmFrame::Neighbor { .. }) {
                     Self::send(from, SwarmFrame::Disconnect { alive: true }, out);
                 }
@@ -373,7 +383,15 @@ impl Membership {
             return;
         }
         let Some(node) = self.node_of(from) else { return };
+        // A peer this node asked: its answer, taken in while there is room
+        // (it counts this node active already).
+        let answer = self.asking.iter().any(|(id, _)| *id == from);
+        self.asking.retain(|(id, _)| *id != from);
         if priority == Priority::High || self.active.len() < self.active_cap {
+            if answer {
+                self.take_in(node, out);
+                return;
+            }
             self.add_active(node, priority, rng, out);
         } else {
             Self::send(from, SwarmFrame::Disconnect { alive: true }, out);
@@ -382,6 +400,13 @@ impl Membership {
     }
 
     fn on_disconnect(&mut self, from: NodeId, alive: bool, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
+        // A peer asked with low priority refused: full.
+        if let Some(at) = self.asking.iter().position(|(id, _)| *id == from) {
+            self.asking.swap_remove(at);
+            if alive && self.full.len() < self.passive_cap {
+                self.full.push(from);
+            }
+        }
         let node = self.active.iter().find(|n| n.id == from).copied();
         if self.remove_active(from, out) {
             out.push_back(OutEvent::Disconnect(from));
@@ -460,6 +485,15 @@ impl Membership {
         for d in self.dialing.values_mut() {
             d.seen.get_or_insert(now);
         }
+        for (_, seen) in &mut self.asking {
+            seen.get_or_insert(now);
+        }
+        self.asking.retain(|(_, seen)| seen.is_none_or(|t| now.saturating_duration_since(t) < DIAL_EXPIRY));
+        if self.asking.is_empty() {
+            // Asks are rare once the view is full: their storage is not
+            // kept past them (a node's state is counted in bytes).
+            self.asking = Vec::new();
+        }
         self.admitted.retain(|_, (since, _)| now.saturating_duration_since(*since) < ADMIT_WINDOW);
         let expired: Vec<SocketAddr> = self
             .dialing
@@ -537,14 +571,18 @@ impl Membership {
         // and each of those costs a dial timeout. Otherwise one at a time,
         // which keeps the churn of refusals low.
         let alone = self.active.is_empty();
-        let in_flight =
-            self.dialing.values().flat_map(|d| &d.purposes).filter(|p| matches!(p, Purpose::Neighbor(_))).count();
+        let in_flight = self.asking.len()
+            + self.dialing.values().flat_map(|d| &d.purposes).filter(|p| matches!(p, Purpose::Neighbor(_))).count();
         let short = self.active.len() * 2 < self.active_cap;
         let wanted = if short { room } else { room.min(1) }.saturating_sub(in_flight);
         let candidates: Vec<NodeAddr> = self
             .passive
             .iter()
-            .filter(|n| (alone || !self.full.contains(&n.id)) && !self.dialing.contains_key(&n.addr))
+            .filter(|n| {
+                (alone || !self.full.contains(&n.id))
+                    && !self.dialing.contains_key(&n.addr)
+                    && !self.asking.iter().any(|(id, _)| *id == n.id)
+            })
             .copied()
             .collect();
         let priority = if alone { Priority::High } else { Priority::Low };
@@ -553,12 +591,17 @@ impl Membership {
         }
     }
 
-    /// Takes `node` into the active view, dialing it first if not linked.
+    /// Takes `node` into the active view (high priority), or asks it to
+    /// take this node in (low: it enters the view when it accepts),
+    /// dialing it first if not linked.
     fn neighbor(&mut self, node: NodeAddr, priority: Priority, rng: &mut Rng, out: &mut VecDeque<OutEvent>) {
-        if self.links.contains_key(&node.id) {
-            self.add_active(node, priority, rng, out);
-        } else {
+        if !self.links.contains_key(&node.id) {
             self.dial(node.addr, Purpose::Neighbor(priority), out);
+        } else if priority == Priority::High {
+            self.add_active(node, priority, rng, out);
+        } else if !self.is_active(&node.id) && !self.asking.iter().any(|(id, _)| *id == node.id) {
+            self.asking.push((node.id, None));
+            Self::send(node.id, SwarmFrame::Neighbor { priority }, out);
         }
     }
 
@@ -575,10 +618,15 @@ impl Membership {
             out.push_back(OutEvent::Event(SwarmEvent::NeighborDown(evicted.id)));
             self.add_passive(evicted, rng);
         }
+        self.take_in(node, out);
+        Self::send(node.id, SwarmFrame::Neighbor { priority }, out);
+    }
+
+    /// Puts `node` in the active view (there is room).
+    fn take_in(&mut self, node: NodeAddr, out: &mut VecDeque<OutEvent>) {
         self.passive.retain(|n| n.id != node.id);
         self.active.push(node);
         out.push_back(OutEvent::Event(SwarmEvent::NeighborUp(node)));
-        Self::send(node.id, SwarmFrame::Neighbor { priority }, out);
     }
 
     fn remove_active(&mut self, peer: NodeId, out: &mut VecDeque<OutEvent>) -> bool {

@@ -298,7 +298,9 @@ impl Swarm {
                 SwarmFrame::IHave(ids) => b.on_ihave(from, ids, out),
                 SwarmFrame::Graft(id) => b.on_graft(from, id, now, out),
                 SwarmFrame::Prune(id) => b.on_prune(from, id, now),
-                SwarmFrame::Interest { origins, patterns, parent } => b.on_interest(from, origins, patterns, parent),
+                SwarmFrame::Interest { origins, patterns, parent } => {
+                    b.on_interest(from, origins, patterns, parent, now)
+                }
                 frame => m.on_frame(from, frame, now, rng, out),
             },
             InEvent::Message { from, msg } => b.on_message(Some(from), msg, now, out),

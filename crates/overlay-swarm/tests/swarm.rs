@@ -120,6 +120,39 @@ fn a_promotion_that_links_asks_with_high_priority_when_alone() {
 }
 
 #[test]
+fn a_low_priority_ask_enters_the_view_only_when_the_peer_accepts() {
+    let mut one = One::new(Config { active_view: 3, ..Config::default() });
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    // Two passive peers; the view has room for one: one of them is asked.
+    one.on(InEvent::Recv { from: node(2).id, frame: SwarmFrame::ShuffleReply { nodes: vec![node(7), node(8)] } });
+    let out = one.on(InEvent::Timer(Timer::Repair));
+    let dialed: Vec<NodeAddr> =
+        [node(7), node(8)].into_iter().filter(|n| out.contains(&OutEvent::Dial(n.addr))).collect();
+    assert_eq!(dialed.len(), 1, "{out:?}");
+    let (asked, other) = (dialed[0], if dialed[0] == node(7) { node(8) } else { node(7) });
+    let out = one.on(InEvent::LinkUp { node: asked, dialed: Some(asked.addr) });
+    assert_eq!(sent(&out, asked.id), [&SwarmFrame::Neighbor { priority: Priority::Low }]);
+    assert!(!out.iter().any(|o| matches!(o, OutEvent::Event(SwarmEvent::NeighborUp(_)))), "not before it accepts");
+    assert_eq!(one.swarm.active().len(), 2);
+
+    // It refuses (its view is full): it never entered ours, and the other
+    // passive peer is asked instead.
+    let out = one.on(InEvent::Recv { from: asked.id, frame: SwarmFrame::Disconnect { alive: true } });
+    assert!(!out.iter().any(|o| matches!(o, OutEvent::Event(SwarmEvent::NeighborDown(_)))), "{out:?}");
+    let out = one.on(InEvent::Timer(Timer::Repair));
+    assert!(out.contains(&OutEvent::Dial(other.addr)), "{out:?}");
+    one.on(InEvent::LinkUp { node: other, dialed: Some(other.addr) });
+    assert_eq!(one.swarm.active().len(), 2);
+
+    // It accepts: in the view now, with no second NEIGHBOR sent back.
+    let out = one.on(InEvent::Recv { from: other.id, frame: SwarmFrame::Neighbor { priority: Priority::Low } });
+    assert!(out.contains(&OutEvent::Event(SwarmEvent::NeighborUp(other))));
+    assert!(sent(&out, other.id).is_empty(), "{out:?}");
+    assert!(one.swarm.active().contains(&other));
+}
+
+#[test]
 fn a_duplicate_prunes_its_link_and_an_announced_message_is_grafted_after_the_timeout() {
     let mut one = One::new(Config::default());
     one.neighbor(node(2));
@@ -388,4 +421,55 @@ fn a_published_message_sent_back_prunes_the_link_from_this_nodes_tree() {
     let out = one.on(InEvent::Publish(own(2)));
     assert!(!out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(2).id)));
     assert!(out.iter().any(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(3).id)));
+}
+
+#[test]
+fn a_childs_summary_told_before_this_nodes_first_copy_is_kept() {
+    let mut one = One::new(Config::default());
+    one.on(InEvent::Interest(Some(Vec::new())));
+    for n in 2..=4 {
+        one.neighbor(node(n));
+    }
+    let on = |topic: &'static [u8], seq: u8| {
+        let mut id = [5u8; 16];
+        id[6] = seq;
+        Msg { topic: Topic::new(Bytes::from_static(topic)).unwrap(), msg_id: MsgId(id), ..msg(0, 1) }
+    };
+    let origin = [5u8; 6];
+    let wants_a = Some(vec![oap_codec::Pattern::new(Bytes::from_static(b"a")).unwrap()]);
+    // Node 3 heard of the origin first, over another path, and names this
+    // node its parent there before this node has had a copy.
+    let mut out = one.on(InEvent::Recv {
+        from: node(3).id,
+        frame: SwarmFrame::Interest { origins: vec![origin], patterns: wants_a.clone(), parent: true },
+    });
+    out.extend(one.on(InEvent::Message { from: node(2).id, msg: on(b"a", 1) }));
+    out.extend(one.on(InEvent::Timer(Timer::Interest)));
+    // Its parent (node 2) is told that "a" is wanted through here.
+    let told = SwarmFrame::Interest { origins: vec![origin], patterns: wants_a, parent: true };
+    assert!(sent(&out, node(2).id).contains(&&told), "{out:?}");
+    // And node 3 gets only what it wants.
+    let pushed_to_3 = |out: &[OutEvent]| {
+        out.iter().filter(|o| matches!(o, OutEvent::SendMsg { to, .. } if *to == node(3).id)).count()
+    };
+    assert_eq!(pushed_to_3(&out), 1);
+    assert_eq!(pushed_to_3(&one.on(InEvent::Message { from: node(2).id, msg: on(b"b", 2) })), 0);
+}
+
+#[test]
+fn a_tree_known_only_from_peers_summaries_is_not_told_of() {
+    let mut one = One::new(Config::default());
+    one.on(InEvent::Interest(Some(vec![oap_codec::Pattern::new(Bytes::from_static(b"a")).unwrap()])));
+    one.neighbor(node(2));
+    one.neighbor(node(3));
+    // Node 3 has the origin's tree and says nothing is wanted through it;
+    // this node has had no copy: its peers must go on counting its own
+    // subscriptions (its default) there, so its first copy comes.
+    let frame = SwarmFrame::Interest { origins: vec![[5u8; 6]], patterns: Some(Vec::new()), parent: false };
+    let mut out = one.on(InEvent::Recv { from: node(3).id, frame });
+    out.extend(one.on(InEvent::Timer(Timer::Interest)));
+    let per_tree = |f: &&SwarmFrame| matches!(f, SwarmFrame::Interest { origins, .. } if !origins.is_empty());
+    for peer in [node(2), node(3)] {
+        assert!(!sent(&out, peer.id).iter().any(per_tree), "{out:?}");
+    }
 }

@@ -9,9 +9,13 @@
 //! summary to go round. What is reachable through a node is its own
 //! subscriptions and its children's summaries, aggregated (a pattern
 //! another covers is dropped; past [`MAX_PATTERNS`] or [`MAX_BYTES`] it
-//! says every topic). A peer that has no tree for an origin yet (a new
-//! node) is counted by its default summary, its own subscriptions, which
-//! every node tells each peer (`INTEREST` with no origin).
+//! says every topic). A peer that has no place in an origin's tree yet (a
+//! new node, or one no copy has reached) is counted by its default
+//! summary, its own subscriptions, which every node tells each peer
+//! (`INTEREST` with no origin), and tells nothing of that tree until a copy
+//! reaches it or a peer names it its parent. What a peer tells of a tree
+//! this node has not had a copy of yet is kept (the tree is made for it):
+//! the peer heard of the origin first, and does not tell it again.
 //!
 //! A payload goes to a tree peer, and an `IHAVE` to a lazy peer, only when
 //! that peer's summary (or default) matches the topic; a peer whose summary
@@ -164,6 +168,15 @@ pub(crate) enum Route {
 }
 
 impl Tree {
+    /// Whether this node has a place in the tree: a copy came here, it is
+    /// the origin, or a peer named it its parent. A tree made for a peer's
+    /// summary has none until then, and tells nothing of it: its peers
+    /// count this node's default (its own subscriptions) there, so what it
+    /// wants is pulled toward it and its first copy comes.
+    fn placed(&self) -> bool {
+        self.reached || self.own || self.kids != 0
+    }
+
     /// Forgets what was heard and told over the link in `slot`.
     pub(super) fn forget(&mut self, slot: u8) {
         set(&mut self.heard, slot, None);
@@ -285,14 +298,19 @@ impl Broadcast {
     }
 
     /// A peer's summary for some origins' trees (none: its default), and
-    /// whether it names this node its parent there. Trees not held here
-    /// are not made for it.
+    /// whether it names this node its parent there. A tree not held here
+    /// is made for it when it says something (a summary, or that this node
+    /// is its parent): a peer can hear of an origin first, and what it
+    /// tells before this node's first copy arrives must not be lost (it is
+    /// not told again while it does not change, and a parent that never
+    /// heard its child's summary pulls nothing toward it).
     pub(crate) fn on_interest(
         &mut self,
         from: NodeId,
         origins: Vec<[u8; ORIGIN_LEN]>,
         patterns: Option<Vec<Pattern>>,
         parent: bool,
+        now: Instant,
     ) {
         let Some(&slot) = self.active.get(&from) else { return };
         let summary = patterns.map_or(Summary::All, Summary::of);
@@ -304,6 +322,9 @@ impl Broadcast {
         }
         let bit = 1u64 << slot;
         for origin in origins {
+            if !self.trees.contains_key(&origin) && (parent || summary != Summary::All) {
+                self.tree(origin, now);
+            }
             let Some(tree) = self.trees.get_mut(&origin) else { continue };
             let widens =
                 parent && (tree.kids & bit == 0 || !find(&tree.heard, slot).is_some_and(|h| h.covers(&summary)));
@@ -465,6 +486,13 @@ impl Broadcast {
         let dirty: Vec<Origin> = self.trees.iter().filter(|(_, t)| t.dirty).map(|(o, _)| *o).collect();
         for origin in dirty {
             let Some(tree) = self.trees.get(&origin) else { continue };
+            if !tree.placed() && tree.told.is_empty() {
+                // Nothing to say yet: its peers count its default.
+                if let Some(tree) = self.trees.get_mut(&origin) {
+                    tree.dirty = false;
+                }
+                continue;
+            }
             let whole = self.summary(tree, None);
             let targets: Vec<(NodeId, u8, Summary)> =
                 self.active.iter().map(|(p, &s)| (*p, s, self.summary(tree, Some(s)))).collect();

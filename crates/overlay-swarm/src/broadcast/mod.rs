@@ -81,6 +81,10 @@ struct Tree {
     dirty: bool,
     /// The origin is this node (it has no parent here).
     own: bool,
+    /// A copy of the origin's came here from a peer (a tree made for a
+    /// peer's summary has not had one yet: nothing to look for a parent
+    /// for).
+    reached: bool,
     /// With no parent, when its peers were last asked to take this node in.
     asked: Option<Instant>,
 }
@@ -99,6 +103,7 @@ impl Tree {
             resend: 0,
             dirty: false,
             own: false,
+            reached: false,
             asked: None,
         }
     }
@@ -360,6 +365,7 @@ impl Broadcast {
             // parent: a parent kept from before could be below it now.)
             let slot = self.active.get(&peer).copied();
             let tree = self.tree(origin(&msg.msg_id), now);
+            tree.reached = true;
             let mut due = tree.set_up(slot);
             if let Some(slot) = slot {
                 Broadcast::check_told(tree, slot, &msg.topic, &mut due);
@@ -370,11 +376,14 @@ impl Broadcast {
         // hop reaches every active peer (their duplicates prune it down). A
         // shared tree pruned by other origins' duplicates may have no link
         // left at all, and then every peer would hear of the message only by
-        // IHAVE, a GRAFT timeout late.
-        if from.is_none() && !self.trees.contains_key(&origin(&msg.msg_id)) {
+        // IHAVE, a GRAFT timeout late. (Its tree may exist already, made
+        // for a peer's summary.)
+        if from.is_none() {
             let tree = self.tree(origin(&msg.msg_id), now);
-            tree.pruned = 0;
-            tree.own = true;
+            if !tree.own {
+                tree.pruned = 0;
+                tree.own = true;
+            }
         }
         let pruned = self.tree(origin(&msg.msg_id), now).pruned | self.lazy_only;
         let tree = &self.trees[&origin(&msg.msg_id)];
