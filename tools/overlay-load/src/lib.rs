@@ -9,6 +9,12 @@ pub fn arg(name: &str) -> Option<String> {
     args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }
 
+/// Every value given after `name` on the command line (`--nats A --nats B`).
+pub fn args_all(name: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).filter(|w| w[0] == name).map(|w| w[1].clone()).collect()
+}
+
 /// The `p` quantile (0.0..=1.0) of `v`, which it sorts; 0 when empty.
 pub fn percentile(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();

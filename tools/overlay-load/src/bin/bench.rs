@@ -4,10 +4,11 @@
 //! ```sh
 //! cargo run --release -p overlay-load --bin bench -- --overlay 127.0.0.1:9500 [--secs 3]
 //!     [--rss ADDR/PID] [--tls-overlay ADDR --ca ca.pem [--rss-tls ADDR/PID]] [--line A,B,C]
-//!     [--redis ADDR] [--nats ADDR] [--rounds N] [--json out.json]
+//!     [--redis ADDR] [--nats [NAME=]ADDR]... [--rounds N] [--json out.json]
 //! cargo run --release -p overlay-load --bin bench -- --make-certs DIR   # CA + localhost cert for a TLS node
 //! cargo run --release -p overlay-load --bin bench -- --nats-only ADDR    # only the NATS fanout driver
 //! ... --only rtt|echo|fanout|connect|rss|tls|line                             # one group of workloads
+//! ... --only fanout --case 1x1024 (or 8x64@300000, paced)                      # one fanout workload
 //! ```
 //!
 //! Workloads: echo round trip (1 connection), pipelined echo (1 and 8
@@ -28,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use overlay_load::{arg, encode, hello, percentile};
+use overlay_load::{arg, args_all, encode, hello, percentile};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,7 +74,15 @@ async fn main() -> Result<(), BoxError> {
     let mut rows = Vec::new();
 
     let redis: Option<SocketAddr> = arg("--redis").map(|a| a.parse()).transpose()?;
-    let nats: Option<SocketAddr> = arg("--nats").map(|a| a.parse()).transpose()?;
+    // One or more NATS servers (`--nats "nats-server 2.15.1=ADDR"`): each
+    // fanout is compared with every one, and with the best of them.
+    let nats: Vec<(String, SocketAddr)> = args_all("--nats")
+        .iter()
+        .map(|a| {
+            let (name, addr) = a.rsplit_once('=').unwrap_or(("nats-server", a));
+            Ok((name.to_string(), addr.parse()?))
+        })
+        .collect::<Result<_, BoxError>>()?;
     // `--only rtt|echo|fanout|connect|tls|line` runs one group (while tuning).
     let only = arg("--only");
     let want = |group: &str| only.as_deref().is_none_or(|o| o == group);
@@ -131,60 +140,45 @@ async fn main() -> Result<(), BoxError> {
             }
         }
     }
-    for subs in [1usize, 8].into_iter().filter(|_| want("fanout")) {
-        for size in [64usize, 1024] {
-            let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-            for round in 0..rounds {
-                for side in order(round) {
-                    match side {
-                        Side::Ours => {
-                            ours.push(fanout(overlay, overlay, subs, size, None).await?);
-                        }
-                        Side::Theirs => {
-                            if let Some(n) = nats {
-                                theirs.push(nats_fanout(n, subs, size, None).await?);
-                            }
-                        }
-                    }
+    // Fanout: at full speed, then at a fixed publish rate every server
+    // sustains (at full speed the latency is only how full the buffers on
+    // the way are). Each round runs every server, in an order that rotates.
+    let full = [(1usize, 64usize), (1, 1024), (8, 64), (8, 1024)].map(|(subs, size)| (subs, size, None));
+    let paced = PACED.map(|(subs, size, pace)| (subs, size, Some(pace)));
+    let case = arg("--case");
+    let wanted = |(subs, size, pace): &(usize, usize, Option<u64>)| {
+        let name = format!("{subs}x{size}{}", pace.map_or_else(String::new, |p| format!("@{p}")));
+        want("fanout") && case.as_ref().is_none_or(|c| *c == name)
+    };
+    for (subs, size, pace) in full.into_iter().chain(paced).filter(wanted) {
+        let mut ours = Rounds::default();
+        let mut theirs: Vec<Rounds> = nats.iter().map(|_| Rounds::default()).collect();
+        let sides: Vec<Option<usize>> = std::iter::once(None).chain((0..nats.len()).map(Some)).collect();
+        for round in 0..rounds {
+            for side in rotation(&sides, round) {
+                match side {
+                    None => ours.push(fanout(overlay, overlay, subs, size, pace).await?),
+                    Some(k) => theirs[k].push(nats_fanout(nats[k].1, subs, size, pace).await?),
                 }
             }
-            let (rate, p50, p99, lost) = ours.median();
-            let mut row = rate_row(&format!("fanout 1 -> {subs}, {} (lost {lost})", human(size)), rate, "msg/s");
+        }
+        let at = pace.map_or_else(String::new, |p| format!(" at {p} pub/s"));
+        let (rate, p50, p99, lost) = ours.median();
+        let name = format!("fanout 1 -> {subs}, {}{at} (lost {lost})", human(size));
+        rows.push(Row { name, value: rate, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
+        let mut best = 0.0f64;
+        for ((who, _), runs) in nats.iter().zip(&theirs) {
+            let (theirs, p50, p99, lost) = runs.median();
+            best = best.max(theirs);
+            let mut row = match pace {
+                None => ratio_row(&format!("{who} (lost {lost})"), theirs, "msg/s", rate),
+                Some(_) => rate_row(&format!("  {who} (lost {lost})"), theirs, "msg/s"),
+            };
             (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
             rows.push(row);
-            if nats.is_some() {
-                let (theirs, p50, p99, lost) = theirs.median();
-                let mut row = ratio_row(&format!("nats-server (lost {lost})"), theirs, "msg/s", rate);
-                (row.p50_us, row.p99_us) = (Some(p50), Some(p99));
-                rows.push(row);
-            }
         }
-    }
-    // Latency at a fixed publish rate both servers sustain: at full speed the
-    // latency above is only how full the buffers on the way are.
-    for (subs, size, pace) in PACED.into_iter().filter(|_| want("fanout")) {
-        let (mut ours, mut theirs) = (Rounds::default(), Rounds::default());
-        for round in 0..rounds {
-            for side in order(round) {
-                match side {
-                    Side::Ours => {
-                        ours.push(fanout(overlay, overlay, subs, size, Some(pace)).await?);
-                    }
-                    Side::Theirs => {
-                        if let Some(n) = nats {
-                            theirs.push(nats_fanout(n, subs, size, Some(pace)).await?);
-                        }
-                    }
-                }
-            }
-        }
-        let (rate, p50, p99, lost) = ours.median();
-        let name = format!("fanout 1 -> {subs}, {} at {pace} pub/s (lost {lost})", human(size));
-        rows.push(Row { name, value: rate, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
-        if nats.is_some() {
-            let (theirs, p50, p99, lost) = theirs.median();
-            let name = format!("  nats-server (lost {lost})");
-            rows.push(Row { name, value: theirs, unit: "msg/s", p50_us: Some(p50), p99_us: Some(p99) });
+        if pace.is_none() && nats.len() > 1 {
+            rows.push(ratio_row("the best NATS", best, "msg/s", rate));
         }
     }
     if want("connect") {
@@ -245,11 +239,11 @@ async fn main() -> Result<(), BoxError> {
         });
     }
 
-    println!("{:<46} {:>14} {:>8} {:>10} {:>10}", "workload", "value", "unit", "p50", "p99");
+    println!("{:<52} {:>14} {:>8} {:>10} {:>10}", "workload", "value", "unit", "p50", "p99");
     for r in &rows {
         let us = |v: Option<u64>| v.map_or_else(String::new, |v| format!("{:.3}ms", v as f64 / 1000.0));
         let value = if r.unit.is_empty() { String::new() } else { format!("{:.1}", r.value) };
-        println!("{:<46} {:>14} {:>8} {:>10} {:>10}", r.name, value, r.unit, us(r.p50_us), us(r.p99_us));
+        println!("{:<52} {:>14} {:>8} {:>10} {:>10}", r.name, value, r.unit, us(r.p50_us), us(r.p99_us));
     }
     if let Some(path) = arg("--json") {
         let items: Vec<String> = rows
@@ -281,6 +275,13 @@ enum Side {
 /// machine warmed (or tired) by the other.
 fn order(round: usize) -> [Side; 2] {
     if round.is_multiple_of(2) { [Side::Ours, Side::Theirs] } else { [Side::Theirs, Side::Ours] }
+}
+
+/// `sides` rotated by `round`: with several servers, each goes first in
+/// turn.
+fn rotation<T: Copy>(sides: &[T], round: usize) -> Vec<T> {
+    let k = round % sides.len().max(1);
+    sides[k..].iter().chain(&sides[..k]).copied().collect()
 }
 
 /// One workload's results over several rounds: (rate, p50 µs, p99 µs, lost).
