@@ -87,7 +87,7 @@ impl Subscription {
 
     /// Moves what the queue holds into the buffer; true when anything came.
     fn refill(&mut self) -> bool {
-        let taken = self.queue.take(TAKE_BYTES, std::time::Instant::now(), &mut self.taken);
+        let taken = self.queue.take(TAKE_BYTES, &mut self.taken);
         if let Some(n) = taken.lagged {
             self.buffer.push_back(Delivery::Lagged(n));
         }

@@ -52,7 +52,7 @@ fn fanout(c: &mut Criterion) {
                     spent += start.elapsed();
                     for q in &queues {
                         out.clear();
-                        q.take(usize::MAX, Instant::now(), &mut out);
+                        q.take(usize::MAX, &mut out);
                     }
                     left -= n;
                 }
@@ -87,7 +87,7 @@ fn congested(c: &mut Criterion) {
                 batch.clear();
                 for q in &queues {
                     out.clear();
-                    q.take(usize::MAX, Instant::now(), &mut out);
+                    q.take(usize::MAX, &mut out);
                 }
             }
             spent

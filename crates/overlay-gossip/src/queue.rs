@@ -10,16 +10,8 @@
 //! length: frames just over a size class would otherwise hold up to a
 //! quarter more memory than the budget says.
 //!
-//! A queue is *congested* above half its capacity, or when its oldest
-//! delivery has waited longer than [`SOJOURN_TARGET`] (a standing queue, as
-//! CoDel sees it: the consumer is not keeping up with what is offered right
-//! now). Publishers stall briefly on a congested queue (at most
-//! `publish_stall_ms`), so at full speed they are paced by how fast the
-//! subscribers drain, and what waits stays a few milliseconds' worth rather
-//! than half the capacity. A stall that runs out on a queue congested by
-//! age alone waives that rule for it until a take finds its oldest delivery
-//! young again: a consumer that stopped costs a publisher one short stall,
-//! not one per batch. A queue is *lagging* once an offer found it full (new
+//! A queue is *congested* above half its capacity (publishers stall briefly,
+//! at most `publish_stall_ms`), *lagging* once an offer found it full (new
 //! deliveries are dropped and counted; publishers no longer stall on it)
 //! until it drains below half, and *evicted* when it has lagged longer than
 //! the slow-consumer timeout. Time is passed in; nothing here reads a clock.
@@ -32,14 +24,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-
-/// How long the oldest delivery of a queue may wait before the queue counts
-/// as congested. CoDel's target for a standing queue is 5 ms over the
-/// Internet; between processes a writer drains a 256 KiB batch in well under
-/// a millisecond, so 2 ms of backlog still keeps it busy (measured with
-/// `cargo xtask bench`: full-speed fanout throughput within the noise of the
-/// half-capacity rule alone, its p99 latency a third lower).
-pub(crate) const SOJOURN_TARGET: Duration = Duration::from_millis(2);
 
 /// The process-wide cap on bytes waiting in delivery queues.
 #[derive(Debug)]
@@ -273,19 +257,12 @@ pub struct Taken {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Each delivery, with when it was offered.
-    items: VecDeque<(Instant, Charged)>,
+    items: VecDeque<Charged>,
     bytes: usize,
     unreported: u64,
     lagging_since: Option<Instant>,
     evicted: bool,
     closed: bool,
-    /// Congested as of the last offer or take: what stalled publishers
-    /// wait on.
-    congested: bool,
-    /// A stall ran out on it while it was congested by age alone: that rule
-    /// is waived until a take finds the oldest delivery within the target.
-    waived: bool,
 }
 
 /// One consumer's queue of charged frames. Many publishers offer, one
@@ -320,17 +297,15 @@ impl DeliveryQueue {
             if now.saturating_duration_since(since) >= self.slow_after {
                 self.evict(st);
             } else {
-                st.congested = false;
                 drop(st);
                 // Publishers stalled on this queue are released: it lags now.
                 self.drained.notify_waiters();
             }
             return Offer::Dropped(DropReason::Full);
         }
-        st.items.push_back((now, frame));
+        st.items.push_back(frame);
         st.bytes += len;
-        let congested = self.congested(&st, now);
-        st.congested = congested;
+        let congested = self.congested(&st);
         let urgent = st.bytes * 4 > self.capacity * 3;
         // The consumer waits only after a take that left the queue empty, so
         // only the offer that ends that emptiness needs to wake it.
@@ -366,7 +341,6 @@ impl DeliveryQueue {
     /// wakes the consumer and every stalled publisher.
     fn end(&self, mut st: MutexGuard<'_, State>) {
         st.bytes = 0;
-        st.congested = false;
         let held = std::mem::take(&mut st.items);
         drop(st);
         drop(held);
@@ -388,17 +362,18 @@ impl DeliveryQueue {
     }
 
     /// Moves queued frames into `out`, up to about `max_bytes` (at least one
-    /// frame when any is queued), at `now`. Never blocks. The frames stay
-    /// charged to the budget until `out` lets go of them.
-    pub fn take(&self, max_bytes: usize, now: Instant, out: &mut Vec<Charged>) -> Taken {
+    /// frame when any is queued). Never blocks. The frames stay charged to
+    /// the budget until `out` lets go of them.
+    pub fn take(&self, max_bytes: usize, out: &mut Vec<Charged>) -> Taken {
         let mut st = self.lock();
+        let was_congested = self.congested(&st);
         let mut taken = 0;
-        while let Some((_, front)) = st.items.front() {
+        while let Some(front) = st.items.front() {
             if taken > 0 && taken + front.len() > max_bytes {
                 break;
             }
             taken += front.len();
-            if let Some((_, f)) = st.items.pop_front() {
+            if let Some(f) = st.items.pop_front() {
                 out.push(f);
             }
         }
@@ -406,14 +381,9 @@ impl DeliveryQueue {
         if st.bytes * 2 <= self.capacity {
             st.lagging_since = None;
         }
-        if !Self::aged(&st, now) {
-            st.waived = false;
-        }
         let lagged = (st.unreported > 0).then(|| std::mem::take(&mut st.unreported));
         let evicted = st.evicted;
-        let congested = self.congested(&st, now);
-        let drained = st.congested && !congested;
-        st.congested = congested;
+        let drained = was_congested && !self.congested(&st);
         drop(st);
         if drained {
             self.drained.notify_waiters();
@@ -430,10 +400,8 @@ impl DeliveryQueue {
         self.ready.notified().await;
     }
 
-    /// Waits until the queue is no longer congested (drained to half and its
-    /// oldest delivery within the target, lagging, waived, evicted or
-    /// closed). Publishers bound this with `publish_stall_ms`, and
-    /// [`DeliveryQueue::waive`] it when that runs out.
+    /// Waits until the queue is no longer congested (drained to half, lagging,
+    /// evicted or closed). Publishers bound this with `publish_stall_ms`.
     pub async fn wait_drained(&self) {
         loop {
             let notified = self.drained.notified();
@@ -446,27 +414,9 @@ impl DeliveryQueue {
         }
     }
 
-    /// Congested as of the last offer or take: more than half full, or its
-    /// oldest delivery older than [`SOJOURN_TARGET`] (unless waived); and
-    /// neither lagging nor closed.
+    /// More than half full, and neither lagging nor closed.
     pub fn is_congested(&self) -> bool {
-        self.lock().congested
-    }
-
-    /// A publisher's stall on this queue ran out: when it was congested by
-    /// age alone, that rule is waived until a take finds its oldest delivery
-    /// within the target (the consumer may have stopped: it costs each
-    /// publisher one stall, not one per batch); more than half full, it
-    /// stays congested.
-    pub fn waive(&self) {
-        let mut st = self.lock();
-        if !st.congested || st.bytes * 2 > self.capacity {
-            return;
-        }
-        st.waived = true;
-        st.congested = false;
-        drop(st);
-        self.drained.notify_waiters();
+        self.congested(&self.lock())
     }
 
     /// Bytes queued now.
@@ -486,14 +436,8 @@ impl DeliveryQueue {
         self.end(st);
     }
 
-    fn congested(&self, st: &State, now: Instant) -> bool {
-        let backlog = st.bytes * 2 > self.capacity || (!st.waived && Self::aged(st, now));
-        backlog && st.lagging_since.is_none() && !st.evicted && !st.closed
-    }
-
-    /// Its oldest delivery has waited longer than [`SOJOURN_TARGET`].
-    fn aged(st: &State, now: Instant) -> bool {
-        st.items.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > SOJOURN_TARGET)
+    fn congested(&self, st: &State) -> bool {
+        st.bytes * 2 > self.capacity && st.lagging_since.is_none() && !st.evicted && !st.closed
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -528,44 +472,10 @@ mod tests {
         assert_eq!(q.offer(frame(b, 40), t0), Offer::Dropped(DropReason::Full));
 
         let mut out = Vec::new();
-        let taken = q.take(1000, t0, &mut out);
+        let taken = q.take(1000, &mut out);
         assert_eq!((out.len(), taken.lagged, taken.evicted), (3, Some(2), false));
         assert_eq!(q.offer(frame(b, 40), t0), Offer::Queued, "recovered below half");
-        assert_eq!(q.take(1000, t0, &mut out).lagged, None, "loss reported once");
-    }
-
-    #[test]
-    fn a_standing_queue_congests_by_age_and_a_run_out_stall_waives_that() {
-        let (t0, b) = (Instant::now(), budget());
-        let ms = |n| t0 + Duration::from_millis(n);
-        let q = DeliveryQueue::new(1000, Duration::from_secs(10));
-        assert_eq!(q.offer(frame(b, 10), t0), Offer::Queued);
-        assert_eq!(q.offer(frame(b, 10), ms(2)), Offer::Queued, "the oldest waited the target, not longer");
-        assert_eq!(q.offer(frame(b, 10), ms(3)), Offer::Congested { urgent: false }, "far below half");
-        assert!(q.is_congested());
-        // The consumer takes the old ones: what is left is young again.
-        let mut out = Vec::new();
-        q.take(20, ms(3), &mut out);
-        assert_eq!(out.len(), 2);
-        assert!(!q.is_congested());
-
-        // A consumer that stops: one stall runs out, and the age rule is
-        // waived; publishers offer on without stalling until it takes again.
-        assert_eq!(q.offer(frame(b, 10), ms(10)), Offer::Congested { urgent: false });
-        q.waive();
-        assert!(!q.is_congested());
-        assert_eq!(q.offer(frame(b, 10), ms(20)), Offer::Queued);
-        // It takes, but what is left is still old: still waived.
-        q.take(10, ms(21), &mut out);
-        assert_eq!(q.offer(frame(b, 10), ms(22)), Offer::Queued);
-        // It caught up: the rule holds again.
-        q.take(1000, ms(23), &mut out);
-        assert_eq!(q.offer(frame(b, 10), ms(23)), Offer::Queued);
-        assert_eq!(q.offer(frame(b, 10), ms(26)), Offer::Congested { urgent: false });
-        // Half full is congested whatever a stall did.
-        assert_eq!(q.offer(frame(b, 500), ms(26)), Offer::Congested { urgent: false });
-        q.waive();
-        assert!(q.is_congested(), "more than half full is never waived");
+        assert_eq!(q.take(1000, &mut out).lagged, None, "loss reported once");
     }
 
     #[test]
@@ -578,7 +488,7 @@ mod tests {
         assert_eq!(q.offer(frame(b, 1), t0 + Duration::from_secs(1)), Offer::Dropped(DropReason::Full));
         assert_eq!(q.offer(frame(b, 1), t0 + Duration::from_secs(2)), Offer::Dropped(DropReason::Closed));
         let mut out = Vec::new();
-        let taken = q.take(100, t0, &mut out);
+        let taken = q.take(100, &mut out);
         assert!(taken.evicted);
         assert!(out.is_empty(), "an evicted consumer's backlog is released");
         // The refused frames were dropped on this thread: settled here, as
@@ -599,7 +509,7 @@ mod tests {
         assert!(q.expire(t0 + Duration::from_secs(1)), "no offer needed");
         assert!(!q.expire(t0 + Duration::from_secs(2)), "once");
         assert_eq!(b.used(), 0, "its backlog is given back");
-        let taken = q.take(100, t0, &mut Vec::new());
+        let taken = q.take(100, &mut Vec::new());
         assert_eq!((taken.evicted, taken.lagged), (true, Some(1)));
     }
 
@@ -609,7 +519,7 @@ mod tests {
         for _ in 0..5 {
             assert!(q.miss());
         }
-        let taken = q.take(100, Instant::now(), &mut Vec::new());
+        let taken = q.take(100, &mut Vec::new());
         assert_eq!((taken.lagged, taken.evicted), (Some(5), false));
         q.close();
         assert!(!q.miss(), "a closed queue misses nothing");
@@ -639,7 +549,7 @@ mod tests {
         assert_eq!(budget.used(), 64, "two queues, one charge");
         assert!(budget.charge(Bytes::from(vec![0u8; 37])).is_none(), "the cap holds");
         let mut taken = Vec::new();
-        a.take(1000, now, &mut taken);
+        a.take(1000, &mut taken);
         drop(b);
         assert_eq!(budget.used(), 64, "a taken frame not yet written still counts");
         taken.clear();
@@ -658,7 +568,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        q.take(1000, Instant::now(), &mut Vec::new());
+        q.take(1000, &mut Vec::new());
         waiter.await.unwrap();
     }
 }

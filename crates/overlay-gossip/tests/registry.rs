@@ -52,7 +52,7 @@ fn overlapping_patterns_deliver_once_and_unsubscribe_is_exact() {
         .unwrap();
     assert_eq!((f.queued, f.dropped), (1, 0));
     let mut out = Vec::new();
-    q.take(usize::MAX, Instant::now(), &mut out);
+    q.take(usize::MAX, &mut out);
     assert_eq!(out.len(), 1);
     let Frame::Msg(msg) = decode(&out[0]) else { panic!("MSG") };
     assert_eq!((msg.topic.as_str(), msg.hops, &msg.payload[..]), ("a.b", 0, &b"x"[..]));
@@ -94,12 +94,12 @@ fn a_full_queue_drops_newest_and_reports_the_count_once() {
             .unwrap();
         dropped += report.dropped;
         out.clear();
-        fast.take(usize::MAX, now, &mut out);
+        fast.take(usize::MAX, &mut out);
         fast_got += out.len();
     }
     assert_eq!(fast_got, 100, "the subscriber that keeps up loses nothing");
     out.clear();
-    let taken = slow.take(usize::MAX, now, &mut out);
+    let taken = slow.take(usize::MAX, &mut out);
     assert_eq!(out.len() as u32 + dropped, 100);
     assert_eq!(taken.lagged, Some(u64::from(dropped)));
     let Frame::Msg(first) = decode(&out[0]) else { panic!("MSG") };
@@ -120,7 +120,7 @@ fn delivered_messages_keep_their_hops_and_this_nodes_own_are_dropped() {
     let foreign = oap_codec::Msg { topic: topic.clone(), msg_id, hops: 2, payload: Bytes::from_static(b"p") };
     assert_eq!(reg.deliver(&foreign, now, &mut PublishBatch::default()).unwrap().queued, 1);
     let mut out = Vec::new();
-    local.take(usize::MAX, now, &mut out);
+    local.take(usize::MAX, &mut out);
     let Frame::Msg(here) = decode(&out[0]) else { panic!("MSG") };
     assert_eq!((here.hops, here.msg_id), (2, msg_id), "local delivery keeps the hops it arrived with");
 

@@ -218,12 +218,7 @@ impl Reader<'_, '_> {
             tokio::select! {
                 biased;
                 () = self.ctx.kill.cancelled() => return Err(DisconnectReason::Shutdown),
-                r = tokio::time::timeout_at(deadline, queue.wait_drained()) => if r.is_err() {
-                    // Ran out: the queues still backed up by age alone may
-                    // have stopped; they stall no one again until they take.
-                    batch.queues().iter().for_each(|q| q.waive());
-                    break;
-                },
+                r = tokio::time::timeout_at(deadline, queue.wait_drained()) => if r.is_err() { break },
             }
         }
         self.state.stalled(batch);

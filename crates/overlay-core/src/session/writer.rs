@@ -104,20 +104,18 @@ where
         // A swarm link the swarm closes flushes what was queued for it, as a
         // drain does.
         let closing = close.is_some_and(CancellationToken::is_cancelled);
-        // What the queues measure their deliveries' wait against.
-        let now = std::time::Instant::now();
         let flush_all = goaway.is_some() || closing;
         let mut room = if flush_all { usize::MAX } else { WRITE_BATCH_BYTES.saturating_sub(reply_bytes).max(1) };
         let mut control_evicted = false;
         if let Some(control) = control {
-            let taken = control.take(usize::MAX, now, &mut encoded);
+            let taken = control.take(usize::MAX, &mut encoded);
             room = room.saturating_sub(taken.bytes).max(1);
             control_evicted = taken.evicted;
         }
         let controls = encoded.len();
         // 3. Deliveries: in the room left; everything queued ahead of a
         //    GOAWAY (the drain flushes it); none once the reader is gone.
-        let taken = if open || flush_all { deliveries.take(room, now, &mut encoded) } else { Default::default() };
+        let taken = if open || flush_all { deliveries.take(room, &mut encoded) } else { Default::default() };
         if let Some(dropped) = taken.lagged
             && !link
         {
