@@ -47,8 +47,18 @@ pub enum LoadError {
 /// Loads, layers and validates the config.
 pub fn load(args: &ServeArgs) -> Result<ValidConfig, LoadError> {
     let figment = figment(args)?;
-    let config: OverlayConfig = figment.extract().map_err(|e| LoadError::Parse(one_line(&e)))?;
-    let sources = sources(&figment, &config);
+    let mut config: OverlayConfig = figment.extract().map_err(|e| LoadError::Parse(one_line(&e)))?;
+    let mut sources = sources(&figment, &config);
+    // A watermark nobody set follows the queue it belongs to: three
+    // quarters of it, as the defaults' 96 of 128 (`--set session.tx_queue=2`
+    // alone must not fail on a key the operator never set).
+    let watermark = "session.tx_watermark".to_string();
+    if sources.get(&watermark).is_none_or(|s| *s == Source::Default)
+        && sources.get("session.tx_queue").is_some_and(|s| *s != Source::Default)
+    {
+        config.session.tx_watermark = (config.session.tx_queue * 3 / 4).max(1);
+        sources.insert(watermark, Source::Default);
+    }
     Ok(config.validate()?.with_sources(sources))
 }
 
@@ -162,14 +172,19 @@ fn sources(figment: &Figment, config: &OverlayConfig) -> BTreeMap<String, Source
 fn one_line(e: &figment::Error) -> String {
     let Some(first) = e.clone().into_iter().next() else { return e.to_string().replace('\n', " ") };
     let key = first.path.iter().map(|k| k.to_lowercase()).collect::<Vec<_>>().join(".");
+    // The file a value came from is worth naming; where in this program a
+    // layer was made (figment's `Source::Code`) is not.
     let place = match &first.metadata {
         Some(m) => match &m.source {
-            Some(source) => format!(" (in {} {source})", m.name),
-            None => format!(" (in {})", m.name),
+            Some(source @ figment::Source::File(_)) => format!(" (in {} {source})", m.name),
+            _ => format!(" (in {})", m.name),
         },
         None => String::new(),
     };
-    let text = if key.is_empty() { format!("{}{place}", first.kind) } else { format!("{key}: {}{place}", first.kind) };
+    // figment quotes an "expected" list as a whole and each name in it:
+    // "expected `one of `a`, `b``"; one quoting is enough.
+    let kind = first.kind.to_string().replace("expected `one of ", "expected one of ").replace("``", "`");
+    let text = if key.is_empty() { format!("{kind}{place}") } else { format!("{key}: {kind}{place}") };
     text.replace('\n', " ")
 }
 

@@ -2,6 +2,7 @@
 //! wait for a signal, drain, exit. Exit codes: 0 clean, 1 runtime failure,
 //! 2 bad config or usage, 130 second signal during drain.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Ping(args)) => runtime.block_on(async {
-            match svc_overlay::ping::run(&args, |line| println!("{line}")).await {
+            match svc_overlay::ping::run(&args, |line| emit(line)).await {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("svc-overlay ping: {e}");
@@ -37,11 +38,11 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Some(Command::Pub(args)) => client(&runtime, "pub", svc_overlay::pubsub::publish(&args, |l| println!("{l}"))),
-        Some(Command::Sub(args)) => client(&runtime, "sub", svc_overlay::pubsub::subscribe(&args, |l| println!("{l}"))),
+        Some(Command::Pub(args)) => client(&runtime, "pub", svc_overlay::pubsub::publish(&args, |l| emit(l))),
+        Some(Command::Sub(args)) => client(&runtime, "sub", svc_overlay::pubsub::subscribe(&args, |l| emit(l))),
         Some(Command::Token(TokenCommand::Mint(args))) => match svc_overlay::token::mint_token(&args) {
             Ok(token) => {
-                println!("{token}");
+                emit(token);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Token(TokenCommand::Inspect { token })) => match svc_overlay::token::inspect(&token) {
             Ok(lines) => {
-                lines.iter().for_each(|l| println!("{l}"));
+                lines.iter().for_each(emit);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -60,6 +61,19 @@ fn main() -> ExitCode {
             }
         },
         None => serve(&cli, &runtime),
+    }
+}
+
+/// Writes one line to stdout. A reader that went away (`| head -1`) ends
+/// the command quietly with exit code 0, as it asked for no more; any
+/// other failure to write is one line on stderr and exit code 1.
+fn emit(line: impl std::fmt::Display) {
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("svc-overlay: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -87,7 +101,7 @@ fn serve(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
         }
     };
     if cli.serve.print_config {
-        println!("{:#}", config.configz());
+        emit(format!("{:#}", config.configz()));
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

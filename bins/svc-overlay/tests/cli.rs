@@ -126,6 +126,12 @@ fn malformed_values_and_unknown_keys_exit_2_naming_the_key() {
     assert_rejected(&run(&dir, &[], &[]), &["max_con"]);
     assert_rejected(&run(&workdir(), &[], &["--config", "/nonexistent/overlay.toml"]), &["/nonexistent/overlay.toml"]);
     assert_rejected(&run(&workdir(), &[], &["--set", "transport.addr=nowhere"]), &["transport.addr"]);
+    // What an operator reads: the key, the layer, the choices once quoted;
+    // not where in this program the layer was made.
+    let out = run(&dir, &[], &["--set", "session.bogus=1", "--print-config"]);
+    assert_rejected(&out, &["session.bogus", "expected one of `tx_queue`, `tx_watermark`", "(in command-line flags)"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(".rs:") && !err.contains("``"), "{err}");
     // figment 0.10 panics unescaping these (a backslash after a multi-byte
     // character): refused with the key instead.
     let tricky = "\"\u{494}\\n\"";
@@ -631,4 +637,41 @@ fn pub_with_a_token_file_prints_each_refusal_and_goes_on() {
     let both = run(&dir, &[], &["pub", "ok.x", "x", "--token", "t", "--token-file", "token"]);
     assert_eq!(both.status.code(), Some(2), "--token and --token-file together are a usage error");
     assert!(String::from_utf8_lossy(&both.stderr).contains("--token-file"));
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `svc-overlay --print-config | head -1`: the reader has gone before the
+    // config is written. Rust ignores SIGPIPE, so the write fails with EPIPE;
+    // that ends the command with 0 and nothing on stderr, not a panic (101).
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = workdir();
+    std::fs::write(dir.join("root.key"), "a root key of 28 bytes long\n").unwrap();
+    std::fs::set_permissions(dir.join("root.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let minted = run(&dir, &[], &["token", "mint", "--root-key-file", "root.key", "--op", "publish", "--id", "me"]);
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    for args in [&["--print-config"][..], &["token", "inspect", &token][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out =
+            Command::new(BIN).args(args).current_dir(&dir).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_watermark_nobody_set_follows_tx_queue() {
+    let dir = workdir();
+    for (queue, watermark) in [(2, 1), (8, 6), (1000, 750)] {
+        let c = effective(&dir, &[], &["--set", &format!("session.tx_queue={queue}")]);
+        assert_eq!(c["session.tx_watermark"], serde_json::json!({ "value": watermark, "source": "default" }));
+    }
+    assert_eq!(effective(&dir, &[], &[])["session.tx_watermark"]["value"], 96);
+    // Set explicitly, it is checked against the queue as before.
+    let both = ["--set", "session.tx_queue=8", "--set", "session.tx_watermark=8", "--print-config"];
+    assert_rejected(&run(&dir, &[], &both), &["session.tx_watermark"]);
+    let env = [("RON_OVERLAY_SESSION__TX_WATERMARK", "5")];
+    assert_eq!(effective(&dir, &env, &["--set", "session.tx_queue=8"])["session.tx_watermark"]["value"], 5);
 }
