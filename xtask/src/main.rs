@@ -207,7 +207,8 @@ fn smoke() -> Result<(), Failure> {
 }
 
 /// `promtool check metrics` on a live `/metrics` and `promtool check rules`
-/// on docs/alerts.yml, both with no finding. Without promtool (Debian
+/// on docs/alerts.yml, both with no finding, and `promtool test rules` on
+/// docs/alerts.test.yml. Without promtool (Debian
 /// package `prometheus`) it says it skipped them; `.ci/run` installs it.
 fn promtool(metrics: &str) -> Result<String, Failure> {
     use std::io::Write as _;
@@ -239,7 +240,18 @@ fn promtool(metrics: &str) -> Result<String, Failure> {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         return Err(Failure::new(format!("promtool check rules {}:\n{text}", rules.display())));
     }
-    Ok("promtool: metrics and alert rules clean".into())
+    // Each rule against series that must make it fire and ones that must not.
+    let tests = node::workspace().join("docs/alerts.test.yml");
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .map_err(|e| Failure::new(format!("promtool: {e}")))?;
+    if !out.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        return Err(Failure::new(format!("promtool test rules {}:\n{text}", tests.display())));
+    }
+    Ok("promtool: metrics and alert rules clean, alert tests pass".into())
 }
 
 fn roundtrip(args: &[String]) -> Result<(), Failure> {

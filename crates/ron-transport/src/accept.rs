@@ -152,6 +152,7 @@ where
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let tracker = TaskTracker::new();
     let metrics = TransportMetrics::new(&cfg.name);
+    metrics.max_conns.set(cap.cap as f64);
     let rejected = metrics.rejected.clone();
     let load = ConnLoad { permits: Arc::new(Semaphore::new(cap.cap)), cap };
     let accept = AcceptLoop {

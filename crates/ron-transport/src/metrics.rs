@@ -11,6 +11,8 @@ use metrics::{
 #[derive(Clone)]
 pub(crate) struct TransportMetrics {
     pub(crate) connections: Gauge,
+    /// The effective connection cap (`transport_max_conns`).
+    pub(crate) max_conns: Gauge,
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
     pub(crate) rejected_max_conns: Counter,
@@ -29,6 +31,7 @@ impl TransportMetrics {
         let service = service.to_owned();
         TransportMetrics {
             connections: gauge!("transport_connections", "service" => service.clone()),
+            max_conns: gauge!("transport_max_conns", "service" => service.clone()),
             bytes_in: counter!("transport_bytes_in_total", "service" => service.clone()),
             bytes_out: counter!("transport_bytes_out_total", "service" => service.clone()),
             rejected_max_conns: counter!("transport_rejected_total", "service" => service.clone(), "reason" => "max_conns"),
@@ -45,6 +48,10 @@ impl TransportMetrics {
 /// `# HELP` text for every transport_* family (the recorder keeps the first).
 fn describe() {
     describe_gauge!("transport_connections", "Accepted connections open now.");
+    describe_gauge!(
+        "transport_max_conns",
+        "Connections accepted at once at most: max_conns, or fewer when RLIMIT_NOFILE - fd_reserve is lower."
+    );
     describe_counter!("transport_bytes_in_total", Unit::Bytes, "Bytes read from accepted connections.");
     describe_counter!("transport_bytes_out_total", Unit::Bytes, "Bytes written to accepted connections.");
     describe_counter!(
