@@ -230,28 +230,25 @@ fn promtool(metrics: &str) -> Result<String, Failure> {
     if !out.status.success() || !findings.trim().is_empty() {
         return Err(Failure::new(format!("promtool check metrics found:\n{findings}")));
     }
-    let rules = node::workspace().join("docs/alerts.yml");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .map_err(|e| Failure::new(format!("promtool: {e}")))?;
-    if !out.status.success() {
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        return Err(Failure::new(format!("promtool check rules {}:\n{text}", rules.display())));
-    }
+    promtool_on(&["check", "rules"], "docs/alerts.yml")?;
     // Each rule against series that must make it fire and ones that must not.
-    let tests = node::workspace().join("docs/alerts.test.yml");
-    let out = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&tests)
+    promtool_on(&["test", "rules"], "docs/alerts.test.yml")?;
+    Ok("promtool: metrics and alert rules clean, alert tests pass".into())
+}
+
+/// `promtool ARGS FILE` (a path in the workspace) must succeed.
+fn promtool_on(args: &[&str], file: &str) -> Result<(), Failure> {
+    let path = node::workspace().join(file);
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .arg(&path)
         .output()
         .map_err(|e| Failure::new(format!("promtool: {e}")))?;
-    if !out.status.success() {
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        return Err(Failure::new(format!("promtool test rules {}:\n{text}", tests.display())));
+    if out.status.success() {
+        return Ok(());
     }
-    Ok("promtool: metrics and alert rules clean, alert tests pass".into())
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Err(Failure::new(format!("promtool {} {}:\n{text}", args.join(" "), path.display())))
 }
 
 fn roundtrip(args: &[String]) -> Result<(), Failure> {
