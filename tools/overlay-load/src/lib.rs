@@ -5,8 +5,7 @@
 
 /// The value after `name` on the command line (`--secs 3`).
 pub fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+    args_all(name).into_iter().next()
 }
 
 /// Every value given after `name` on the command line (`--nats A --nats B`).
